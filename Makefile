@@ -1,0 +1,28 @@
+# The two commands a new user runs (each does its own set-up):
+#   make demo   trains and evaluates a CNN on a built-in dataset
+#   make test   runs the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch: the CPU build of 2.13.0 installs quickly here; any recent torch 2.x works.
+TORCH ?= torch==2.13.0
+
+.PHONY: demo test install clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev,serve]"
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/cnnlab summary seed
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

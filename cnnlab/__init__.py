@@ -1,0 +1,39 @@
+"""cnnlab: from a folder of labelled images to a trained, evaluated and understood CNN.
+
+The Python API mirrors the command line::
+
+    import cnnlab
+    model = cnnlab.build_model("tinyvgg", classes=3)
+    print(cnnlab.summary("seed"))
+"""
+
+__version__ = "0.1.0"
+
+from cnnlab.errors import CnnlabError, DataError, SpecError, WeightsError  # noqa: E402
+
+
+def __getattr__(name: str):
+    # Lazy imports keep `cnnlab --help` fast (torch takes a second to import).
+    lazy = {
+        "build_model": ("cnnlab.model.build", "build_model"),
+        "CNN": ("cnnlab.model.build", "CNN"),
+        "load_spec": ("cnnlab.model.spec", "load_spec"),
+        "ModelSpec": ("cnnlab.model.spec", "ModelSpec"),
+        "summary": ("cnnlab.model.summary", "summary"),
+        "layers": ("cnnlab.model.layers", None),
+        "save_weights": ("cnnlab.io.weights", "save_weights"),
+        "load_weights": ("cnnlab.io.weights", "load_weights"),
+        "pick_device": ("cnnlab.device", "pick_device"),
+    }
+    if name in lazy:
+        import importlib
+
+        module, attr = lazy[name]
+        mod = importlib.import_module(module)
+        return mod if attr is None else getattr(mod, attr)
+    raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "CnnlabError", "DataError", "SpecError", "WeightsError", "build_model",
+           "CNN", "load_spec", "ModelSpec", "summary", "layers", "save_weights", "load_weights",
+           "pick_device"]

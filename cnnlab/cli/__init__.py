@@ -1,0 +1,66 @@
+"""The `cnnlab` command. Each subcommand lives in its own module of this package.
+
+A module defines ``register(subparsers)``, which adds its parser and sets ``func`` to a
+function taking the parsed arguments and returning an exit code. Heavy imports (torch,
+matplotlib) happen inside those functions so that `cnnlab --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+
+# The order of `cnnlab --help`; modules not named here come after, alphabetically.
+ORDER = ["demo", "train", "evaluate", "predict", "summary", "models", "layers", "data", "viz",
+         "explain", "lr_find", "doctor"]
+
+DESCRIPTION = """\
+cnnlab: from a folder of labelled images to a trained, evaluated and understood CNN.
+
+A typical session:
+  cnnlab demo                              train + evaluate on a built-in dataset (~2 min)
+  cnnlab summary seed                      the lecture's CNN: shapes and parameter formulas
+  cnnlab train DATA --model resnet_small   train on your folder of class sub-folders
+  cnnlab evaluate runs/NAME                accuracy, precision/recall/F1, confusion matrix
+  cnnlab predict runs/NAME photo.jpg       classify new images
+
+Run `cnnlab COMMAND --help` for each command's options and examples."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the examples' line breaks and shows each option's default."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnlab", description=DESCRIPTION, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    names = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}
+    for name in [n for n in ORDER if n in names] + sorted(names - set(ORDER)):
+        module = importlib.import_module(f"{__name__}.{name}")
+        if hasattr(module, "register"):
+            module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except CnnlabError as e:
+        print(f"cnnlab: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("cnnlab: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,47 @@
+"""`cnnlab summary`: shapes, parameter formulas, MACs and receptive fields of a model."""
+
+from cnnlab.cli._common import add_subcommand, console, print_json
+
+EPILOG = """\
+examples:
+  cnnlab summary seed                       the lecture's model: 896 params in its conv
+  cnnlab summary tinyvgg --format json      machine-readable, same numbers
+  cnnlab summary my_model.yaml --input 128x128x3 --classes 2
+  cnnlab summary runs/NAME/weights/best.safetensors
+
+Parameters are counted as Keras counts them: Conv2D (K*K*C_in+1)*filters, Dense
+(inputs+1)*units, BatchNormalization 4*C of which 2*C (moving mean and variance) are
+non-trainable."""
+
+
+def register(sub) -> None:
+    p = add_subcommand(sub, "summary", "shapes, parameters (with formulas), MACs of a model",
+                       "Print a Keras-style summary of a model: every layer's output shape, its "
+                       "parameter count with the formula that gives it, trainable and "
+                       "non-trainable parameters, MACs, activation memory and receptive field.",
+                       EPILOG)
+    p.add_argument("model", metavar="MODEL",
+                   help="a preset name (see `cnnlab models`), a model YAML file, or a "
+                        ".safetensors file written by cnnlab")
+    p.add_argument("--input", metavar="HxWxC", help="input size, e.g. 64x64x3 (default: the spec's)")
+    p.add_argument("--classes", type=int, metavar="N", help="number of classes for `units: classes`")
+    p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from cnnlab.model.summary import summary
+
+    source = args.model
+    if str(source).endswith(".safetensors"):
+        from cnnlab.io.weights import read_metadata
+
+        source = read_metadata(source)["spec"]
+    s = summary(source, input=args.input, classes=args.classes)
+    if args.format == "json":
+        print_json(s.to_dict())
+        return 0
+    out = console()
+    out.print(s.table())
+    out.print(s.totals_text(), highlight=False)
+    return 0

@@ -1,0 +1,1 @@
+"""Image data: decoding, dataset layouts, augmentation, normalisation, loaders."""

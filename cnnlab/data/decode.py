@@ -1,0 +1,168 @@
+"""Decode one image file into a uint8 array at the model's size, or say why not.
+
+Everything a user's folder can hold goes through here: JPEG, PNG, BMP, GIF (first frame),
+WebP, TIFF; palette, alpha, CMYK and 16-bit modes; EXIF-rotated phone photos. A file that
+cannot be used raises :class:`BadImage` with a short reason, and callers skip it.
+
+Large JPEGs are decoded at a reduced DCT scale (Pillow's *draft* mode: 1/2, 1/4 or 1/8)
+when the target is much smaller, which is several times faster than a full decode.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cnnlab.errors import DataError
+
+# Decompression bombs: a small file that claims a huge image. cnnlab refuses anything above
+# MAX_PIXELS itself (with a clear reason) and keeps Pillow's own check as a second line.
+MAX_PIXELS = 64_000_000  # 64 megapixels: more than any camera photo, far below a bomb
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+)
+RESIZE_POLICIES = ("stretch", "crop", "letterbox")
+BACKGROUND = (255, 255, 255)  # transparent pixels are composited on white
+
+
+class BadImage(DataError):
+    """A file that cannot be used as an image; ``reason`` says why in a few words."""
+
+    def __init__(self, path: str | Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True for a visible file with an image extension (hidden files are skipped)."""
+    p = Path(path)
+    return p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer or float grayscale -> 8-bit 'L', keeping the full range."""
+    arr = np.asarray(im)
+    if im.mode.startswith("I;16") or (arr.dtype.kind in "iu" and arr.max(initial=0) > 255):
+        top = 65535.0 if arr.max(initial=0) <= 65535 else float(arr.max())
+        arr = np.clip(arr.astype(np.float64) * (255.0 / top), 0, 255)
+    elif arr.dtype.kind == "f":
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        arr = np.nan_to_num((arr - lo) * (255.0 / (hi - lo)) if hi > lo else arr * 0)
+    return Image.fromarray(arr.round().astype(np.uint8), mode="L")
+
+
+def to_mode(im: Image.Image, channels: int) -> Image.Image:
+    """Any Pillow mode -> 'RGB' (channels=3) or 'L' (channels=1), alpha on white."""
+    if im.mode == "P":
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    if im.mode in ("I", "F") or im.mode.startswith("I;16"):
+        im = _to_8bit(im)
+    if im.mode == "1":
+        im = im.convert("L")
+    if im.mode in ("LA", "PA", "RGBA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        im = Image.alpha_composite(background, rgba).convert("RGB")
+    if channels == 1:
+        return im if im.mode == "L" else im.convert("L")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+def resize(im: Image.Image, size: tuple[int, int], policy: str = "stretch") -> Image.Image:
+    """Resize to (height, width): stretch, centre crop (fill), or letterbox (fit and pad)."""
+    h, w = size
+    if im.size == (w, h):
+        return im
+    if policy == "stretch":
+        return im.resize((w, h), Image.Resampling.BILINEAR)
+    if policy == "crop":
+        return ImageOps.fit(im, (w, h), Image.Resampling.BILINEAR)
+    if policy == "letterbox":
+        fill = 0 if im.mode == "L" else (0, 0, 0)
+        return ImageOps.pad(im, (w, h), Image.Resampling.BILINEAR, color=fill)
+    raise ValueError(f"resize policy must be one of {', '.join(RESIZE_POLICIES)}, got {policy!r}")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Open a file with Pillow (header only) and check its claimed size; BadImage if unusable."""
+    path = Path(path)
+    try:
+        if os.path.getsize(path) == 0:
+            raise BadImage(path, "empty file (0 bytes)")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except BadImage:
+        raise
+    except PermissionError:
+        raise BadImage(path, "permission denied") from None
+    except UnidentifiedImageError:
+        raise BadImage(path, "not an image Pillow can read (unknown format or corrupt header)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(path, f"decompression bomb refused ({e})") from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise BadImage(path, f"cannot open: {e}") from None
+    w, h = im.size
+    if w < 1 or h < 1:
+        im.close()
+        raise BadImage(path, f"invalid size {w}x{h}")
+    if w * h > MAX_PIXELS:
+        im.close()
+        raise BadImage(path, f"decompression bomb refused: header claims {w}x{h} pixels "
+                             f"(limit {MAX_PIXELS // 1_000_000} megapixels)")
+    return im
+
+
+def load_image(
+    path: str | Path,
+    size: tuple[int, int] | None = None,
+    channels: int = 3,
+    policy: str = "stretch",
+) -> np.ndarray:
+    """Decode ``path`` to a uint8 array of shape (height, width, channels).
+
+    ``size`` is (height, width); None keeps the file's own size. Raises BadImage.
+    """
+    path = Path(path)
+    im = open_image(path)
+    try:
+        with im:
+            orientation = 1
+            try:
+                orientation = im.getexif().get(0x0112, 1)
+            except Exception:  # a broken EXIF block is no reason to lose the photo
+                pass
+            if size is not None and im.format == "JPEG":
+                h, w = size
+                if orientation in (5, 6, 7, 8):  # stored rotated by 90 degrees
+                    h, w = w, h
+                im.draft(im.mode if im.mode in ("RGB", "L") else None, (w, h))
+            im.seek(0)  # GIF/TIFF: the first frame
+            im.load()
+            if orientation != 1:
+                im = ImageOps.exif_transpose(im)
+            im = to_mode(im, channels)
+            if size is not None:
+                im = resize(im, size, policy)
+            arr = np.asarray(im, dtype=np.uint8)
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise BadImage(path, f"decompression bomb refused ({e})") from None
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, ZeroDivisionError) as e:
+        reason = str(e) or e.__class__.__name__
+        if "truncated" in reason:
+            reason = "truncated file (image data ends early)"
+        raise BadImage(path, f"corrupt image data: {reason}") from None
+    except MemoryError:
+        raise BadImage(path, "too large to decode in memory") from None
+    if arr.ndim == 2:
+        arr = arr[:, :, None]
+    return arr

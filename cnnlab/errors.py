@@ -1,0 +1,24 @@
+"""Errors a user can cause.
+
+Anything that is the user's to fix (a bad path, a bad spec, a corrupt file) is raised as
+a :class:`CnnlabError`. The command line prints its message as one sentence and exits
+with code 2, without a traceback; the Python API lets it propagate like any exception.
+"""
+
+
+class CnnlabError(Exception):
+    """A problem the user can fix; its message is one clear sentence."""
+
+    exit_code = 2
+
+
+class SpecError(CnnlabError, ValueError):
+    """The model spec is invalid (unknown layer, bad argument, impossible shape...)."""
+
+
+class DataError(CnnlabError):
+    """The dataset cannot be used as given (missing folder, no images, ...)."""
+
+
+class WeightsError(CnnlabError):
+    """A weights file cannot be loaded (not safetensors, wrong model, ...)."""

@@ -1,0 +1,1 @@
+"""Files cnnlab writes and reads: safetensors weights with JSON metadata, atomic writes."""

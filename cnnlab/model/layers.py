@@ -1,0 +1,750 @@
+"""The layers a model spec can use, named and parametrised as in Keras.
+
+Every layer is a small dataclass that knows four things about itself, given the shape
+of its input (Keras order: ``(height, width, channels)`` for images, ``(features,)``
+after ``Flatten``):
+
+* ``output_shape(shape)``  -- the shape it produces (or a :class:`SpecError`),
+* ``params(shape)``        -- its weights, each group with the formula that counts it,
+* ``macs(shape, out)``     -- multiply-accumulates for one image,
+* ``build(shape)``         -- the ``torch.nn.Module`` that computes it (NCHW inside).
+
+Shapes, padding and parameter counts follow Keras exactly, including ``padding="same"``
+with strides (TensorFlow pads the extra pixel at the bottom/right) and
+BatchNormalization's 4*C parameters (2*C trainable, 2*C non-trainable).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections import OrderedDict
+import math
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, Callable, ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnlab.errors import SpecError
+
+Shape = tuple[int, ...]
+
+# ---------------------------------------------------------------------------------------
+# Argument checking: each dataclass field carries a checker and a help line.
+# ---------------------------------------------------------------------------------------
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    if isinstance(v, bool):
+        raise ValueError(f"expected an integer or [height, width], got {v!r}")
+    if isinstance(v, int):
+        v = (v, v)
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(
+        isinstance(x, int) and not isinstance(x, bool) for x in v
+    ):
+        if min(v) < 1:
+            raise ValueError(f"must be at least 1, got {list(v)}")
+        return (int(v[0]), int(v[1]))
+    raise ValueError(f"expected an integer or [height, width], got {v!r}")
+
+
+def _positive_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"expected a positive integer, got {v!r}")
+    return v
+
+
+def _rate(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ValueError(f"expected a rate in [0, 1), got {v!r}")
+    return float(v)
+
+
+def _positive_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+        raise ValueError(f"expected a positive number, got {v!r}")
+    return float(v)
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _choice(*options: str) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if v not in options:
+            raise ValueError(f"expected one of {', '.join(options)}, got {v!r}")
+        return v
+
+    return check
+
+
+def _units(v: Any) -> int | str:
+    if v == "classes":
+        return v
+    return _positive_int(v)
+
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "linear": nn.Identity,
+    "relu": nn.ReLU,
+    "relu6": nn.ReLU6,
+    "leaky_relu": lambda: nn.LeakyReLU(0.2),  # Keras' default negative slope is 0.2
+    "elu": nn.ELU,
+    "selu": nn.SELU,
+    "gelu": nn.GELU,
+    "swish": nn.SiLU,
+    "silu": nn.SiLU,
+    "sigmoid": nn.Sigmoid,
+    "hard_sigmoid": nn.Hardsigmoid,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "softmax": lambda: nn.Softmax(dim=1),
+}
+
+
+def _activation(v: Any) -> str | None:
+    if v is None:
+        return None
+    if v not in ACTIVATIONS:
+        close = difflib.get_close_matches(str(v), ACTIVATIONS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(f"unknown activation {v!r}{hint}; choose from {', '.join(ACTIVATIONS)}")
+    return None if v == "linear" else v
+
+
+def make_activation(name: str | None) -> nn.Module:
+    return nn.Identity() if name is None else ACTIVATIONS[name]()
+
+
+def arg(check: Callable[[Any], Any], help: str, default: Any = MISSING) -> Any:
+    """A layer argument: its checker, its help line and its default (none = required)."""
+    return field(default=default, metadata={"check": check, "help": help})
+
+
+# ---------------------------------------------------------------------------------------
+# Shape arithmetic, as Keras/TensorFlow does it.
+# ---------------------------------------------------------------------------------------
+
+
+def conv_out(size: int, k: int, s: int, padding: str, d: int = 1) -> int:
+    """Output length along one axis: valid = floor((n - k_eff) / s) + 1, same = ceil(n / s)."""
+    k_eff = (k - 1) * d + 1
+    if padding == "same":
+        return math.ceil(size / s)
+    return (size - k_eff) // s + 1 if size >= k_eff else 0
+
+
+def same_pads(size: int, k: int, s: int, d: int = 1) -> tuple[int, int]:
+    """TensorFlow's 'same' padding along one axis: (before, after); the odd pixel goes after."""
+    k_eff = (k - 1) * d + 1
+    total = max((math.ceil(size / s) - 1) * s + k_eff - size, 0)
+    return total // 2, total - total // 2
+
+
+@dataclass
+class ParamGroup:
+    """One group of weights with the arithmetic that counts it, for the summary."""
+
+    what: str  # e.g. "kernel+bias"
+    formula: str  # e.g. "(3*3*3+1)*32"
+    count: int
+    trainable: bool = True
+
+
+# ---------------------------------------------------------------------------------------
+# The base class and the registry.
+# ---------------------------------------------------------------------------------------
+
+LAYERS: dict[str, type["Layer"]] = {}
+
+
+def register(cls: type["Layer"]) -> type["Layer"]:
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
+@dataclass
+class Layer:
+    """Base class: a Keras-style layer description. Subclasses are dataclasses."""
+
+    needs: ClassVar[str] = "image"  # "image" (H, W, C), "flat" (N,), or "any"
+    doc: ClassVar[str] = ""
+
+    # -- construction and checking ---------------------------------------------------------
+    def __post_init__(self) -> None:
+        """Check and normalise every argument, from a spec or from Python alike."""
+        for f in fields(self):
+            check = f.metadata.get("check")
+            if check is None:
+                continue
+            try:
+                setattr(self, f.name, check(getattr(self, f.name)))
+            except ValueError as e:
+                raise ValueError(f"argument {f.name!r}: {e}") from None
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.isidentifier()):
+            raise ValueError(f"name must be a simple identifier, got {self.name!r}")
+
+    @classmethod
+    def from_args(cls, args: dict[str, Any]) -> "Layer":
+        """Build from a spec entry's arguments; raises ValueError with a readable reason."""
+        known = {f.name: f for f in fields(cls)}
+        for key in args:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"; did you mean {close[0]!r}" if close else ""
+                allowed = ", ".join(k for k in known if k != "name") or "none"
+                raise ValueError(f"unknown argument {key!r}{hint} (allowed: {allowed})")
+        missing = [n for n, f in known.items() if f.default is MISSING and n not in args]
+        if missing:
+            raise ValueError(f"missing required argument {missing[0]!r}")
+        return cls(**args)
+
+    @classmethod
+    def arguments(cls) -> list[tuple[str, Any, str]]:
+        """(name, default or None when required, help) for `cnnlab layers`."""
+        out = []
+        for f in fields(cls):
+            if f.name == "name":
+                continue
+            default = "required" if f.default is MISSING else f.default
+            out.append((f.name, default, f.metadata.get("help", "")))
+        return out
+
+    def to_args(self) -> dict[str, Any]:
+        """The arguments that differ from the defaults, as a spec would write them."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "name" and v is None:
+                continue
+            if f.default is MISSING or v != f.default:
+                out[f.name] = list(v) if isinstance(v, tuple) else v
+        return out
+
+    # -- what each layer defines ----------------------------------------------------------
+    def output_shape(self, shape: Shape) -> Shape:
+        return shape
+
+    def params(self, shape: Shape) -> list[ParamGroup]:
+        return []
+
+    def macs(self, shape: Shape, out: Shape) -> int:
+        return 0
+
+    def rf(self) -> tuple[int, int]:
+        """(kernel, stride) along one axis, for the receptive-field arithmetic."""
+        return 1, 1
+
+    def build(self, shape: Shape) -> nn.Module:
+        raise NotImplementedError
+
+    def children(self, shape: Shape) -> list[tuple[str, "Layer", Shape]]:
+        """Sub-layers (name, layer, input shape) for composite layers like ResidualBlock."""
+        return []
+
+
+# ---------------------------------------------------------------------------------------
+# torch modules with Keras 'same' padding (asymmetric when needed).
+# ---------------------------------------------------------------------------------------
+
+
+def _pad_spec(shape: Shape, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int]):
+    """Either a symmetric (ph, pw) for the op itself, or an F.pad tuple (l, r, t, b)."""
+    top, bottom = same_pads(shape[0], k[0], s[0], d[0])
+    left, right = same_pads(shape[1], k[1], s[1], d[1])
+    if top == bottom and left == right:
+        return (top, left), None
+    return (0, 0), (left, right, top, bottom)
+
+
+class KerasConv(nn.Module):
+    """A convolution (plain or depthwise) with Keras padding and its activation.
+
+    ``pre_activation`` of the last call can be read by visualisations via hooks on
+    ``self.conv``; the forward pass itself stays a plain pad -> conv -> activation.
+    """
+
+    def __init__(self, conv: nn.Conv2d, pad: tuple | None, activation: str | None):
+        super().__init__()
+        self.pad = pad
+        self.conv = conv
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad is not None:
+            x = F.pad(x, self.pad)
+        return self.act(self.conv(x))
+
+
+class KerasPool(nn.Module):
+    def __init__(self, kind: str, k, s, padding: tuple | None, sym: tuple[int, int]):
+        super().__init__()
+        self.kind, self.k, self.s, self.pad, self.sym = kind, k, s, padding, sym
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "max":
+            if self.pad is not None:
+                x = F.pad(x, self.pad, value=float("-inf"))
+            return F.max_pool2d(x, self.k, self.s, padding=self.sym)
+        if self.pad is None:
+            # TensorFlow averages over the real pixels only, not the padding.
+            return F.avg_pool2d(x, self.k, self.s, padding=self.sym, count_include_pad=False)
+        ones = torch.ones_like(x[:1, :1])
+        total = F.avg_pool2d(F.pad(x, self.pad), self.k, self.s, divisor_override=1)
+        count = F.avg_pool2d(F.pad(ones, self.pad), self.k, self.s, divisor_override=1)
+        return total / count
+
+
+class Dense2d(nn.Module):
+    def __init__(self, lin: nn.Linear, activation: str | None):
+        super().__init__()
+        self.linear = lin
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.linear(x))
+
+
+class ActivationModule(nn.Module):
+    def __init__(self, activation: str | None):
+        super().__init__()
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x)
+
+
+class FlattenModule(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)
+
+
+class GlobalPool(nn.Module):
+    def __init__(self, kind: str):
+        super().__init__()
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.amax(dim=(2, 3)) if self.kind == "max" else x.mean(dim=(2, 3))
+
+
+class ZeroPad(nn.Module):
+    def __init__(self, pad: tuple[int, int, int, int]):
+        super().__init__()
+        self.pad = pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x, self.pad)
+
+
+# ---------------------------------------------------------------------------------------
+# The layers.
+# ---------------------------------------------------------------------------------------
+
+
+@register
+@dataclass
+class Conv2D(Layer):
+    doc: ClassVar[str] = "2-D convolution: `filters` kernels of kernel_size x kernel_size x C_in."
+    filters: int = arg(_positive_int, "number of output channels (kernels)")
+    kernel_size: tuple[int, int] = arg(_pair, "kernel height and width: 3 or [3, 5]")
+    strides: tuple[int, int] = arg(_pair, "step between positions", (1, 1))
+    padding: str = arg(_choice("valid", "same"), "valid (no padding) or same", "valid")
+    activation: str | None = arg(_activation, "activation applied to the output", None)
+    use_bias: bool = arg(_bool, "add one bias per filter", True)
+    dilation_rate: tuple[int, int] = arg(_pair, "spacing between kernel taps", (1, 1))
+    name: str | None = None
+
+    def output_shape(self, shape: Shape) -> Shape:
+        h, w, _ = shape
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.strides, self.dilation_rate
+        oh = conv_out(h, kh, sh, self.padding, dh)
+        ow = conv_out(w, kw, sw, self.padding, dw)
+        if oh < 1 or ow < 1:
+            raise SpecError(
+                f"its {kh}x{kw} kernel (dilation {dh}x{dw}) is larger than its "
+                f"{h}x{w} input with padding 'valid'"
+            )
+        return (oh, ow, self.filters)
+
+    def params(self, shape: Shape) -> list[ParamGroup]:
+        (kh, kw), cin, n = self.kernel_size, shape[2], self.filters
+        if self.use_bias:
+            return [ParamGroup("kernel+bias", f"({kh}*{kw}*{cin}+1)*{n}", (kh * kw * cin + 1) * n)]
+        return [ParamGroup("kernel", f"{kh}*{kw}*{cin}*{n}", kh * kw * cin * n)]
+
+    def macs(self, shape: Shape, out: Shape) -> int:
+        return out[0] * out[1] * out[2] * self.kernel_size[0] * self.kernel_size[1] * shape[2]
+
+    def rf(self) -> tuple[int, int]:
+        return (self.kernel_size[0] - 1) * self.dilation_rate[0] + 1, self.strides[0]
+
+    def build(self, shape: Shape) -> nn.Module:
+        sym, pad = (0, 0), None
+        if self.padding == "same":
+            sym, pad = _pad_spec(shape, self.kernel_size, self.strides, self.dilation_rate)
+        conv = nn.Conv2d(shape[2], self.filters, self.kernel_size, self.strides, sym,
+                         self.dilation_rate, bias=self.use_bias)
+        return KerasConv(conv, pad, self.activation)
+
+
+@register
+@dataclass
+class DepthwiseConv2D(Layer):
+    doc: ClassVar[str] = "One kernel per input channel (no mixing across channels)."
+    kernel_size: tuple[int, int] = arg(_pair, "kernel height and width")
+    strides: tuple[int, int] = arg(_pair, "step between positions", (1, 1))
+    padding: str = arg(_choice("valid", "same"), "valid or same", "valid")
+    depth_multiplier: int = arg(_positive_int, "output channels per input channel", 1)
+    activation: str | None = arg(_activation, "activation applied to the output", None)
+    use_bias: bool = arg(_bool, "add one bias per output channel", True)
+    name: str | None = None
+
+    def output_shape(self, shape: Shape) -> Shape:
+        conv = Conv2D(shape[2] * self.depth_multiplier, self.kernel_size, self.strides, self.padding)
+        return conv.output_shape(shape)
+
+    def params(self, shape: Shape) -> list[ParamGroup]:
+        (kh, kw), cin, m = self.kernel_size, shape[2], self.depth_multiplier
+        if self.use_bias:
+            return [ParamGroup("kernel+bias", f"({kh}*{kw}+1)*{cin}*{m}", (kh * kw + 1) * cin * m)]
+        return [ParamGroup("kernel", f"{kh}*{kw}*{cin}*{m}", kh * kw * cin * m)]
+
+    def macs(self, shape: Shape, out: Shape) -> int:
+        return out[0] * out[1] * out[2] * self.kernel_size[0] * self.kernel_size[1]
+
+    def rf(self) -> tuple[int, int]:
+        return self.kernel_size[0], self.strides[0]
+
+    def build(self, shape: Shape) -> nn.Module:
+        sym, pad = (0, 0), None
+        if self.padding == "same":
+            sym, pad = _pad_spec(shape, self.kernel_size, self.strides, (1, 1))
+        cin = shape[2]
+        conv = nn.Conv2d(cin, cin * self.depth_multiplier, self.kernel_size, self.strides, sym,
+                         groups=cin, bias=self.use_bias)
+        return KerasConv(conv, pad, self.activation)
+
+
+@register
+@dataclass
+class SeparableConv2D(Layer):
+    doc: ClassVar[str] = "Depthwise conv then a 1x1 pointwise conv (MobileNet/Xception style)."
+    filters: int = arg(_positive_int, "number of output channels")
+    kernel_size: tuple[int, int] = arg(_pair, "depthwise kernel height and width")
+    strides: tuple[int, int] = arg(_pair, "step between positions", (1, 1))
+    padding: str = arg(_choice("valid", "same"), "valid or same", "valid")
+    activation: str | None = arg(_activation, "activation applied to the output", None)
+    use_bias: bool = arg(_bool, "add one bias per filter (pointwise)", True)
+    name: str | None = None
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return Conv2D(self.filters, self.kernel_size, self.strides, self.padding).output_shape(shape)
+
+    def params(self, shape: Shape) -> list[ParamGroup]:
+        (kh, kw), cin, n = self.kernel_size, shape[2], self.filters
+        groups = [ParamGroup("depthwise", f"{kh}*{kw}*{cin}", kh * kw * cin)]
+        if self.use_bias:
+            groups.append(ParamGroup("pointwise+bias", f"({cin}+1)*{n}", (cin + 1) * n))
+        else:
+            groups.append(ParamGroup("pointwise", f"{cin}*{n}", cin * n))
+        return groups
+
+    def macs(self, shape: Shape, out: Shape) -> int:
+        kh, kw = self.kernel_size
+        return out[0] * out[1] * shape[2] * (kh * kw + out[2])
+
+    def rf(self) -> tuple[int, int]:
+        return self.kernel_size[0], self.strides[0]
+
+    def build(self, shape: Shape) -> nn.Module:
+        cin = shape[2]
+        sym, pad = (0, 0), None
+        if self.padding == "same":
+            sym, pad = _pad_spec(shape, self.kernel_size, self.strides, (1, 1))
+        depth = nn.Conv2d(cin, cin, self.kernel_size, self.strides, sym, groups=cin, bias=False)
+        point = KerasConv(nn.Conv2d(cin, self.filters, 1, bias=self.use_bias), None, self.activation)
+        return nn.Sequential(KerasConv(depth, pad, None), point)
+
+
+@dataclass
+class _Pool(Layer):
+    kind: ClassVar[str] = "max"
+    pool_size: tuple[int, int] = arg(_pair, "window height and width", (2, 2))
+    strides: tuple[int, int] | None = arg(
+        lambda v: None if v is None else _pair(v), "step; defaults to pool_size", None
+    )
+    padding: str = arg(_choice("valid", "same"), "valid or same", "valid")
+    name: str | None = None
+
+    @property
+    def _strides(self) -> tuple[int, int]:
+        return self.strides or self.pool_size
+
+    def output_shape(self, shape: Shape) -> Shape:
+        h, w, c = shape
+        (ph, pw), (sh, sw) = self.pool_size, self._strides
+        oh, ow = conv_out(h, ph, sh, self.padding), conv_out(w, pw, sw, self.padding)
+        if oh < 1 or ow < 1:
+            raise SpecError(f"its {ph}x{pw} pool window is larger than its {h}x{w} input")
+        return (oh, ow, c)
+
+    def rf(self) -> tuple[int, int]:
+        return self.pool_size[0], self._strides[0]
+
+    def build(self, shape: Shape) -> nn.Module:
+        sym, pad = (0, 0), None
+        if self.padding == "same":
+            sym, pad = _pad_spec(shape, self.pool_size, self._strides, (1, 1))
+        return KerasPool(self.kind, self.pool_size, self._strides, pad, sym)
+
+
+@register
+@dataclass
+class MaxPooling2D(_Pool):
+    doc: ClassVar[str] = "Keeps the largest value of each pool_size window."
+    kind: ClassVar[str] = "max"
+
+
+@register
+@dataclass
+class AveragePooling2D(_Pool):
+    doc: ClassVar[str] = "Averages each pool_size window."
+    kind: ClassVar[str] = "avg"
+
+
+@dataclass
+class _GlobalPool(Layer):
+    kind: ClassVar[str] = "avg"
+    name: str | None = None
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (shape[2],)
+
+    def rf(self) -> tuple[int, int]:
+        return 0, 1  # sees the whole image; handled by the summary
+
+    def build(self, shape: Shape) -> nn.Module:
+        return GlobalPool(self.kind)
+
+
+@register
+@dataclass
+class GlobalAveragePooling2D(_GlobalPool):
+    doc: ClassVar[str] = "Averages each channel over the whole image: (H, W, C) -> (C,)."
+    kind: ClassVar[str] = "avg"
+
+
+@register
+@dataclass
+class GlobalMaxPooling2D(_GlobalPool):
+    doc: ClassVar[str] = "Largest value of each channel over the image: (H, W, C) -> (C,)."
+    kind: ClassVar[str] = "max"
+
+
+@register
+@dataclass
+class ZeroPadding2D(Layer):
+    doc: ClassVar[str] = "Adds rows and columns of zeros around the image."
+    padding: tuple[int, int] = arg(_pair, "rows (top and bottom) and columns (left and right)", (1, 1))
+    name: str | None = None
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (shape[0] + 2 * self.padding[0], shape[1] + 2 * self.padding[1], shape[2])
+
+    def build(self, shape: Shape) -> nn.Module:
+        ph, pw = self.padding
+        return ZeroPad((pw, pw, ph, ph))
+
+
+@register
+@dataclass
+class BatchNormalization(Layer):
+    doc: ClassVar[str] = "Normalises each channel with batch statistics; learns a scale and a shift."
+    needs: ClassVar[str] = "any"
+    momentum: float = arg(_rate, "Keras momentum of the moving averages (0.99 = slow)", 0.99)
+    epsilon: float = arg(_positive_float, "added to the variance", 0.001)
+    name: str | None = None
+
+    def params(self, shape: Shape) -> list[ParamGroup]:
+        c = shape[-1]
+        return [
+            ParamGroup("γ,β", f"2*{c}", 2 * c, True),
+            ParamGroup("moving μ,σ²", f"2*{c}", 2 * c, False),
+        ]
+
+    def build(self, shape: Shape) -> nn.Module:
+        # Keras' momentum weighs the old average; torch's weighs the new batch.
+        cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
+        return cls(shape[-1], eps=self.epsilon, momentum=1.0 - self.momentum)
+
+
+@register
+@dataclass
+class Dropout(Layer):
+    doc: ClassVar[str] = "Zeroes a random `rate` fraction of values while training."
+    needs: ClassVar[str] = "any"
+    rate: float = arg(_rate, "fraction of values dropped while training")
+    name: str | None = None
+
+    def build(self, shape: Shape) -> nn.Module:
+        return nn.Dropout(self.rate)
+
+
+@register
+@dataclass
+class SpatialDropout2D(Layer):
+    doc: ClassVar[str] = "Drops whole channels (feature maps) at random while training."
+    rate: float = arg(_rate, "fraction of channels dropped while training")
+    name: str | None = None
+
+    def build(self, shape: Shape) -> nn.Module:
+        return nn.Dropout2d(self.rate)
+
+
+@register
+@dataclass
+class Flatten(Layer):
+    doc: ClassVar[str] = "Turns (H, W, C) into one vector of H*W*C values."
+    name: str | None = None
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return (math.prod(shape),)
+
+    def build(self, shape: Shape) -> nn.Module:
+        return FlattenModule()
+
+
+@register
+@dataclass
+class Dense(Layer):
+    doc: ClassVar[str] = "Fully connected: every input connects to every one of `units` outputs."
+    needs: ClassVar[str] = "flat"
+    units: int | str = arg(_units, "number of outputs; 'classes' takes it from the data")
+    activation: str | None = arg(_activation, "activation applied to the output", None)
+    use_bias: bool = arg(_bool, "add one bias per unit", True)
+    name: str | None = None
+
+    def output_shape(self, shape: Shape) -> Shape:
+        assert isinstance(self.units, int), "units must be resolved before shapes"
+        return (self.units,)
+
+    def params(self, shape: Shape) -> list[ParamGroup]:
+        n_in, n = shape[0], self.units
+        assert isinstance(n, int)
+        if self.use_bias:
+            return [ParamGroup("kernel+bias", f"({n_in}+1)*{n}", (n_in + 1) * n)]
+        return [ParamGroup("kernel", f"{n_in}*{n}", n_in * n)]
+
+    def macs(self, shape: Shape, out: Shape) -> int:
+        return shape[0] * out[0]
+
+    def build(self, shape: Shape) -> nn.Module:
+        assert isinstance(self.units, int)
+        return Dense2d(nn.Linear(shape[0], self.units, bias=self.use_bias), self.activation)
+
+
+@register
+@dataclass
+class Activation(Layer):
+    doc: ClassVar[str] = "Applies an activation function on its own."
+    needs: ClassVar[str] = "any"
+    activation: str | None = arg(_activation, "relu, leaky_relu, elu, gelu, sigmoid, tanh, softmax, ...")
+    name: str | None = None
+
+    def build(self, shape: Shape) -> nn.Module:
+        return ActivationModule(self.activation)
+
+
+class ResidualModule(nn.Module):
+    """out = activation(main(x) + shortcut(x)), as in ResNet's basic block."""
+
+    def __init__(self, main: nn.Sequential, shortcut: nn.Module, activation: str | None):
+        super().__init__()
+        self.main = main
+        self.shortcut = shortcut
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.main(x) + self.shortcut(x))
+
+
+@register
+@dataclass
+class ResidualBlock(Layer):
+    doc: ClassVar[str] = (
+        "ResNet basic block: Conv-BN-act-Conv-BN plus a shortcut (1x1 conv + BN when the "
+        "shape changes), then the activation."
+    )
+    filters: int = arg(_positive_int, "output channels of both convolutions")
+    kernel_size: tuple[int, int] = arg(_pair, "kernel of both convolutions", (3, 3))
+    strides: tuple[int, int] = arg(_pair, "stride of the first convolution (2 halves the size)", (1, 1))
+    activation: str | None = arg(_activation, "activation inside and after the block", "relu")
+    batch_norm: bool = arg(_bool, "BatchNormalization after each convolution", True)
+    name: str | None = None
+
+    def _parts(self, shape: Shape) -> list[tuple[str, Layer]]:
+        bias = not self.batch_norm
+        main: list[tuple[str, Layer]] = [
+            ("conv1", Conv2D(self.filters, self.kernel_size, self.strides, "same", None, bias))
+        ]
+        if self.batch_norm:
+            main.append(("bn1", BatchNormalization()))
+        main.append(("act1", Activation(self.activation)))
+        main.append(("conv2", Conv2D(self.filters, self.kernel_size, (1, 1), "same", None, bias)))
+        if self.batch_norm:
+            main.append(("bn2", BatchNormalization()))
+        return main
+
+    def _shortcut(self, shape: Shape) -> list[tuple[str, Layer]]:
+        if self.strides == (1, 1) and shape[2] == self.filters:
+            return []
+        parts: list[tuple[str, Layer]] = [
+            ("shortcut", Conv2D(self.filters, (1, 1), self.strides, "same", None, not self.batch_norm))
+        ]
+        if self.batch_norm:
+            parts.append(("shortcut_bn", BatchNormalization()))
+        return parts
+
+    def children(self, shape: Shape) -> list[tuple[str, Layer, Shape]]:
+        out = []
+        for parts in (self._parts(shape), self._shortcut(shape)):
+            s = shape
+            for name, layer in parts:
+                out.append((name, layer, s))
+                s = layer.output_shape(s)
+        return out
+
+    def output_shape(self, shape: Shape) -> Shape:
+        s = shape
+        for _, layer in self._parts(shape):
+            s = layer.output_shape(s)
+        return s
+
+    def params(self, shape: Shape) -> list[ParamGroup]:
+        return [g for _, layer, s in self.children(shape) for g in layer.params(s)]
+
+    def macs(self, shape: Shape, out: Shape) -> int:
+        return sum(layer.macs(s, layer.output_shape(s)) for _, layer, s in self.children(shape))
+
+    def rf(self) -> tuple[int, int]:
+        # Two k x k convolutions, the first strided: k + (k - 1) * stride along the main path.
+        k, s = self.kernel_size[0], self.strides[0]
+        return k + (k - 1) * s, s
+
+    def build(self, shape: Shape) -> nn.Module:
+        def seq(parts: list[tuple[str, Layer]]) -> nn.Sequential:
+            mods, s = [], shape
+            for name, layer in parts:
+                mods.append((name, layer.build(s)))
+                s = layer.output_shape(s)
+            return nn.Sequential(OrderedDict(mods))
+
+        shortcut = self._shortcut(shape)
+        return ResidualModule(
+            seq(self._parts(shape)), seq(shortcut) if shortcut else nn.Identity(), self.activation
+        )

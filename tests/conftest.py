@@ -1,0 +1,26 @@
+"""Shared fixtures. Image helpers live in tests/imagegen.py (importable from any test)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+# Keep the suite predictable on a 2-core machine and free of display needs.
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A DATA/<class>/*.png folder with two learnable classes, 12 images each, 32x32."""
+    from imagegen import make_image_folder
+
+    return make_image_folder(tmp_path / "data")
+
+
+@pytest.fixture
+def split_folder(tmp_path):
+    """A DATA/{train,val,test}/<class>/*.png folder with two learnable classes."""
+    from imagegen import make_split_folder
+
+    return make_split_folder(tmp_path / "data")
