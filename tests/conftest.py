@@ -24,3 +24,14 @@ def split_folder(tmp_path):
     from imagegen import make_split_folder
 
     return make_split_folder(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A real run directory (runs/small) with a model trained on hbar/vbar images.
+
+    Session-scoped: treat it as read-only; copy it (shutil.copytree) before writing into it.
+    """
+    from runfactory import make_trained_run
+
+    return make_trained_run(tmp_path_factory.mktemp("trained"))

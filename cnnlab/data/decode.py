@@ -151,7 +151,7 @@ def load_image(
             im = to_mode(im, channels)
             if size is not None:
                 im = resize(im, size, policy)
-            arr = np.asarray(im, dtype=np.uint8)
+            arr = np.array(im, dtype=np.uint8)  # a writable copy
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:

@@ -32,11 +32,16 @@ class Normalization:
         return {"mean": list(self.mean), "std": list(self.std)}
 
     def apply(self, x: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """uint8 (N, C, H, W) or (C, H, W) -> normalised floats, on x's device."""
+        """(N, C, H, W) or (C, H, W) -> normalised floats, on x's device.
+
+        uint8 input is pixels (0..255); float input is taken as already in [0, 1] (the
+        output of augmentation).
+        """
         shape = (-1, 1, 1)
         mean = torch.tensor(self.mean, dtype=dtype, device=x.device).view(shape)
         std = torch.tensor(self.std, dtype=dtype, device=x.device).view(shape)
-        return (x.to(dtype) / 255.0 - mean) / std
+        x01 = x.to(dtype) / 255.0 if x.dtype == torch.uint8 else x.to(dtype)
+        return (x01 - mean) / std
 
     def invert(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised floats -> values in [0, 1] for display."""
