@@ -90,6 +90,13 @@ def load_weights(path: str | Path, device: str | torch.device = "cpu"):
         raise WeightsError(f"{path}: its metadata has no model spec")
     model = CNN(spec_from_dict(meta["spec"], source=f"{path} (spec)"))
     state = load_state(path)
+    own = model.state_dict()
+    for name, tensor in state.items():
+        if name in own and own[name].shape != tensor.shape:
+            raise WeightsError(
+                f"{path}: tensor {name} has shape {tuple(tensor.shape)} but its model spec "
+                f"needs {tuple(own[name].shape)}"
+            )
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         which = missing[0] if missing else unexpected[0]

@@ -610,6 +610,7 @@ class SpatialDropout2D(Layer):
 @dataclass
 class Flatten(Layer):
     doc: ClassVar[str] = "Turns (H, W, C) into one vector of H*W*C values."
+    needs: ClassVar[str] = "any"
     name: str | None = None
 
     def output_shape(self, shape: Shape) -> Shape:

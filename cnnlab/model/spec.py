@@ -98,8 +98,6 @@ def parse_input(value: Any, where: str = "input") -> tuple[int, int, int]:
         or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)
     ):
         raise SpecError(f"{where} must be [height, width, channels] of positive integers, got {value!r}")
-    if value[2] not in (1, 3):
-        raise SpecError(f"{where} must have 1 (grayscale) or 3 (RGB) channels, got {value[2]}")
     return (value[0], value[1], value[2])
 
 
@@ -225,7 +223,8 @@ class TracedLayer:
 
 
 def _describe(shape: Shape) -> str:
-    return "(" + ", ".join(str(s) for s in shape) + ")"
+    """Keras' way of writing a shape, batch axis first: (None, 30, 30, 32)."""
+    return "(None, " + ", ".join(str(s) for s in shape) + ")"
 
 
 def trace(spec: ModelSpec) -> list[TracedLayer]:
