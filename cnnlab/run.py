@@ -129,7 +129,8 @@ class Run:
     def split(self) -> dict[str, list[list[Any]]]:
         """{split: [[path, label_index], ...]} as saved at training."""
         p = self.path / "split.json"
-        return json.loads(p.read_text()) if p.is_file() else {}
+        d = json.loads(p.read_text()) if p.is_file() else {}
+        return d.get("splits", d)  # DataIndex.to_json() nests the splits under "splits"
 
     def history(self) -> list[dict[str, float]]:
         p = self.path / "history.csv"

@@ -1,1 +1,9 @@
-"""Image data: decoding, dataset layouts, augmentation, normalisation, loaders."""
+"""Image data: decoding, dataset layouts, augmentation, normalisation, loaders.
+
+The path of an image into the network::
+
+    discover(DATA)            -> DataIndex: classes and (path, label) per split   datasets.py
+    make_loader(items, ...)   -> uint8 batches, decoded once into a memmap cache   loader.py, cache.py
+    Augmenter(config)(x, g)   -> randomly moved/flipped/brightened float batch     augment.py
+    Normalization.apply(x)    -> what the model sees                               normalize.py
+"""

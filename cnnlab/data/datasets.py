@@ -1,0 +1,307 @@
+"""Find the labelled images in what the user points at, and split them.
+
+``discover(DATA)`` recognises four layouts, in this order:
+
+=================  ==========================================================================
+``csv``            ``DATA`` is a ``.csv`` file of ``path,label`` rows (a header row is optional;
+                   an optional third column ``split`` = train/val/test fixes the split).
+                   Relative paths are resolved against the CSV's folder.
+``split-folders``  ``DATA/train/<class>/*`` with ``val/`` (or ``valid/``, ``validation/``)
+                   and/or ``test/`` beside it: the Keras and Kaggle layout.
+``folders``        ``DATA/<class>/*``: one sub-folder per class (PlantVillage).
+``regex``          ``DATA/*`` with the label in the file name, e.g. Kaggle's ``cat.123.jpg``;
+                   used when ``label_regex`` is given, or when the folder has images but no
+                   class sub-folders (the default pattern takes the leading letters).
+=================  ==========================================================================
+
+When no validation split is on disk, it is drawn from the training images: stratified
+(each class keeps its proportion), seeded, and saved with the run as ``split.json`` (that
+file *is* :meth:`DataIndex.to_json`), so the split can always be reproduced.
+
+Class names are sorted, so label ``i`` is ``classes[i]`` on every machine. Hidden files and
+folders (``.DS_Store``, ``.ipynb_checkpoints``) and files that are not images are skipped
+and counted in ``DataIndex.ignored``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnlab.data.decode import IMAGE_EXTENSIONS
+from cnnlab.errors import DataError
+
+LAYOUTS = ("folders", "split-folders", "csv", "regex")
+VAL_NAMES = ("val", "valid", "validation")
+# Kaggle's "cat.123.jpg", "dog_7.png", "Tomato-healthy 3.jpg": the leading run of letters.
+DEFAULT_LABEL_REGEX = r"^([^\W\d_]+)"
+Item = tuple[str, int]
+
+
+@dataclass
+class DataIndex:
+    """Every usable image file with its label, per split; this is a run's ``split.json``."""
+
+    root: str
+    layout: str  # "folders" | "split-folders" | "csv" | "regex"
+    classes: list[str]  # sorted; label i is classes[i]
+    splits: dict[str, list[Item]]  # "train", "val" and, when present, "test"
+    ignored: dict[str, int] = field(default_factory=dict)  # e.g. {"hidden": 2, "not_image": 3}
+    val_split: float | None = None  # the fraction drawn from train, or None when val is on disk
+    seed: int | None = None
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """{class name: {split: number of images}}."""
+        out = {c: {s: 0 for s in self.splits} for c in self.classes}
+        for split, items in self.splits.items():
+            for _, label in items:
+                out[self.classes[label]][split] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "root": self.root,
+            "layout": self.layout,
+            "classes": list(self.classes),
+            "splits": {s: [[p, int(y)] for p, y in items] for s, items in self.splits.items()},
+            "ignored": dict(self.ignored),
+            "val_split": self.val_split,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "DataIndex":
+        """Read :meth:`to_json`'s dict (or a bare ``{split: [[path, label], ...]}``)."""
+        if "splits" not in d:  # the bare form: only the splits
+            splits = {s: [(str(p), int(y)) for p, y in items] for s, items in d.items()}
+            n = 1 + max((y for items in splits.values() for _, y in items), default=-1)
+            return cls("", "csv", [str(i) for i in range(n)], splits)
+        return cls(
+            root=d["root"],
+            layout=d["layout"],
+            classes=list(d["classes"]),
+            splits={s: [(str(p), int(y)) for p, y in items] for s, items in d["splits"].items()},
+            ignored=dict(d.get("ignored", {})),
+            val_split=d.get("val_split"),
+            seed=d.get("seed"),
+        )
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{s}={len(v)}" for s, v in self.splits.items())
+        return f"DataIndex({self.layout!r}, {len(self.classes)} classes, {sizes}, root={self.root!r})"
+
+
+def discover(
+    data: str | Path,
+    *,
+    val_split: float = 0.2,
+    seed: int = 0,
+    label_regex: str | None = None,
+) -> DataIndex:
+    """Index the images of ``data`` (a folder or a ``.csv`` file); see the module docstring.
+
+    ``val_split`` is the fraction of each class moved to "val" when no validation folder
+    (or CSV split column) exists; ``seed`` makes that draw reproducible. ``label_regex``
+    takes the class from a file name: its first group (or the group named ``label``).
+    """
+    path = Path(data).expanduser()
+    if not 0.0 <= val_split < 1.0:
+        raise DataError(f"--val-split must be at least 0 and below 1, got {val_split}")
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise DataError(f"{path}: expected a folder of images or a .csv file of path,label rows")
+        return _from_csv(path, val_split, seed)
+    train_dir = _child(path, ("train",))
+    if train_dir is not None:
+        return _from_split_folders(path, train_dir, label_regex, val_split, seed)
+    ignored: Counter = Counter()
+    if label_regex is None and _class_dirs(path):
+        named = _scan_class_dirs(path, ignored)
+        return _finish(path, "folders", {"train": named}, ignored, val_split, seed)
+    named = _scan_regex(path, label_regex, ignored)
+    return _finish(path, "regex", {"train": named}, ignored, val_split, seed)
+
+
+# ---------------------------------------------------------------------------- folders
+
+
+def _child(root: Path, names: tuple[str, ...]) -> Path | None:
+    """The first sub-folder of root whose name (any case) is in names."""
+    lower = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    return next((lower[n] for n in names if n in lower), None)
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    """Visible sub-folders of root, sorted by name."""
+    return sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: p.name)
+
+
+def _walk_images(folder: Path, ignored: Counter) -> list[Path]:
+    """Image files under folder (recursively, sorted), counting what is skipped."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        hidden_dirs = [d for d in dirnames if d.startswith(".") or d == "__MACOSX"]
+        for d in hidden_dirs:
+            ignored["hidden"] += sum(len(f) for _, _, f in os.walk(Path(dirpath, d)))
+            dirnames.remove(d)
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.startswith("."):
+                ignored["hidden"] += 1
+            elif Path(name).suffix.lower() not in IMAGE_EXTENSIONS:
+                ignored["not_image"] += 1
+            else:
+                found.append(Path(dirpath, name))
+    return found
+
+
+def _scan_class_dirs(root: Path, ignored: Counter) -> list[tuple[str, str]]:
+    """[(path, class name)] for root/<class>/**; loose files in root itself are counted."""
+    for p in root.iterdir():
+        if p.is_file():
+            ignored["hidden" if p.name.startswith(".") else "outside_class_folder"] += 1
+    return [(str(f.resolve()), d.name) for d in _class_dirs(root) for f in _walk_images(d, ignored)]
+
+
+def _scan(folder: Path, label_regex: str | None, ignored: Counter) -> list[tuple[str, str]]:
+    """Class sub-folders, or labels from file names when there are none (or a regex is given)."""
+    if label_regex is None and _class_dirs(folder):
+        return _scan_class_dirs(folder, ignored)
+    return _scan_regex(folder, label_regex, ignored)
+
+
+def _from_split_folders(root: Path, train_dir: Path, label_regex: str | None, val_split: float,
+                        seed: int) -> DataIndex:
+    ignored: Counter = Counter()
+    named = {"train": _scan(train_dir, label_regex, ignored)}
+    val_dir = _child(root, VAL_NAMES)
+    test_dir = _child(root, ("test",))
+    if val_dir is not None:
+        named["val"] = _scan(val_dir, label_regex, ignored)
+    if test_dir is not None:
+        named["test"] = _scan(test_dir, label_regex, ignored)
+    train_classes = {c for _, c in named["train"]}
+    for split, folder in (("val", val_dir), ("test", test_dir)):
+        extra = sorted({c for _, c in named.get(split, [])} - train_classes)
+        if extra:
+            raise DataError(f"{folder}: class {extra[0]!r} has no training images in {train_dir}")
+    return _finish(root, "split-folders", named, ignored, val_split, seed)
+
+
+# ---------------------------------------------------------------------------- regex
+
+
+def _scan_regex(root: Path, label_regex: str | None, ignored: Counter) -> list[tuple[str, str]]:
+    """[(path, label)] for the images under root whose file name matches the pattern."""
+    pattern = label_regex or DEFAULT_LABEL_REGEX
+    try:
+        rx = re.compile(pattern)
+    except re.error as e:
+        raise DataError(f"--label-regex {pattern!r} is not a valid regular expression: {e}") from None
+    if rx.groups < 1:
+        raise DataError(f"--label-regex {pattern!r} needs a group around the label, e.g. '^([a-z]+)\\.'")
+    named = []
+    for f in _walk_images(root, ignored):
+        m = rx.search(f.name)
+        label = (m.groupdict().get("label") or m.group(1)) if m else None
+        if label:
+            named.append((str(f.resolve()), label))
+        else:
+            ignored["no_label"] += 1
+    if label_regex is None and named and len({c for _, c in named}) < 2:
+        raise DataError(f"{root}: no class sub-folders, and file names give no labels; "
+                        "put each class in its own folder or pass --label-regex")
+    return named
+
+
+# ---------------------------------------------------------------------------- csv
+
+
+def _from_csv(path: Path, val_split: float, seed: int) -> DataIndex:
+    base = path.parent.resolve()
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: cannot read the CSV file ({e})") from None
+    if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image", "file_path"):
+        rows = rows[1:]
+    named: dict[str, list[tuple[str, str]]] = {}
+    ignored: Counter = Counter()
+    for line, row in enumerate(rows, start=1):
+        if len(row) < 2 or not row[1].strip():
+            raise DataError(f"{path}: row {line} needs a path and a label, got {','.join(row)!r}")
+        file = Path(row[0].strip()).expanduser()
+        file = file if file.is_absolute() else base / file
+        split = row[2].strip().lower() if len(row) > 2 and row[2].strip() else "train"
+        split = "val" if split in VAL_NAMES else split
+        if split not in ("train", "val", "test"):
+            raise DataError(f"{path}: row {line} has split {row[2]!r}; use train, val or test")
+        if file.name.startswith("."):
+            ignored["hidden"] += 1
+        elif file.suffix.lower() not in IMAGE_EXTENSIONS:
+            ignored["not_image"] += 1
+        elif not file.is_file():
+            ignored["missing"] += 1
+        else:
+            named.setdefault(split, []).append((str(file.resolve()), row[1].strip()))
+    if "train" not in named:
+        raise DataError(f"{path}: no training images listed (or none of the listed files exist)")
+    return _finish(path.resolve(), "csv", named, ignored, val_split, seed)
+
+
+# ---------------------------------------------------------------------------- split
+
+
+def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Positions for (train, val): each class gives round(fraction * n) of its items to val.
+
+    A class with at least 2 items always keeps one on each side. The draw depends only on
+    (labels, fraction, seed).
+    """
+    rng = np.random.default_rng(seed)
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    train, val = [], []
+    for y in sorted(by_class):
+        idx = by_class[y]
+        k = int(round(fraction * len(idx)))
+        if fraction > 0 and len(idx) >= 2:
+            k = min(max(k, 1), len(idx) - 1)
+        chosen = set(rng.permutation(len(idx))[:k].tolist())
+        for j, i in enumerate(idx):
+            (val if j in chosen else train).append(i)
+    return sorted(train), sorted(val)
+
+
+def _finish(root: Path, layout: str, named: dict[str, list[tuple[str, str]]], ignored: Counter,
+            val_split: float, seed: int) -> DataIndex:
+    """Named items -> labelled splits; draws "val" from "train" when it is not on disk."""
+    classes = sorted({c for items in named.values() for _, c in items})
+    if not classes:
+        raise DataError(f"{root}: no images found "
+                        f"({', '.join(f'{v} {k}' for k, v in sorted(ignored.items())) or 'it is empty'})")
+    if len(classes) < 2:
+        raise DataError(f"{root}: only one class ({classes[0]!r}) found; a classifier needs at least two")
+    label_of = {c: i for i, c in enumerate(classes)}
+    splits = {s: sorted((p, label_of[c]) for p, c in items) for s, items in named.items()}
+    drawn = None
+    if "val" not in splits:
+        train = splits["train"]
+        tr, va = stratified_split([y for _, y in train], val_split, seed)
+        splits["train"], splits["val"] = [train[i] for i in tr], [train[i] for i in va]
+        drawn = val_split
+    order = [s for s in ("train", "val", "test") if s in splits]
+    return DataIndex(str(root.resolve()), layout, classes, {s: splits[s] for s in order},
+                     dict(sorted(ignored.items())), drawn, seed if drawn is not None else None)
