@@ -104,9 +104,9 @@ def open_image(path: str | Path) -> Image.Image:
     except PermissionError:
         raise BadImage(path, "permission denied") from None
     except UnidentifiedImageError:
-        raise BadImage(path, "not an image Pillow can read (unknown format or corrupt header)") from None
+        raise BadImage(path, _diagnose(path)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImage(path, f"decompression bomb refused ({e})") from None
+        raise BadImage(path, _bomb_reason(e)) from None
     except (OSError, ValueError, SyntaxError) as e:
         raise BadImage(path, f"cannot open: {e}") from None
     w, h = im.size
@@ -115,9 +115,63 @@ def open_image(path: str | Path) -> Image.Image:
         raise BadImage(path, f"invalid size {w}x{h}")
     if w * h > MAX_PIXELS:
         im.close()
-        raise BadImage(path, f"decompression bomb refused: header claims {w}x{h} pixels "
+        raise BadImage(path, f"decompression bomb refused: the header claims {w}x{h} pixels "
                              f"(limit {MAX_PIXELS // 1_000_000} megapixels)")
     return im
+
+
+# The first bytes of the formats we read, to tell "corrupt PNG" from "not an image at all".
+SIGNATURES = {b"\x89PNG": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF", b"BM": "BMP",
+              b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"RIFF": "WEBP"}
+
+
+def _diagnose(path: Path) -> str:
+    """Why Pillow could not identify a file: a corrupt file of a known format, or not an image."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    fmt = next((name for sig, name in SIGNATURES.items() if head.startswith(sig)), None)
+    if fmt is None or fmt not in Image.OPEN:
+        return "not an image Pillow can read (unknown format)"
+    factory = Image.OPEN[fmt][0]
+    try:  # the format's own parser says what is wrong
+        with open(path, "rb") as f:
+            factory(f, str(path)).close()
+    except Exception as e:
+        return f"corrupt {fmt} file: {str(e) or e.__class__.__name__}"
+    return f"corrupt {fmt} file (Pillow cannot identify it)"
+
+
+def check_png_crc(path: str | Path) -> None:
+    """Verify every PNG chunk's CRC; Pillow checks the header's but not the image data's.
+
+    A flipped bit in the data (a bad disk, a broken download) otherwise decodes to garbage
+    without any error.
+    """
+    import struct
+    import zlib
+
+    data = Path(path).read_bytes()
+    pos = 8  # after the signature
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            raise BadImage(path, "truncated file (image data ends early)")
+        (crc,) = struct.unpack(">I", data[end:end + 4])
+        if zlib.crc32(data[pos + 4:end]) != crc:
+            raise BadImage(path, f"corrupt PNG file: bad checksum in the {kind.decode('latin-1')} chunk")
+        if kind == b"IEND":
+            return
+        pos = end + 4
+
+
+def _bomb_reason(e: Exception) -> str:
+    """Pillow's decompression-bomb message, shortened to one clause with the pixel count."""
+    import re
+
+    m = re.search(r"\((\d+) pixels\)", str(e))
+    claimed = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+    return f"decompression bomb refused: the header claims {claimed} (limit {MAX_PIXELS // 1_000_000} megapixels)"
 
 
 def load_image(
@@ -143,9 +197,14 @@ def load_image(
                 h, w = size
                 if orientation in (5, 6, 7, 8):  # stored rotated by 90 degrees
                     h, w = w, h
-                im.draft(im.mode if im.mode in ("RGB", "L") else None, (w, h))
+                # Decode at 1/2, 1/4 or 1/8 scale while still >= the target; grayscale
+                # models ask the JPEG decoder for the luma plane only.
+                mode = "L" if channels == 1 and im.mode in ("RGB", "L") else im.mode
+                im.draft(mode if mode in ("RGB", "L") else None, (w, h))
             im.seek(0)  # GIF/TIFF: the first frame
             im.load()
+            if im.format == "PNG":
+                check_png_crc(path)
             if orientation != 1:
                 im = ImageOps.exif_transpose(im)
             im = to_mode(im, channels)
@@ -155,7 +214,7 @@ def load_image(
     except BadImage:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise BadImage(path, f"decompression bomb refused ({e})") from None
+        raise BadImage(path, _bomb_reason(e)) from None
     except (OSError, ValueError, SyntaxError, EOFError, IndexError, TypeError, ZeroDivisionError) as e:
         reason = str(e) or e.__class__.__name__
         if "truncated" in reason:
