@@ -1,0 +1,221 @@
+"""`evaluate_run`: how good is a trained model, and where does it fail?
+
+It runs the model over a labelled split -- the run's own test (or val) split from
+``split.json``, or any labelled folder given with ``data=`` -- and writes::
+
+    RUN/eval/<split>/
+      metrics.json                      every number (see cnnlab.eval.metrics)
+      predictions.csv                   one row per image: true, predicted, confidence, loss, p_<class>...
+      confusion_matrix.png              counts
+      confusion_matrix_normalized.png   each row sums to 1
+      top_losses.png                    the images the model is most confidently wrong about
+
+With ``data=DIR`` the results go to ``RUN/eval/<name of DIR>/`` instead, so an
+evaluation on new photos never replaces the test split's. Then ``RUN/report.html`` is
+refreshed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnnlab.errors import CnnlabError, DataError
+from cnnlab.eval import plots
+from cnnlab.eval.infer import BATCH_SIZE, predict_files
+from cnnlab.eval.metrics import compute_metrics, image_losses
+from cnnlab.io.fs import atomic_write_text
+from cnnlab.run import Run
+
+TOP_LOSSES = 16
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def run_splits(run: Run) -> dict[str, list[tuple[str, int]]]:
+    """{split: [(path, label)]} from split.json, in either of its two forms.
+
+    split.json is ``DataIndex.to_json()`` ({"splits": {...}, "classes": ...}) or the bare
+    ``{split: [[path, label], ...]}``.
+    """
+    data = run.split()
+    splits = data.get("splits", data) if isinstance(data, dict) else {}
+    return {s: [(str(p), int(y)) for p, y in items] for s, items in splits.items()}
+
+
+def _items_from_run(run: Run, split: str) -> list[tuple[str, int]]:
+    splits = run_splits(run)
+    if not splits:
+        raise CnnlabError(f"{run.path / 'split.json'}: missing, so the run's {split} images are unknown; "
+                          "pass --data DIR to evaluate on a labelled folder")
+    items = splits.get(split)
+    if not items:
+        have = ", ".join(s for s, v in splits.items() if v) or "none"
+        raise CnnlabError(f"{run.path}: the run has no {split!r} split (it has: {have}); "
+                          "use --split val or --data DIR")
+    return items
+
+
+def _items_from_data(data: str | Path, split: str, classes: list[str]) -> tuple[list[tuple[str, int]], dict, str]:
+    """Labelled images of a folder (or CSV), their labels mapped onto the model's classes.
+
+    A folder with train/val/test sub-folders gives its ``split``; a plain folder of class
+    sub-folders gives all its images (the split returned is then "all"). Images of classes
+    the model does not know are left out and counted in the second value, {class: images}.
+    """
+    from cnnlab.data.datasets import discover
+
+    index = discover(data, val_split=0.0)
+    has_splits = "test" in index.splits or index.val_split is None
+    if has_splits:
+        items = index.splits.get(split) or []
+        if not items:
+            have = ", ".join(s for s, v in index.splits.items() if v)
+            raise DataError(f"{data}: has no {split!r} images (it has: {have}); choose one with --split")
+    else:
+        items = [item for split_items in index.splits.values() for item in split_items]
+        split = "all"
+    model_label = {name: i for i, name in enumerate(classes)}
+    mapped, unknown = [], {}
+    for path, label in items:
+        name = index.classes[label]
+        if name in model_label:
+            mapped.append((path, model_label[name]))
+        else:
+            unknown[name] = unknown.get(name, 0) + 1
+    if not mapped:
+        raise DataError(f"{data}: none of its classes ({', '.join(sorted(unknown))}) is a class of the "
+                        f"model ({', '.join(classes)})")
+    return mapped, unknown, split
+
+
+def eval_name(split: str, data: str | Path | None) -> str:
+    """The folder under RUN/eval/: the split; for ``data=DIR``, DIR's name (and the split used).
+
+    ``data/test`` becomes "data-test" and a split folder ``photos`` evaluated on its val
+    split "photos-val", so an evaluation on other data never replaces the run's own.
+    """
+    if data is None:
+        return split
+    path = Path(data).expanduser().resolve()
+    name = path.stem if path.is_file() else path.name
+    if name in SPLIT_NAMES:
+        return f"{path.parent.name}-{name}"
+    return name if split == "all" else f"{name}-{split}"
+
+
+def _predictions_csv(items, probs_all, errors, classes, losses_all) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "true", "predicted", "confidence", "correct", "loss"]
+               + [f"p_{c}" for c in classes] + ["error"])
+    for i, (path, label) in enumerate(items):
+        if i in errors:
+            w.writerow([path, classes[label], "", "", "", ""] + [""] * len(classes) + [errors[i]])
+            continue
+        p = probs_all[i]
+        pred = int(p.argmax())
+        w.writerow([path, classes[label], classes[pred], f"{p[pred]:.6f}", int(pred == label),
+                    f"{losses_all[i]:.6f}"] + [f"{v:.6f}" for v in p] + [""])
+    return buf.getvalue()
+
+
+def _top_losses(items, probs_all, losses_all, ok, classes, limit: int = TOP_LOSSES) -> list[dict]:
+    """The misclassified images with the highest loss (the least confident right ones if none)."""
+    wrong = [i for i in ok if probs_all[i].argmax() != items[i][1]]
+    chosen = sorted(wrong or ok, key=lambda i: -losses_all[i])[:limit]
+    return [{"path": items[i][0], "true": classes[items[i][1]], "predicted": classes[int(probs_all[i].argmax())],
+             "confidence": float(probs_all[i].max()), "loss": float(losses_all[i])} for i in chosen]
+
+
+def evaluate_run(
+    run: str | Path | Run,
+    split: str = "test",
+    weights: str = "best",
+    data: str | Path | None = None,
+    tta: bool = False,
+    *,
+    batch_size: int = BATCH_SIZE,
+    device: str = "auto",
+    report: bool = True,
+) -> dict[str, Any]:
+    """Evaluate a run's model on a split; write ``RUN/eval/<split>/`` and return metrics.json's dict.
+
+    ``weights`` is "best", "last" or a .safetensors path; ``data`` a labelled folder (or
+    CSV) to evaluate on instead of the run's own split; ``tta`` averages each image with
+    its mirror image; ``device`` is auto, cpu, cuda or mps. ``report`` refreshes
+    RUN/report.html afterwards.
+    """
+    from cnnlab.device import pick_device
+
+    run = run if isinstance(run, Run) else Run(run)
+    dev = pick_device(device)
+    model, meta = run.load_model(weights, device=dev)
+    classes = list(meta["classes"])
+    if data is None:
+        items, unknown = _items_from_run(run, split), {}
+    else:
+        items, unknown, split = _items_from_data(data, split, classes)
+    bad_labels = [p for p, y in items if not 0 <= y < len(classes)]
+    if bad_labels:
+        raise CnnlabError(f"{run.path / 'split.json'}: {bad_labels[0]} has a label outside the model's "
+                          f"{len(classes)} classes")
+
+    pre = run.preprocessor(meta)
+    probs, ok, errors = predict_files(model, pre, [p for p, _ in items], tta=tta, batch_size=batch_size,
+                                      device=dev)
+    if not ok:
+        first = next(iter(errors.items()))
+        raise DataError(f"none of the {len(items)} images could be read (first: {items[first[0]][0]}: {first[1]})")
+    y_true = np.array([items[i][1] for i in ok])
+    metrics = compute_metrics(y_true, probs, classes)
+
+    # Per-image values indexed like `items` (unreadable files have none).
+    probs_all = dict(zip(ok, probs))
+    losses_all = dict(zip(ok, image_losses(y_true, probs)))
+    top = _top_losses(items, probs_all, losses_all, ok, classes)
+    out = run.eval_dir(eval_name(split, data))
+    result = {
+        "run": str(run.path),
+        "eval_dir": str(out),
+        "split": split,
+        "data": str(data) if data is not None else None,
+        "weights": weights,
+        "epoch": meta.get("epoch"),
+        "tta": bool(tta),
+        **metrics,
+        "top_losses": top,
+        "unreadable": [{"path": items[i][0], "error": reason} for i, reason in sorted(errors.items())],
+        "unknown_classes": unknown,
+    }
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "predictions.csv", _predictions_csv(items, probs_all, errors, classes, losses_all))
+    where = f"{split} split" if data is None else Path(data).name + ("" if split == "all" else f", {split}")
+    cm = metrics["confusion_matrix"]
+    plots.save(plots.confusion_matrix_figure(cm, classes, title=f"Confusion matrix, {where} (counts)"),
+               out / "confusion_matrix.png")
+    plots.save(plots.confusion_matrix_figure(metrics["confusion_matrix_normalized"], classes, normalized=True,
+                                             title=f"Confusion matrix, {where} (each row sums to 1)"),
+               out / "confusion_matrix_normalized.png")
+    images = []
+    for item in top:
+        try:
+            images.append(pre.load_uint8(item["path"]))
+        except CnnlabError:
+            images.append(None)
+    wrong = any(t["true"] != t["predicted"] for t in top)
+    title = ("Top losses: the most confidently wrong predictions" if wrong else
+             "No misclassified images: the least confident correct predictions")
+    plots.save(plots.top_losses_figure(top, images, title=f"{title} ({where})"), out / "top_losses.png")
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+
+    if report:
+        from cnnlab.eval.report import write_report
+
+        write_report(run.path)
+    return result

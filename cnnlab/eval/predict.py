@@ -1,0 +1,144 @@
+"""`predict`: classify new images with a trained run's model.
+
+Paths can be image files, folders (searched recursively for image files; hidden files
+are skipped) or glob patterns (``photos/*.jpg``, ``photos/**/*.png``). Every file gets one
+row::
+
+    {"path": "photos/cat.jpg", "label": "cat", "confidence": 0.97,
+     "top_k": [{"label": "cat", "probability": 0.97}, {"label": "dog", "probability": 0.03}],
+     "error": ""}
+
+A file that cannot be read (corrupt, not an image, missing) gets a row with ``label``
+empty and the reason in ``error``; the other files still get their predictions.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from cnnlab.data.decode import is_image_file
+from cnnlab.errors import CnnlabError
+from cnnlab.eval.infer import BATCH_SIZE, predict_files
+from cnnlab.io.fs import atomic_write_text
+from cnnlab.run import Run
+
+GLOB_CHARS = set("*?[")
+
+
+def collect_files(paths: Iterable[str | Path]) -> list[tuple[str, str]]:
+    """[(file, error)]: folders expanded recursively, globs expanded, duplicates dropped.
+
+    ``error`` is "" for a file to predict, or why a path gave no file ("no such file").
+    """
+    found: dict[str, str] = {}  # insertion-ordered: the order the user gave
+
+    def add_folder(folder: Path) -> None:
+        for f in sorted(folder.rglob("*")):
+            parts = f.relative_to(folder).parts
+            if f.is_file() and is_image_file(f) and not any(p.startswith(".") for p in parts):
+                found.setdefault(str(f), "")
+
+    for raw in paths:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            add_folder(p)
+        elif p.is_file():
+            found.setdefault(str(p), "")
+        elif GLOB_CHARS & set(str(raw)):
+            matches = sorted(glob.glob(str(p), recursive=True))
+            for m in matches:
+                if Path(m).is_dir():
+                    add_folder(Path(m))
+                elif is_image_file(m):
+                    found.setdefault(m, "")
+            if not matches:
+                found.setdefault(str(raw), "no file matches this pattern")
+        else:
+            found.setdefault(str(raw), "no such file or folder")
+    return list(found.items())
+
+
+def predict(
+    run: str | Path | Run,
+    paths: str | Path | Iterable[str | Path],
+    top_k: int = 3,
+    tta: bool = False,
+    weights: str = "best",
+    *,
+    batch_size: int = BATCH_SIZE,
+    device: str = "auto",
+) -> list[dict[str, Any]]:
+    """One dict per file (see the module docstring), in the order the files were found.
+
+    ``top_k`` labels are listed per file (at most the number of classes); ``tta``
+    averages each image with its mirror image; ``weights`` is best, last or a path.
+    """
+    from cnnlab.device import pick_device
+
+    if top_k < 1:
+        raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
+    run = run if isinstance(run, Run) else Run(run)
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    files = collect_files(paths)
+    if not files:
+        raise CnnlabError(f"no image files found in {', '.join(map(str, paths)) or 'the given paths'}")
+    dev = pick_device(device)
+    model, meta = run.load_model(weights, device=dev)
+    classes = list(meta["classes"])
+    k = min(top_k, len(classes))
+
+    readable = [i for i, (_, err) in enumerate(files) if not err]
+    probs, ok, errors = predict_files(model, run.preprocessor(meta), [files[i][0] for i in readable],
+                                      tta=tta, batch_size=batch_size, device=dev)
+    row_probs = {readable[j]: p for j, p in zip(ok, probs)}
+    row_errors = {readable[j]: reason for j, reason in errors.items()}
+    rows = []
+    for i, (path, err) in enumerate(files):
+        if i not in row_probs:
+            rows.append({"path": path, "label": "", "confidence": None, "top_k": [],
+                         "error": err or row_errors.get(i, "not read")})
+            continue
+        p = row_probs[i]
+        best = np.argsort(-p, kind="stable")[:k]
+        rows.append({"path": path, "label": classes[best[0]], "confidence": float(p[best[0]]),
+                     "top_k": [{"label": classes[c], "probability": float(p[c])} for c in best],
+                     "error": ""})
+    return rows
+
+
+def to_csv(rows: list[dict[str, Any]], top_k: int) -> str:
+    """Columns: path, label, confidence, top1_label, top1_prob, ..., error."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    head = ["path", "label", "confidence"]
+    for r in range(1, top_k + 1):
+        head += [f"top{r}_label", f"top{r}_prob"]
+    w.writerow(head + ["error"])
+    for row in rows:
+        cells = [row["path"], row["label"], "" if row["confidence"] is None else f"{row['confidence']:.6f}"]
+        for r in range(top_k):
+            t = row["top_k"][r] if r < len(row["top_k"]) else None
+            cells += [t["label"], f"{t['probability']:.6f}"] if t else ["", ""]
+        w.writerow(cells + [row["error"]])
+    return buf.getvalue()
+
+
+def write_predictions(rows: list[dict[str, Any]], out: str | Path) -> Path:
+    """Write rows to a .csv or .json file (atomically)."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix == ".json":
+        atomic_write_text(out, json.dumps(rows, indent=2) + "\n")
+    elif suffix == ".csv":
+        top_k = max((len(r["top_k"]) for r in rows), default=0)
+        atomic_write_text(out, to_csv(rows, top_k))
+    else:
+        raise CnnlabError(f"--out {out}: the file name must end in .csv or .json")
+    return out
