@@ -22,9 +22,9 @@ loser's rename just replaces identical bytes. Deleting the folder is always safe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -34,11 +34,12 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.data.decode import BadImage, load_image
+from cnnlab.data.parallel import chunked_map, progress_bar
 from cnnlab.errors import CnnlabError
 from cnnlab.io.fs import atomic_path, atomic_write_text
 
 CACHE_VERSION = 1  # bump when decoding or resizing changes what a row holds
-CHUNK = 32  # files per decode task handed to a worker
+CHUNK = 32  # files per task handed to a worker process
 
 
 def default_cache_dir() -> Path:
@@ -147,102 +148,54 @@ def _reuse(folder: Path, keys: list[str], images: np.ndarray) -> tuple[dict[int,
     """Copy rows of unchanged files from older cache entries; return (bad rows, rows to decode)."""
     wanted = {k: i for i, k in enumerate(keys)}
     bad: dict[int, str] = {}
-    for meta in sorted(folder.glob("*.json"), key=lambda p: p.stat().st_mtime, reverse=True):
+    for meta in sorted(folder.glob("*.json"), key=_mtime, reverse=True):
         try:
             info = json.loads(meta.read_text())
             old = np.load(meta.with_suffix(".npy"), mmap_mode="r")
         except (OSError, ValueError):
-            continue
+            continue  # being replaced by another run, or not a cache entry
         if old.shape[1:] != images.shape[1:] or len(old) != len(info.get("keys", [])):
             continue
         old_bad = {int(i): r for i, r in info.get("bad", {}).items()}
         pairs = [(wanted.pop(k), j) for j, k in enumerate(info["keys"]) if k in wanted]
-        for new_row, old_row in pairs:
-            if old_row in old_bad:
-                bad[new_row] = old_bad[old_row]
-            else:
-                images[new_row] = old[old_row]
+        good = np.array([(n, o) for n, o in pairs if o not in old_bad], dtype=np.int64).reshape(-1, 2)
+        for i in range(0, len(good), 1024):  # copy in blocks: bounded memory, few numpy calls
+            images[good[i:i + 1024, 0]] = old[good[i:i + 1024, 1]]
+        bad.update({n: old_bad[o] for n, o in pairs if o in old_bad})
         if not wanted:
             break
     return bad, sorted(wanted.values())
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def decode_one(path: str, size: tuple[int, int], channels: int, policy: str) -> np.ndarray | str:
+    """(C, H, W) uint8 pixels of one file, or the reason it cannot be used."""
+    try:
+        return load_image(path, size, channels, policy).transpose(2, 0, 1)
+    except BadImage as e:
+        return e.reason
+    except Exception as e:  # a decoder bug on one file must not end a long run
+        return f"cannot decode: {e.__class__.__name__}: {e}"
 
 
 def _decode_into(images: np.ndarray, paths: list[str], rows, size, channels, policy, workers,
                  progress) -> dict[int, str]:
     """Decode paths[rows] into images[rows]; return {row: reason} for the bad ones."""
     rows = list(rows)
-    if not rows:
-        return {}
-    job = _DecodeJob([paths[r] for r in rows], size, channels, policy)
+    fn = functools.partial(decode_one, size=size, channels=channels, policy=policy)
     bad: dict[int, str] = {}
-    with _progress_bar(len(rows), progress) as advance:
-        for start, block, block_bad in _run(job, workers):
-            targets = rows[start:start + len(block)]
-            images[targets] = block
-            bad.update({rows[start + j]: reason for j, reason in block_bad.items()})
-            advance(len(block))
+    with progress_bar(len(rows), progress, "decoding images once (cached for later epochs)") as advance:
+        for start, results in chunked_map(fn, [paths[r] for r in rows], workers, CHUNK):
+            for row, result in zip(rows[start:start + len(results)], results):
+                if isinstance(result, str):
+                    bad[row] = result
+                else:
+                    images[row] = result
+            advance(len(results))
     return bad
-
-
-class _DecodeJob:
-    """A torch-style map dataset: item i decodes the i-th chunk of CHUNK files."""
-
-    def __init__(self, paths: list[str], size, channels: int, policy: str):
-        self.paths, self.size, self.channels, self.policy = paths, size, channels, policy
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.paths) / CHUNK)
-
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray, dict[int, str]]:
-        start = i * CHUNK
-        chunk = self.paths[start:start + CHUNK]
-        out = np.zeros((len(chunk), self.channels, *self.size), np.uint8)
-        bad = {}
-        for j, p in enumerate(chunk):
-            try:
-                out[j] = load_image(p, self.size, self.channels, self.policy).transpose(2, 0, 1)
-            except BadImage as e:
-                bad[j] = e.reason
-            except Exception as e:  # a decoder bug on one file must not end a long run
-                bad[j] = f"cannot decode: {e.__class__.__name__}: {e}"
-        return start, out, bad
-
-
-def _identity(x):
-    return x
-
-
-def _run(job: _DecodeJob, workers: int):
-    """Yield the job's chunks, in worker processes (torch's DataLoader) when workers > 0."""
-    if workers <= 0 or len(job) <= 1:
-        yield from (job[i] for i in range(len(job)))
-        return
-    from torch.utils.data import DataLoader
-
-    loader = DataLoader(job, batch_size=None, num_workers=min(workers, len(job)),
-                        collate_fn=_identity, prefetch_factor=4)
-    yield from loader
-
-
-class _progress_bar:
-    """A rich progress bar on a terminal; nothing when output goes to a file or a pipe."""
-
-    def __init__(self, total: int, show: bool | None):
-        self.total = total
-        self.show = sys.stdout.isatty() if show is None else show
-        self.bar = None
-
-    def __enter__(self):
-        if not self.show:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(TextColumn("decoding images once (cached for later epochs)"), BarColumn(),
-                            MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-        self.bar.start()
-        task = self.bar.add_task("decode", total=self.total)
-        return lambda n: self.bar.advance(task, n)
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.stop()
