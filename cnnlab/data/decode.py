@@ -185,6 +185,8 @@ def load_image(
     ``size`` is (height, width); None keeps the file's own size. Raises BadImage.
     """
     path = Path(path)
+    if policy not in RESIZE_POLICIES:
+        raise DataError(f"resize policy must be one of {', '.join(RESIZE_POLICIES)}, got {policy!r}")
     im = open_image(path)
     try:
         with im:
