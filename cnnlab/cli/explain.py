@@ -1,0 +1,70 @@
+"""`cnnlab explain`: CNN Explainer for your own model, as one HTML file or a local server."""
+
+from cnnlab.cli._common import add_subcommand
+
+EPILOG = """\
+examples:
+  cnnlab explain runs/NAME                       page for the run's first test image
+  cnnlab explain runs/NAME --image cat.jpg --out cat.html
+  cnnlab explain runs/NAME --serve               http://127.0.0.1:8000: upload images, pick examples
+  cnnlab explain runs/NAME --serve --port 8080 --max-upload-mb 5
+
+The page shows every layer's output for the image, channel by channel, and the class
+probabilities. Click a pixel of any heat map to see the arithmetic of that neuron: the
+input patch, the kernel, the products, their sum plus the bias and the activation, checked
+against the model's own value. It also works for max-pooling windows, Dense units and the
+softmax, and has a playground for output sizes. The file needs no network: open it
+anywhere, send it to anyone."""
+
+
+def register(sub) -> None:
+    p = add_subcommand(sub, "explain", "interactive page: see your CNN compute, neuron by neuron",
+                       "Write an interactive, self-contained HTML page that shows a trained run's "
+                       "model at work on one image (CNN Explainer style, for your own model), or "
+                       "serve it locally so that you can upload other images.",
+                       EPILOG)
+    p.add_argument("run", metavar="RUN", help="a run directory written by `cnnlab train`")
+    p.add_argument("--image", metavar="IMG",
+                   help="the image to explain (default: the first image of the run's test split)")
+    p.add_argument("--weights", default="best", metavar="best|last|PATH",
+                   help="which weights of the run")
+    p.add_argument("--out", metavar="HTML", help="where to write the page (default: RUN/explainer.html)")
+    p.add_argument("--serve", action="store_true",
+                   help="serve the page on a local web server instead of writing a file")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind with --serve (0.0.0.0 opens it to your network)")
+    p.add_argument("--port", type=int, default=8000, help="port for --serve")
+    p.add_argument("--max-upload-mb", type=float, default=10, metavar="MB",
+                   help="largest image upload --serve accepts")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from cnnlab.errors import CnnlabError
+    from cnnlab.explain import Explainer
+
+    if args.image is not None and not Path(args.image).is_file():
+        raise CnnlabError(f"{args.image}: no such image file")
+    if not 0 < args.max_upload_mb <= 1024:
+        raise CnnlabError(f"--max-upload-mb must be between 0 and 1024, got {args.max_upload_mb:g}")
+    explainer = Explainer(args.run, args.weights)
+    if args.serve:
+        if args.out:
+            raise CnnlabError("--out writes a file and --serve serves the page: choose one")
+        try:
+            import fastapi  # noqa: F401
+            import uvicorn  # noqa: F401
+        except ImportError:
+            raise CnnlabError("--serve needs fastapi and uvicorn: pip install 'cnnlab[serve]'") from None
+        from cnnlab.explain.server import serve
+
+        serve(explainer, host=args.host, port=args.port, image=args.image,
+              max_upload_mb=args.max_upload_mb)
+        return 0
+    out = Path(args.out) if args.out else explainer.run.path / "explainer.html"
+    path = explainer.export(out, image=args.image)
+    size = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size:.1f} MB): open it in any browser, no network needed")
+    return 0

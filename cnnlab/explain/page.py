@@ -1,0 +1,61 @@
+"""The explainer page: static/explainer.html with its CSS, its scripts and the data inlined.
+
+One self-contained HTML file: no network, no CDN, nothing to install. The same page is
+what ``cnnlab explain --serve`` sends, with ``mode: "serve"`` in its config so that it
+offers uploads and the run's example images (fetched from the local server).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+STATIC = Path(__file__).parent / "static"
+SCRIPTS = ("util.js", "overview.js", "details.js", "playground.js", "app.js")  # in load order
+
+
+def _json_for_script(data: Any) -> str:
+    """JSON that is safe inside <script type="application/json">: no '</' can close the tag."""
+    return json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
+
+
+def build_page(payload: dict[str, Any], *, mode: str = "file",
+               examples: list[dict[str, Any]] | None = None, run_name: str = "",
+               max_upload_mb: float = 10) -> str:
+    """The complete HTML text of the page for ``payload`` (see payload.explain)."""
+    if mode not in ("file", "serve"):
+        raise ValueError(f"mode must be 'file' or 'serve', got {mode!r}")
+    html = (STATIC / "explainer.html").read_text(encoding="utf-8")
+    css = (STATIC / "explainer.css").read_text(encoding="utf-8")
+    js = "\n".join(f"// ---- {name} ----\n" + (STATIC / name).read_text(encoding="utf-8")
+                   for name in SCRIPTS)
+    config = {"mode": mode, "run": run_name, "examples": examples or [],
+              "maxUploadMB": max_upload_mb}
+    title = f"cnnlab explain: {payload['model']['name']}" + (f" ({run_name})" if run_name else "")
+    replacements = {
+        "{{TITLE}}": _escape(title),
+        "/*{{CSS}}*/": css,
+        "{{PAYLOAD}}": _json_for_script(payload),
+        "{{CONFIG}}": _json_for_script(config),
+        "//{{JS}}": js.replace("</script", "<\\/script"),
+    }
+    for key in replacements:
+        if html.count(key) != 1:
+            raise RuntimeError(f"explainer.html must hold the placeholder {key} exactly once")
+    # One pass, so that text inserted (a file name, say) is never taken for a placeholder.
+    pattern = "|".join(re.escape(k) for k in replacements)
+    return re.sub(pattern, lambda m: replacements[m.group(0)], html)
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def write_page(path: str | Path, html: str) -> Path:
+    """Write the page atomically (a half-written page is never left behind)."""
+    from cnnlab.io.fs import atomic_write_text
+
+    atomic_write_text(path, html)
+    return Path(path)
