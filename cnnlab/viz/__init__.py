@@ -1,0 +1,27 @@
+"""Pictures of convolutions: kernels on a photo, a trained network's filters, its feature
+maps for an image, and Grad-CAM heat maps.
+
+Every ``plot_*`` function returns a matplotlib Figure (a notebook shows it) and writes a
+PNG when given ``path=``. Models can be a run directory, a ``.safetensors`` file or a CNN;
+images a file (preprocessed exactly as in training) or a (C, H, W) tensor::
+
+    from cnnlab import viz
+    viz.plot_kernels(kernels="sobel-x,sharpen,gaussian")          # scikit-learn's sample photo
+    viz.plot_filters("runs/cats")                                 # first conv layer, RGB patches
+    viz.plot_featuremaps("runs/cats", "cat.jpg", path="maps.png")
+    viz.plot_gradcam("runs/cats", ["cat.jpg", "dog.jpg"], cls="cat")
+
+The numbers behind the pictures are functions too: ``cross_correlate`` and ``convolve``
+(a kernel on a grey image), ``filter_weights``, ``feature_maps`` and ``gradcam``.
+"""
+
+from cnnlab.viz.featuremaps import feature_maps, plot_featuremaps
+from cnnlab.viz.filters import filter_weights, plot_filters
+from cnnlab.viz.gradcam import GradCAM, gradcam, plot_gradcam
+from cnnlab.viz.kernels import (DEFAULT_KERNELS, KERNELS, Kernel, convolve, cross_correlate, get_kernels,
+                                load_kernel_file, sample_image)
+from cnnlab.viz.kernels_figure import plot_kernels
+
+__all__ = ["plot_kernels", "plot_filters", "plot_featuremaps", "plot_gradcam", "cross_correlate", "convolve",
+           "Kernel", "KERNELS", "DEFAULT_KERNELS", "get_kernels", "load_kernel_file", "sample_image",
+           "filter_weights", "feature_maps", "gradcam", "GradCAM"]

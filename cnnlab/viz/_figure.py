@@ -1,0 +1,94 @@
+"""Figure helpers shared by the visualisations: new figures, tiles, saving.
+
+Figures are made with ``matplotlib.figure.Figure`` directly, not through ``pyplot``: no
+global state, nothing to close, and a notebook shows the returned figure once.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from cnnlab.errors import CnnlabError
+from cnnlab.io.fs import atomic_path
+
+DPI = 110
+TITLE_SIZE = 13
+
+
+def new_figure(width: float, height: float) -> Figure:
+    """A figure (size in inches) whose parts are laid out by matplotlib's constrained layout."""
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
+    """Write `fig` atomically; the format follows the extension (.png if there is none)."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".") or "png"
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise CnnlabError(f"{path}: cannot save a figure as .{fmt}; use .png (or one of "
+                          f"{', '.join('.' + f for f in sorted(supported))})")
+    if path.is_dir():
+        raise CnnlabError(f"{path}: is a folder; give a file name such as {path / 'figure.png'}")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
+    return path
+
+
+def colorbar(fig, im, ax, label: str | None = None, extend: str = "neither"):
+    """A colour bar hugging the right edge of the image drawn in `ax` (not of its grid cell)."""
+    cax = ax.inset_axes([1.03, 0.0, 0.045, 1.0])
+    cb = fig.colorbar(im, cax=cax, extend=extend)
+    cb.ax.tick_params(labelsize=8)
+    if label:
+        cb.set_label(label, fontsize=8)
+    return cb
+
+
+def extend_for(values: np.ndarray, vmin: float, vmax: float) -> str:
+    """Colour-bar arrows saying that some values lie beyond the colour range."""
+    low = values.size > 0 and float(values.min()) < vmin - 1e-6
+    high = values.size > 0 and float(values.max()) > vmax + 1e-6
+    return {(True, True): "both", (True, False): "min", (False, True): "max"}.get((low, high), "neither")
+
+
+def grid_shape(n: int, cols: int) -> tuple[int, int]:
+    """(rows, cols) for n tiles at most `cols` wide."""
+    cols = max(1, min(cols, n))
+    return math.ceil(n / cols), cols
+
+
+def hide_ticks(ax) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def symmetric_limit(values: np.ndarray, percentile: float = 100.0) -> float:
+    """A positive v such that [-v, v] shows `values` with zero in the middle of the colours."""
+    v = float(np.percentile(np.abs(values), percentile)) if values.size else 0.0
+    return v if v > 0 else 1.0
+
+
+def image_to_display(x, normalization=None) -> np.ndarray:
+    """A (C, H, W) tensor (normalised as for the model) -> (H, W, 3) or (H, W) floats in [0, 1]."""
+    if normalization is not None:
+        x = normalization.invert(x)
+    arr = x.detach().cpu().float().clamp(0, 1).numpy()
+    return arr[0] if arr.shape[0] == 1 else arr.transpose(1, 2, 0)
+
+
+def show_image(ax, img: np.ndarray, title: str | None = None):
+    """An RGB (H, W, 3) or grey (H, W) image in [0, 1]; small images keep square pixels."""
+    interpolation = "nearest" if max(img.shape[:2]) <= 128 else "antialiased"
+    if img.ndim == 2:
+        im = ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation=interpolation)
+    else:
+        im = ax.imshow(img, interpolation=interpolation)
+    hide_ticks(ax)
+    if title:
+        ax.set_title(title)
+    return im

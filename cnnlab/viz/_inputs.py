@@ -1,0 +1,75 @@
+"""What the model-based figures take: a model and an image, in whichever form is at hand.
+
+A model can be a run directory, a ``.safetensors`` file, or a CNN already in memory; an
+image can be a file (read exactly as in training, using the weights' metadata) or a
+tensor that is already preprocessed (C, H, W).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab.data.normalize import Normalization
+from cnnlab.errors import CnnlabError
+
+
+@dataclass
+class Loaded:
+    """A model in eval mode with what is needed to feed it and to name its outputs."""
+
+    model: Any  # cnnlab.model.build.CNN
+    meta: dict[str, Any]
+    name: str
+
+    @property
+    def classes(self) -> list[str]:
+        classes = self.meta.get("classes")
+        return list(classes) if classes else [str(i) for i in range(self.model.num_outputs)]
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization.from_dict(self.meta.get("normalization"), self.model.input_shape[2])
+
+    def image(self, image) -> tuple[torch.Tensor, str]:
+        """(normalised (C, H, W) tensor, a label for titles) from a path or a tensor."""
+        if isinstance(image, torch.Tensor):
+            x = image.detach().float()
+            if x.ndim == 4 and x.shape[0] == 1:
+                x = x[0]
+            h, w, c = self.model.input_shape
+            if tuple(x.shape) != (c, h, w):
+                raise CnnlabError(f"expected an image tensor of shape {(c, h, w)} (C, H, W), got {tuple(x.shape)}")
+            return x, "image"
+        from cnnlab.run import Preprocessor
+
+        if not Path(image).is_file():
+            raise CnnlabError(f"{image}: no such image file")
+
+        h, w, c = self.model.input_shape
+        meta = {"input": [h, w, c], **{k: v for k, v in self.meta.items() if k in ("resize", "normalization")}}
+        return Preprocessor.from_meta(meta).load(image), Path(image).name
+
+
+def load(model, weights: str = "best") -> Loaded:
+    """A run directory, a .safetensors file, or a CNN -> Loaded (model in eval mode)."""
+    if isinstance(model, Loaded):
+        return model
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+        meta = {"classes": None}
+        return Loaded(model, meta, getattr(getattr(model, "spec", None), "name", "model"))
+    path = Path(model)
+    if path.suffix == ".safetensors":
+        from cnnlab.io.weights import load_weights
+
+        m, meta = load_weights(path)
+        return Loaded(m.eval(), meta, path.stem)
+    from cnnlab.run import Run
+
+    run = Run(path)
+    m, meta = run.load_model(weights)
+    return Loaded(m.eval(), meta, run.name)
