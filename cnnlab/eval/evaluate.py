@@ -127,7 +127,7 @@ def _predictions_csv(items, probs_all, errors, classes, losses_all) -> str:
 def _top_losses(items, probs_all, losses_all, ok, classes, limit: int = TOP_LOSSES) -> list[dict]:
     """The misclassified images with the highest loss (the least confident right ones if none)."""
     wrong = [i for i in ok if probs_all[i].argmax() != items[i][1]]
-    chosen = sorted(wrong or ok, key=lambda i: -losses_all[i])[:limit]
+    chosen = sorted(wrong or ok, key=lambda i: -losses_all[i])[:limit if wrong else limit // 2]
     return [{"path": items[i][0], "true": classes[items[i][1]], "predicted": classes[int(probs_all[i].argmax())],
              "confidence": float(probs_all[i].max()), "loss": float(losses_all[i])} for i in chosen]
 

@@ -9,7 +9,8 @@ by scikit-learn; this module only arranges the results the way a student reads t
 * per class: precision = TP / (TP + FP) ("when the model says *cat*, how often is it
   a cat?"), recall = TP / (TP + FN) ("of the cats, how many did it find?"), F1 (their
   harmonic mean) and support (how many images of that class there are);
-* macro average (every class counts the same) and weighted average (by support);
+* macro average (every class counts the same) and weighted average (by support), over
+  the classes that occur in the labels or the predictions;
 * the confusion matrix: rows are the true class, columns the predicted one, in the
   order of ``classes``; normalised, each row sums to 1 (row i = where class i's images went);
 * ROC-AUC: the probability that a random image of the class gets a higher score for it
@@ -111,8 +112,12 @@ def compute_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[
         for c, name in enumerate(classes)
     }
 
+    # A class that is neither in the labels nor predicted has no precision or recall at all;
+    # it is left out of the averages (its row says support 0) instead of counting as a 0.
+    seen = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
+
     def average(kind: str) -> dict[str, Any]:
-        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=labels, average=kind,
+        p, r, f, _ = precision_recall_fscore_support(y_true, y_pred, labels=seen, average=kind,
                                                      zero_division=0)
         return {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
 

@@ -125,7 +125,7 @@ def _data_section(run: Run, classes: list[str]) -> str:
     from cnnlab.eval.evaluate import run_splits
 
     parts = []
-    raw = run.split()
+    raw = _read_json(run.path / "split.json") or {}  # DataIndex.to_json(): root, layout, ignored...
     splits = run_splits(run)
     if splits:
         names = list(splits)
@@ -138,12 +138,12 @@ def _data_section(run: Run, classes: list[str]) -> str:
         rows.append(["total"] + [str(len(splits[s])) for s in names] + [str(sum(map(len, splits.values())))])
         parts.append(_table(["class"] + names + ["all"], rows, set(range(1, len(names) + 2)),
                             [""] * (len(rows) - 1) + ["avg"]))
-        if isinstance(raw, dict) and "root" in raw:
+        if raw.get("root"):
             where = f"From <code>{escape(str(raw['root']))}</code> ({escape(str(raw.get('layout', '')))} layout)"
             if raw.get("val_split"):
                 where += f"; validation drawn from train: {raw['val_split']:.0%}, seed {raw.get('seed')}"
             parts.append(f'<p class="note">{where}.</p>')
-        ignored = raw.get("ignored") if isinstance(raw, dict) else None
+        ignored = raw.get("ignored")
         if ignored:
             text = ", ".join(f"{v} {escape(k.replace('_', ' '))}" for k, v in ignored.items())
             parts.append(f'<p class="note">Files left out when indexing: {text}.</p>')

@@ -1,0 +1,150 @@
+"""`cnnlab evaluate` / evaluate_run on a real trained run (tests/runfactory.py)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab.cli import main
+from cnnlab.data.decode import load_image
+from cnnlab.data.normalize import Normalization
+from cnnlab.errors import CnnlabError
+from cnnlab.eval.evaluate import evaluate_run
+from cnnlab.io.weights import load_weights
+from imagegen import make_image_folder, make_split_folder
+
+FILES = ("metrics.json", "predictions.csv", "confusion_matrix.png", "confusion_matrix_normalized.png",
+         "top_losses.png")
+
+
+@pytest.fixture(scope="module")
+def evaluated(trained_run, tmp_path_factory):
+    """(run dir, metrics) of a copy of the trained run, evaluated once on its test split."""
+    run = tmp_path_factory.mktemp("eval") / "small"
+    shutil.copytree(trained_run, run)
+    return run, evaluate_run(run, "test", device="cpu")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_writes_every_file_and_metrics_json(evaluated):
+    run, m = evaluated
+    out = run / "eval" / "test"
+    for name in FILES:
+        assert (out / name).stat().st_size > 0, name
+    for name in FILES[2:]:
+        with Image.open(out / name) as im:
+            assert im.format == "PNG" and im.width > 200
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(m))
+    for key in ("accuracy", "per_class", "macro_avg", "weighted_avg", "confusion_matrix", "classes", "roc_auc"):
+        assert key in on_disk
+    assert on_disk["classes"] == ["hbar", "vbar"]
+    assert set(on_disk["per_class"]) == {"hbar", "vbar"}
+    assert sum(map(sum, on_disk["confusion_matrix"])) == on_disk["n_images"] == 16
+    assert [sum(r) for r in on_disk["confusion_matrix"]] == [8, 8]  # rows are the true classes
+    assert on_disk["accuracy"] >= 0.85  # the fixture's model learned the bars
+    assert on_disk["unreadable"] == [] and on_disk["split"] == "test" and on_disk["epoch"] == 15
+    assert (run / "report.html").is_file() and (run / "curves.png").is_file()
+
+
+def test_predictions_match_an_independent_forward_pass(evaluated):
+    """p_<class> in predictions.csv equals the model run by hand on the decoded files."""
+    run, m = evaluated
+    rows = _rows(run / "eval" / "test" / "predictions.csv")
+    split = json.loads((run / "split.json").read_text())
+    split = split.get("splits", split)
+    assert [r["path"] for r in rows] == [p for p, _ in split["test"]]
+    model, meta = load_weights(run / "weights" / "best.safetensors")
+    norm = Normalization.from_dict(meta["normalization"])
+    x = np.stack([load_image(r["path"], (32, 32), 3) for r in rows])
+    with torch.no_grad():
+        expected = torch.softmax(model(norm.apply(torch.from_numpy(x).permute(0, 3, 1, 2))), 1).numpy()
+    got = np.array([[float(r["p_hbar"]), float(r["p_vbar"])] for r in rows])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    truth = [r["true"] for r in rows]
+    assert truth == ["hbar"] * 8 + ["vbar"] * 8
+    assert np.mean([r["correct"] == "1" for r in rows]) == pytest.approx(m["accuracy"])
+    losses = [float(r["loss"]) for r in rows]
+    assert losses == pytest.approx(list(-np.log(expected[np.arange(16), [0] * 8 + [1] * 8])), abs=1e-4)
+
+
+def test_unreadable_file_is_listed_and_left_out(trained_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    split = json.loads((run / "split.json").read_text())
+    split = split.get("splits", split)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    split["test"].append([str(broken), 0])
+    (run / "split.json").write_text(json.dumps(split))
+    m = evaluate_run(run, "test", device="cpu", report=False)
+    assert m["n_images"] == 16
+    assert [u["path"] for u in m["unreadable"]] == [str(broken)] and m["unreadable"][0]["error"]
+    rows = _rows(run / "eval" / "test" / "predictions.csv")
+    assert len(rows) == 17 and rows[-1]["error"] and rows[-1]["predicted"] == ""
+
+
+def test_data_folder_maps_class_names_and_names_unknown_ones(trained_run, tmp_path):
+    """Class sub-folders in another order, plus a class the model never saw."""
+    data = make_image_folder(tmp_path / "new_photos", ("vbar", "square", "hbar"), n=4, seed=7)
+    m = evaluate_run(_copy(trained_run, tmp_path), data=data, device="cpu", report=False)
+    assert m["unknown_classes"] == {"square": 4}
+    assert m["n_images"] == 8 and m["split"] == "all"
+    assert [m["per_class"][c]["support"] for c in ("hbar", "vbar")] == [4, 4]
+    assert Path(m["eval_dir"]).name == "new_photos"
+    rows = _rows(Path(m["eval_dir"]) / "predictions.csv")
+    assert {(Path(r["path"]).parent.name, r["true"]) for r in rows} == {("hbar", "hbar"), ("vbar", "vbar")}
+
+
+def _copy(run: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "run"
+    shutil.copytree(run, dst)
+    return dst
+
+
+def test_cli_json_tta_and_split_layout(trained_run, tmp_path, capsys):
+    run = _copy(trained_run, tmp_path)
+    data = make_split_folder(tmp_path / "kaggle", n={"train": 2, "test": 3}, seed=5)
+    code = main(["evaluate", str(run), "--data", str(data), "--tta", "--no-report", "--format", "json",
+                 "--device", "cpu"])
+    assert code == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["tta"] is True and m["split"] == "test" and m["n_images"] == 6
+    assert Path(m["eval_dir"]) == run / "eval" / "kaggle-test"
+    assert not (run / "report.html").exists()
+
+
+def test_cli_errors_are_one_sentence(trained_run, tmp_path, capsys):
+    run = _copy(trained_run, tmp_path)
+    split = json.loads((run / "split.json").read_text())
+    split = split.get("splits", split)
+    del split["test"]
+    (run / "split.json").write_text(json.dumps(split))
+    assert main(["evaluate", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cnnlab: error:") and "'test'" in err and "\n" not in err
+    assert main(["evaluate", str(run), "--weights", "nope.safetensors"]) == 2
+    assert "nope.safetensors" in capsys.readouterr().err
+    with pytest.raises(CnnlabError, match="no such run directory"):
+        evaluate_run(tmp_path / "missing")
+
+
+def test_cli_table_output(evaluated, capsys):
+    run, _ = evaluated
+    assert main(["evaluate", str(run), "--split", "val", "--no-report", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "16 images (val split, best weights)" in out
+    for word in ("accuracy", "macro avg", "weighted avg", "hbar", "vbar", "ROC-AUC", str(run / "eval" / "val")):
+        assert word in out
+    assert (run / "eval" / "val" / "metrics.json").is_file()

@@ -1,0 +1,124 @@
+"""RUN/report.html: one self-contained page with every section, opened offline."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cnnlab.eval.evaluate import evaluate_run
+from cnnlab.eval.report import write_report
+
+SECTIONS = ("config", "data", "model", "training", "eval-test")
+
+
+class Page(HTMLParser):
+    """Collects every tag's attributes and the visible text."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.text: list[str] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, {k: v or "" for k, v in attrs}))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+    def attrs(self, tag: str) -> list[dict[str, str]]:
+        return [a for t, a in self.tags if t == tag]
+
+
+@pytest.fixture(scope="module")
+def report(trained_run, tmp_path_factory) -> Path:
+    """A copy of the trained run with a skipped file, evaluated (which writes the report)."""
+    run = tmp_path_factory.mktemp("report") / "small"
+    shutil.copytree(trained_run, run)
+    (run / "skipped.csv").write_text("path,reason\n/data/cats/broken_cat.jpg,truncated file\n")
+    evaluate_run(run, "test", device="cpu")
+    return run / "report.html"
+
+
+def test_every_section_is_present(report):
+    page = Page(report.read_text())
+    ids = {a.get("id") for _, a in page.tags}
+    assert set(SECTIONS) <= ids
+    text = " ".join(page.text)
+    # config, data counts per class and split, skipped files, parameter formulas, metrics
+    assert "epochs" in text and "img_size" in text
+    assert "broken_cat.jpg" in text and "truncated file" in text
+    assert "(3*3*3+1)*8 = 224" in text and "1,594" in text  # conv2d's formula, total params
+    for words in ("precision", "recall", "F1", "support", "ROC-AUC", "macro avg", "weighted avg",
+                  "Confusion matrices", "Top losses", "Training curves", "hbar", "vbar"):
+        assert words in text, words
+    assert "Best weights: epoch 15" in text
+
+
+def test_self_contained_images_and_no_network(report):
+    html = report.read_text()
+    page = Page(html)
+    images = page.attrs("img")
+    assert len(images) == 4  # curves, two confusion matrices, top losses
+    for img in images:
+        head, data = img["src"].split(",", 1)
+        assert head == "data:image/png;base64"
+        with Image.open(io.BytesIO(base64.b64decode(data))) as im:
+            assert im.format == "PNG" and im.width > 100
+    assert not page.attrs("script") and not page.attrs("link")
+    for _, a in page.tags:
+        for key in ("src", "href"):
+            assert not a.get(key, "").startswith(("http:", "https:", "//")), a
+    assert (report.parent / "curves.png").is_file()
+
+
+def test_report_before_any_evaluation(trained_run, tmp_path):
+    run = tmp_path / "fresh"
+    shutil.copytree(trained_run, run)
+    path = write_report(run)
+    text = " ".join(Page(path.read_text()).text)
+    assert "Not evaluated yet" in text and "Training curves" in text
+    assert "No skipped.csv" in text or "no skipped.csv" in text
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@pytest.mark.browser
+def test_opens_offline_in_a_browser(report):
+    """Chromium loads the page with every request outside the file refused."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no chromium installed")
+    requests: list[str] = []
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+
+        def guard(route):
+            requests.append(route.request.url)
+            if route.request.url.startswith(("file:", "data:")):
+                route.continue_()
+            else:
+                route.abort()
+
+        page.route("**/*", guard)
+        page.goto(report.as_uri())
+        for section in SECTIONS:
+            assert page.locator(f"section#{section}").is_visible(), section
+        widths = page.evaluate("Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) == 4 and min(widths) > 100
+        assert page.title() == "cnnlab report: small"
+        browser.close()
+    assert all(u.startswith(("file:", "data:")) for u in requests), requests
