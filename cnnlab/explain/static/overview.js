@@ -73,11 +73,13 @@ CX.watch = function (canvas) {
 
 /* ---- building the page ------------------------------------------------------------ */
 
-/** (y, x) of the map pixel under a mouse event on a canvas of H x W. */
+/** (y, x) of the map pixel under a mouse event on a canvas of H x W (inside its border). */
 CX.pixelAt = function (ev, canvas, H, W) {
   const r = canvas.getBoundingClientRect();
-  const x = Math.min(W - 1, Math.max(0, Math.floor((ev.clientX - r.left) / r.width * W)));
-  const y = Math.min(H - 1, Math.max(0, Math.floor((ev.clientY - r.top) / r.height * H)));
+  const fx = (ev.clientX - r.left - canvas.clientLeft) / canvas.clientWidth;
+  const fy = (ev.clientY - r.top - canvas.clientTop) / canvas.clientHeight;
+  const x = Math.min(W - 1, Math.max(0, Math.floor(fx * W)));
+  const y = Math.min(H - 1, Math.max(0, Math.floor(fy * H)));
   return [y, x];
 };
 

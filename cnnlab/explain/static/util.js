@@ -48,7 +48,10 @@ CX.isImage = (ref) => ref.shape.length === 3;
 /** A number as a learner reads it: fixed decimals, no "-0.0000". */
 CX.fmt = function (v, digits = 4) {
   if (!isFinite(v)) return v > 0 ? "∞" : v < 0 ? "−∞" : "NaN";
-  if (Math.abs(v) >= 1e5) return v.toExponential(3);
+  if (Math.abs(v) >= 1e5 || (v !== 0 && Math.abs(v) < 0.5 * Math.pow(10, -digits))) {
+    const [mant, exp] = v.toExponential(2).split("e");
+    return `${mant.replace("-", "−")}e${exp.replace("+", "").replace("-", "−")}`;
+  }
   let s = v.toFixed(digits);
   if (/^-0\.0*$/.test(s)) s = s.slice(1);
   return s.replace("-", "−");
@@ -203,7 +206,7 @@ CX.el = function (tag, attrs = {}, ...children) {
     else if (k === "style" && typeof v === "object") Object.assign(node.style, v);
     else node.setAttribute(k, v === true ? "" : v);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : String(child));
   }
