@@ -37,6 +37,8 @@ def chunked_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 0
     ``fn`` must be picklable (a module-level function or a functools.partial of one) when
     workers > 0. Chunks may arrive in any order; ``start`` says where each belongs.
     """
+    if workers > 0:  # small jobs: smaller chunks, so that every worker gets a share
+        chunk = max(1, min(chunk, len(items) // (4 * workers)))
     job = _Chunks(fn, items, chunk)
     if workers <= 0 or len(job) <= 1:
         yield from (job[i] for i in range(len(job)))
