@@ -1,0 +1,220 @@
+"""``cnnlab.train(DATA, **options)``: data -> model -> fit -> files, the whole run.
+
+    import cnnlab
+    run = cnnlab.train("data/leaves", model="vgg_bn", epochs=20)
+    run.history()[-1]["val_acc"]
+    model, meta = run.load_model("best")
+
+    run = cnnlab.train(resume="runs/leaves-vgg_bn")     # after a crash or Ctrl-C
+
+What it writes (see :mod:`cnnlab.run`): ``config.yaml`` (the resolved options),
+``model.yaml``, ``classes.json``, ``split.json``, ``skipped.csv``, ``history.csv``,
+``weights/best.safetensors`` and ``weights/last.safetensors``, and ``resume.safetensors``
+(the full training state, rewritten after every epoch). With a test split it then evaluates
+the best weights on it (``eval/test/``) and writes ``report.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from cnnlab.errors import CnnlabError
+from cnnlab.io.fs import atomic_write_text
+from cnnlab.train import callbacks as cb
+from cnnlab.train.config import TrainConfig, make_config
+
+RESUME_FILE = "resume.safetensors"
+# What may change when resuming: where it runs, not what it computes.
+RESUME_OVERRIDES = ("device", "workers", "cache_dir", "evaluate", "tensorboard")
+
+
+def say(msg: str, verbose: bool) -> None:
+    if verbose:
+        print(msg, flush=True)
+
+
+def new_run_dir(out: str | Path, name: str | None, base: str) -> Path:
+    """out/name (which must be new), or out/base, out/base-2, out/base-3... (the first free)."""
+    out = Path(out)
+    if name:
+        path = out / name
+        if path.exists():
+            raise CnnlabError(f"{path} already exists; continue it with --resume {path}, or pick another --name")
+        return path
+    path, i = out / base, 1
+    while path.exists():
+        i += 1
+        path = out / f"{base}-{i}"
+    return path
+
+
+def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[cb.Callback]:
+    """The built-in callbacks a config asks for, in the order they must run at epoch end.
+
+    TerminateOnNaN first (no checkpoint of broken weights), the time limit and schedules,
+    then early stopping, the checkpoints and the logs.
+    """
+    cfg, hp = setup.cfg, setup.hparams
+    monitor = cfg.monitor
+    if not has_val and monitor.startswith("val_"):
+        monitor = "train_" + monitor[4:]
+    callbacks: list[cb.Callback] = [cb.TerminateOnNaN()]
+    if cfg.time_limit:
+        callbacks.append(cb.TimeLimit(cfg.time_limit))
+    if cfg.scheduler in ("cosine", "onecycle", "step"):
+        callbacks.append(cb.LRSchedule(cfg.scheduler, hp["warmup"], hp["step_size"], cfg.gamma))
+    elif cfg.scheduler == "plateau":
+        callbacks.append(cb.ReduceLROnPlateau("val_loss" if has_val else "train_loss", factor=cfg.gamma,
+                                              patience=max(2, cfg.patience // 3)))
+    if cfg.patience > 0:
+        callbacks.append(cb.EarlyStopping(monitor, patience=cfg.patience, restore_best_weights=True))
+    callbacks.append(cb.ModelCheckpoint(run_dir / "weights", monitor=monitor, meta=setup.meta()))
+    callbacks.append(cb.CSVLogger(run_dir / "history.csv"))
+    if cfg.tensorboard:
+        callbacks.append(cb.TensorBoard(run_dir / "tensorboard"))
+    if verbose:
+        callbacks.append(cb.ProgressBar())
+    return callbacks
+
+
+def write_run_files(run_dir: Path, setup) -> None:
+    """config.yaml, model.yaml, classes.json, split.json, skipped.csv: all before epoch 1."""
+    (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "config.yaml", setup.resolved_config().to_yaml())
+    atomic_write_text(run_dir / "model.yaml", setup.spec.to_yaml())
+    atomic_write_text(run_dir / "classes.json", json.dumps(list(setup.index.classes), indent=1) + "\n")
+    atomic_write_text(run_dir / "split.json", json.dumps(setup.index.to_json()) + "\n")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["split", "path", "reason"])
+    w.writerows(setup.bad_files)
+    atomic_write_text(run_dir / "skipped.csv", buf.getvalue())
+
+
+def describe(setup) -> str:
+    """Two lines on what is about to be trained."""
+    n_params = sum(p.numel() for p in setup.model.parameters())
+    val = setup.val_loader.num_samples if setup.val_loader is not None else 0
+    splits = f"{setup.train_loader.num_samples:,} train / {val:,} val"
+    if "test" in setup.index.splits:
+        splits += f" / {len(setup.index.splits['test']):,} test"
+    h, w = setup.size
+    cfg = setup.cfg
+    return (f"data    {cfg.data}: {len(setup.index.classes)} classes, {splits} images, {h}x{w}x{setup.channels}\n"
+            f"model   {setup.spec.name} ({n_params:,} parameters) on {setup.device} {setup.precision}, "
+            f"{cfg.optimizer} lr {setup.hparams['lr']:g} {cfg.scheduler}, batch {cfg.batch_size}, "
+            f"{cfg.epochs} epochs" + (f" or {cfg.time_limit:g} min" if cfg.time_limit else ""))
+
+
+def train(data: str | Path | None = None, *, config: str | Path | None = None,
+          resume: str | Path | None = None, callbacks: Sequence[cb.Callback] = (),
+          verbose: bool = True, **options: Any):
+    """Train a CNN on ``data`` and return its :class:`cnnlab.run.Run`.
+
+    ``options`` are the keys of :class:`~cnnlab.train.config.TrainConfig` (``model``,
+    ``epochs``, ``lr``...); ``config`` a YAML file of them (options win). ``resume`` is a
+    run folder to continue from its last checkpoint. ``callbacks`` are added after the
+    built-in ones (they must be the same when resuming).
+    """
+    from cnnlab.run import Run
+
+    if resume is not None:
+        run_dir = Path(resume)
+        cfg, setup = _resume_setup(run_dir, data, config, options, verbose)
+    else:
+        cfg = make_config(config, data=str(data) if data is not None else None, **options)
+        setup = _build(cfg, None, verbose)
+        from cnnlab.model.spec import load_spec
+
+        base = f"{Path(str(cfg.data)).stem or 'data'}-{load_spec(cfg.model).name}"
+        run_dir = new_run_dir(cfg.out, cfg.name, base)
+        write_run_files(run_dir, setup)
+    has_val = setup.val_loader is not None
+    trainer = _trainer(setup, make_callbacks(setup, run_dir, verbose, has_val) + list(callbacks))
+    say(describe(setup), verbose)
+    say(f"run     {run_dir}" + ("  (resumed)" if resume is not None else ""), verbose)
+    trainer.fit(setup.train_loader, setup.val_loader, epochs=setup.cfg.epochs,
+                checkpoint=run_dir / RESUME_FILE, resume=resume is not None)
+    _finish(trainer, run_dir, verbose)
+    run = Run(run_dir)
+    if setup.cfg.evaluate:
+        _evaluate(run, "test" in setup.index.splits, setup.device, verbose)
+    return run
+
+
+def _build(cfg: TrainConfig, index, verbose: bool):
+    from cnnlab.train.setup import build
+
+    return build(cfg, index, verbose)
+
+
+def _trainer(setup, callbacks):
+    from cnnlab.train.loop import Trainer
+    from cnnlab.train.setup import loss_for, make_optimizer
+
+    hp = setup.hparams
+    optimizer = make_optimizer(setup.model, setup.cfg.optimizer, hp["lr"], hp["weight_decay"],
+                               setup.cfg.momentum, setup.device)
+    return Trainer(setup.model, optimizer, loss_fn=loss_for(setup), device=setup.device,
+                   precision=setup.precision, channels_last=setup.channels_last,
+                   normalization=setup.normalization, augment=setup.augmenter, seed=setup.cfg.seed,
+                   callbacks=callbacks)
+
+
+def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose: bool):
+    """The config and data of an existing run, exactly as it started."""
+    from cnnlab.data.datasets import DataIndex
+    from cnnlab.train.checkpoint import load_checkpoint
+
+    if not (run_dir / "config.yaml").is_file():
+        raise CnnlabError(f"{run_dir}: not a cnnlab training run (no config.yaml), nothing to resume")
+    if not (run_dir / RESUME_FILE).is_file():
+        raise CnnlabError(f"{run_dir}: has no {RESUME_FILE} to resume from (was it trained by an older cnnlab?)")
+    if config is not None:
+        raise CnnlabError("--resume takes the run's own config.yaml; do not pass --config")
+    changed = sorted(k for k, v in options.items() if v is not None and k not in RESUME_OVERRIDES)
+    if changed:
+        raise CnnlabError(f"--resume continues the run as it was configured; --{changed[0].replace('_', '-')} "
+                          f"cannot change (only {', '.join(RESUME_OVERRIDES)} can)")
+    cfg = make_config(run_dir / "config.yaml", **{k: v for k, v in options.items() if k in RESUME_OVERRIDES})
+    if data is not None and Path(str(data)).resolve() != Path(str(cfg.data)).resolve():
+        raise CnnlabError(f"{run_dir} was trained on {cfg.data}, not {data}")
+    state = load_checkpoint(run_dir / RESUME_FILE)
+    if state["stopped"] or state["epoch"] >= state["epochs"]:
+        raise CnnlabError(f"{run_dir} has finished ({state['epoch']} epochs); nothing to resume")
+    index = DataIndex.from_json(json.loads((run_dir / "split.json").read_text()))
+    return cfg, _build(cfg, index, verbose)
+
+
+def _finish(trainer, run_dir: Path, verbose: bool) -> None:
+    """Say what came out of training."""
+    if not verbose or not trainer.history:
+        return
+    best = None
+    for c in trainer.callbacks:
+        if isinstance(c, cb.ModelCheckpoint):
+            best = c.best
+    if trainer.stop_reason:
+        print(trainer.stop_reason)
+    if best is not None and best.epoch:
+        print(f"best    {best.monitor} {best.value:.4f} at epoch {best.epoch}: {run_dir / 'weights' / 'best.safetensors'}")
+
+
+def _evaluate(run, has_test: bool, device, verbose: bool) -> None:
+    """Evaluate the best weights on the test split, then write report.html."""
+    try:
+        from cnnlab.eval.evaluate import evaluate_run
+        from cnnlab.eval.report import write_report
+    except ImportError:  # the evaluation package is optional for training
+        return
+    if has_test:  # this also refreshes report.html
+        result = evaluate_run(run, split="test", weights="best", device=str(device))
+        say(f"test    accuracy {result['accuracy']:.4f} (best weights): {run.eval_dir('test')}", verbose)
+    else:
+        write_report(run.path)
+    say(f"report  {run.path / 'report.html'}", verbose)

@@ -1,0 +1,518 @@
+"""Callbacks: code that runs at fixed points of the training loop, as in Keras.
+
+The :class:`~cnnlab.train.loop.Trainer` calls, in this order::
+
+    on_train_begin
+      on_epoch_begin                      (epoch = 1, 2, ...)
+        on_batch_begin / on_batch_end     (once per training batch)
+      on_epoch_end                        (trainer.logs holds the epoch's metrics)
+    on_train_end
+
+Every hook receives the trainer, which exposes everything a callback may read or change:
+``trainer.model``, ``trainer.optimizer``, ``trainer.epoch`` (1-based), ``trainer.epochs``
+(planned), ``trainer.batch`` (1-based, within the epoch), ``trainer.step`` (optimiser steps
+so far), ``trainer.steps_per_epoch``, ``trainer.logs`` (``train_loss``, ``train_acc``,
+``val_loss``, ``val_acc``, ``lr``, ``seconds``, ``images_per_s``), ``trainer.history`` (one
+dict of logs per finished epoch) and ``trainer.stop_training`` (set it to stop after this
+epoch).
+
+Write your own by subclassing :class:`Callback`::
+
+    class PrintBest(Callback):
+        def on_epoch_end(self, trainer):
+            print(trainer.epoch, max(h["val_acc"] for h in trainer.history))
+
+A callback that keeps state across epochs returns it from ``state_dict()`` (numbers,
+strings, lists, dicts, tensors) and takes it back in ``load_state_dict()``; it is then
+saved in the resumable checkpoint, so ``--resume`` continues exactly where the run stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.io.fs import atomic_write_text
+
+if TYPE_CHECKING:
+    from cnnlab.train.loop import Trainer
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
+
+
+class Callback:
+    """Base class: every hook does nothing; override the ones you need."""
+
+    def on_train_begin(self, trainer: "Trainer") -> None: ...
+    def on_epoch_begin(self, trainer: "Trainer") -> None: ...
+    def on_batch_begin(self, trainer: "Trainer") -> None: ...
+    def on_batch_end(self, trainer: "Trainer") -> None: ...
+    def on_epoch_end(self, trainer: "Trainer") -> None: ...
+    def on_train_end(self, trainer: "Trainer") -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class TrainingDiverged(CnnlabError):
+    """The loss became NaN or infinite."""
+
+
+def _mode(monitor: str, mode: str) -> str:
+    """'min' or 'max' for a metric; 'auto' guesses from its name (accuracy goes up)."""
+    if mode == "auto":
+        return "max" if "acc" in monitor else "min"
+    if mode not in ("min", "max"):
+        raise CnnlabError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
+    return mode
+
+
+def _monitored(trainer: "Trainer", monitor: str, who: str) -> float:
+    if monitor not in trainer.logs:
+        have = ", ".join(k for k in trainer.logs if k != "epoch")
+        raise CnnlabError(f"{who} monitors {monitor!r}, which this run does not log (it logs: {have})")
+    return float(trainer.logs[monitor])
+
+
+class _Best:
+    """Tracks the best value of a metric: better() says whether a new value improves it."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float):
+        self.monitor, self.mode, self.min_delta = monitor, _mode(monitor, mode), abs(min_delta)
+        self.value = math.inf if self.mode == "min" else -math.inf
+        self.epoch = 0
+
+    def better(self, value: float) -> bool:
+        if math.isnan(value):
+            return False
+        if self.mode == "min":
+            return value < self.value - self.min_delta
+        return value > self.value + self.min_delta
+
+
+# ---------------------------------------------------------------------------------------
+# Stopping
+# ---------------------------------------------------------------------------------------
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best_weights`` the model gets the weights of its best epoch back at the
+    end of training, whether training stopped early or ran all its epochs (Keras 3 does
+    the same).
+    """
+
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
+                 mode: str = "auto", restore_best_weights: bool = False):
+        self.best = _Best(monitor, mode, min_delta)
+        self.patience = patience
+        self.restore_best_weights = restore_best_weights
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best_weights: dict[str, torch.Tensor] | None = None
+
+    @property
+    def monitor(self) -> str:
+        return self.best.monitor
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        value = _monitored(trainer, self.monitor, "EarlyStopping")
+        if self.best.better(value):
+            self.best.value, self.best.epoch, self.wait = value, trainer.epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = trainer.epoch
+            trainer.stop_training = True
+            trainer.stop_reason = (f"early stopping: {self.monitor} has not improved for {self.wait} "
+                                   f"epochs (best {self.best.value:.4g} at epoch {self.best.epoch})")
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        if self.restore_best_weights and self.best_weights is not None:
+            trainer.model.load_state_dict(self.best_weights)
+            trainer.restored_epoch = self.best.epoch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best.value, "best_epoch": self.best.epoch, "wait": self.wait,
+                "stopped_epoch": self.stopped_epoch, "best_weights": self.best_weights}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best.value, self.best.epoch = state["best"], state["best_epoch"]
+        self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
+        self.best_weights = state["best_weights"]
+
+
+class TerminateOnNaN(Callback):
+    """Stop with a clear message as soon as the loss is NaN or infinite.
+
+    It raises :class:`TrainingDiverged` before the epoch ends, so no checkpoint is ever
+    written with broken weights: ``weights/best``, ``weights/last`` and the resumable
+    checkpoint keep the last good epoch. ``check_every`` batches it looks at the running
+    loss (reading it waits for the GPU, so it is not done every batch there).
+    """
+
+    def __init__(self, check_every: int | None = None):
+        self.check_every = check_every
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        if self.check_every is None:
+            self.check_every = 1 if trainer.device.type == "cpu" else 50
+
+    def _fail(self, trainer: "Trainer", what: str) -> None:
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        last = trainer.history[-1]["epoch"] if trainer.history else 0
+        kept = f"the weights of epoch {last} are kept" if last else "no weights were saved"
+        raise TrainingDiverged(
+            f"training diverged: {what} became NaN or infinite at epoch {trainer.epoch}, batch "
+            f"{trainer.batch} (learning rate {lr:.3g}); {kept}; try a lower --lr")
+
+    def on_batch_end(self, trainer: "Trainer") -> None:
+        if trainer.batch % self.check_every == 0 and not math.isfinite(trainer.last_loss()):
+            self._fail(trainer, "the training loss")
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        for key in ("train_loss", "val_loss"):
+            if key in trainer.logs and not math.isfinite(trainer.logs[key]):
+                self._fail(trainer, key)
+
+
+class TimeLimit(Callback):
+    """Fit training into ``minutes`` of wall-clock time, like Ultralytics' ``time=``.
+
+    After a few batches it measures the speed and sets ``trainer.epochs`` to the number of
+    epochs that fit, so learning-rate schedules (which read ``trainer.epochs``) anneal to
+    their end exactly when the time is up; the estimate is refreshed after every epoch and
+    training stops once the next epoch would not fit. ``trainer.epochs`` never exceeds the
+    ``max_epochs`` given at the start. Time spent before a ``--resume`` is counted.
+    """
+
+    def __init__(self, minutes: float, probe_batches: int = 20):
+        self.budget = minutes * 60.0
+        self.probe_batches = probe_batches
+        self.elapsed_before = 0.0  # seconds of earlier sessions (resume)
+        self.max_epochs = 0
+        self._t0 = 0.0
+        self._epoch_t0 = 0.0
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._t0
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        self._t0 = time.perf_counter()
+        self.max_epochs = self.max_epochs or trainer.epochs
+
+    def on_epoch_begin(self, trainer: "Trainer") -> None:
+        self._epoch_t0 = time.perf_counter()
+
+    def _plan(self, trainer: "Trainer", epoch_seconds: float) -> None:
+        fit = int(self.budget / max(epoch_seconds, 1e-6))
+        trainer.epochs = max(trainer.epoch, min(self.max_epochs, fit))
+
+    def on_batch_end(self, trainer: "Trainer") -> None:
+        if trainer.epoch == 1 and trainer.batch == min(self.probe_batches, trainer.steps_per_epoch):
+            per_batch = (time.perf_counter() - self._epoch_t0) / trainer.batch
+            # Validation is not measured yet; count it as a tenth of the epoch.
+            self._plan(trainer, per_batch * trainer.steps_per_epoch * 1.1)
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        elapsed = self.elapsed()
+        self._plan(trainer, elapsed / trainer.epoch)
+        if elapsed + elapsed / trainer.epoch * 0.5 > self.budget:  # the next epoch would not fit
+            trainer.epochs = trainer.epoch
+        if trainer.epoch >= trainer.epochs:
+            trainer.stop_training = True
+            trainer.stop_reason = trainer.stop_reason or (
+                f"time limit: {elapsed / 60:.1f} of {self.budget / 60:g} minutes used")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"elapsed": self.elapsed(), "max_epochs": self.max_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.elapsed_before, self.max_epochs = state["elapsed"], state["max_epochs"]
+
+
+# ---------------------------------------------------------------------------------------
+# Learning rate
+# ---------------------------------------------------------------------------------------
+
+
+def schedule_factor(kind: str, progress: float, warmup: float = 0.0, epoch: int = 1,
+                    step_size: int = 10, gamma: float = 0.1) -> float:
+    """The learning rate as a fraction of the peak, at ``progress`` in [0, 1] of training.
+
+    * ``none``     1 throughout.
+    * ``cosine``   rises linearly over the first ``warmup`` fraction, then follows half a
+                   cosine down to 0 (Loshchilov & Hutter's SGDR without restarts).
+    * ``onecycle`` rises from 1/25 of the peak along a cosine over ``warmup``, then falls
+                   along a cosine to 1/25 of 1/10000 of it (Smith's one-cycle policy, as
+                   in ``torch.optim.lr_scheduler.OneCycleLR``).
+    * ``step``     multiplied by ``gamma`` every ``step_size`` epochs.
+    """
+    p = min(max(progress, 0.0), 1.0)
+
+    def cosine(start: float, end: float, t: float) -> float:  # from start to end as t: 0 -> 1
+        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+    if kind == "none":
+        return 1.0
+    if kind == "step":
+        return gamma ** ((epoch - 1) // max(step_size, 1))
+    if kind == "cosine":
+        if p < warmup:
+            return p / warmup
+        return cosine(1.0, 0.0, (p - warmup) / (1.0 - warmup))
+    if kind == "onecycle":
+        low, final = 1.0 / 25.0, 1.0 / 25.0 / 1e4
+        if p < warmup:
+            return cosine(low, 1.0, p / warmup)
+        return cosine(1.0, final, (p - warmup) / (1.0 - warmup))
+    raise CnnlabError(f"scheduler must be none, cosine, onecycle, step or plateau, got {kind!r}")
+
+
+class LRSchedule(Callback):
+    """Sets every parameter group's learning rate before each batch: peak x factor.
+
+    The peak is the optimiser's learning rate when training starts (kept in the group as
+    ``initial_lr``, which the optimiser's state saves). Progress is ``step / (epochs x
+    steps_per_epoch)``, so the schedule follows ``trainer.epochs`` when :class:`TimeLimit`
+    changes it. The state is the trainer's step, so resuming needs nothing extra.
+    """
+
+    def __init__(self, kind: str = "cosine", warmup: float = 0.05, step_size: int = 10, gamma: float = 0.1):
+        schedule_factor(kind, 0.0)  # check the name now
+        self.kind, self.warmup, self.step_size, self.gamma = kind, warmup, step_size, gamma
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        for group in trainer.optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+    def factor(self, trainer: "Trainer") -> float:
+        total = max(trainer.epochs * trainer.steps_per_epoch, 1)
+        return schedule_factor(self.kind, trainer.step / total, self.warmup, trainer.epoch,
+                               self.step_size, self.gamma)
+
+    def on_batch_begin(self, trainer: "Trainer") -> None:
+        f = self.factor(trainer)
+        for group in trainer.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * f
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stops improving.
+
+    Keras' callback of the same name, computed by ``torch.optim.lr_scheduler.ReduceLROnPlateau``.
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
+        self.monitor, self.mode = monitor, _mode(monitor, mode)
+        self.kwargs = dict(factor=factor, patience=patience, threshold=min_delta,
+                           threshold_mode="abs", cooldown=cooldown, min_lr=min_lr)
+        self.scheduler = None
+        self._pending: dict[str, Any] | None = None
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            trainer.optimizer, mode=self.mode, **self.kwargs)
+        if self._pending is not None:
+            self.scheduler.load_state_dict(self._pending)
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        self.scheduler.step(_monitored(trainer, self.monitor, "ReduceLROnPlateau"))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.scheduler.state_dict() if self.scheduler is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = state or None
+
+
+# ---------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------
+
+
+class ModelCheckpoint(Callback):
+    """Write ``best.safetensors`` (when ``monitor`` improves) and ``last.safetensors``.
+
+    Both files hold the weights and ``meta`` (spec, classes, input size, normalisation...)
+    plus the epoch and its metrics, so a model is rebuilt from either file alone; both are
+    written atomically.
+    """
+
+    def __init__(self, dirpath: str | Path, monitor: str = "val_loss", mode: str = "auto",
+                 save_best: bool = True, save_last: bool = True, meta: dict[str, Any] | None = None):
+        self.dir = Path(dirpath)
+        self.best = _Best(monitor, mode, 0.0)
+        self.save_best, self.save_last = save_best, save_last
+        self.meta = dict(meta or {})
+
+    def _save(self, trainer: "Trainer", name: str) -> None:
+        from cnnlab.io.weights import save_weights
+
+        meta = dict(self.meta, epoch=trainer.epoch,
+                    metric={k: v for k, v in trainer.logs.items() if k != "epoch"},
+                    monitor=self.best.monitor)
+        save_weights(self.dir / f"{name}.safetensors", trainer.model, meta)
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        if self.save_best:
+            value = _monitored(trainer, self.best.monitor, "ModelCheckpoint")
+            if self.best.better(value):
+                self.best.value, self.best.epoch = value, trainer.epoch
+                self._save(trainer, "best")
+        if self.save_last:
+            self._save(trainer, "last")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best.value, "best_epoch": self.best.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best.value, self.best.epoch = state["best"], state["best_epoch"]
+
+
+class CSVLogger(Callback):
+    """Write ``history.csv``, one row per epoch, rewritten whole (and atomically) each epoch.
+
+    Rewriting from ``trainer.history`` keeps the file consistent with the run after a
+    ``--resume``: epochs that were lost to a crash are not listed twice.
+    """
+
+    def __init__(self, path: str | Path, columns: list[str] | None = None):
+        self.path = Path(path)
+        self.columns = columns or HISTORY_COLUMNS
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        rows = trainer.history + [trainer.logs]
+        extra = [k for row in rows for k in row if k not in self.columns]
+        columns = self.columns + list(dict.fromkeys(extra))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: _fmt(row.get(k)) for k in columns})
+        atomic_write_text(self.path, buf.getvalue())
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return "" if v is None else v
+
+
+class TensorBoard(Callback):
+    """Log the epoch metrics (and the learning rate) for TensorBoard under ``log_dir``.
+
+    Needs the ``tensorboard`` package: ``pip install "cnnlab[tensorboard]"``; then
+    ``tensorboard --logdir runs``.
+    """
+
+    def __init__(self, log_dir: str | Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise CnnlabError('TensorBoard logging needs the tensorboard package: '
+                              'pip install "cnnlab[tensorboard]"') from None
+        self.log_dir = Path(log_dir)
+        self.writer_cls = SummaryWriter
+        self.writer = None
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        self.writer = self.writer_cls(log_dir=str(self.log_dir), purge_step=trainer.epoch + 1)
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        for key, value in trainer.logs.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                group = "loss" if key.endswith("loss") else "accuracy" if key.endswith("acc") else "train"
+                self.writer.add_scalar(f"{group}/{key}", value, trainer.epoch)
+        self.writer.flush()
+
+    def on_train_end(self, trainer: "Trainer") -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Progress
+# ---------------------------------------------------------------------------------------
+
+
+class ProgressBar(Callback):
+    """A live bar per epoch (loss, accuracy, lr, images/s, ETA) on a terminal.
+
+    When the output is not a terminal (a log file, CI, a notebook's captured output) it
+    prints one plain line per epoch instead. ``refresh`` seconds between bar updates:
+    reading the running loss waits for the GPU, so it is not done every batch.
+    """
+
+    def __init__(self, interactive: bool | None = None, refresh: float = 0.5, file=None):
+        self.file = file or sys.stdout
+        self.interactive = self.file.isatty() if interactive is None else interactive
+        self.refresh = refresh
+        self._progress = None
+        self._task = None
+        self._last = 0.0
+        self._t0 = 0.0
+
+    def on_epoch_begin(self, trainer: "Trainer") -> None:
+        self._t0 = time.perf_counter()
+        if not self.interactive:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._progress = Progress(
+            TextColumn(f"epoch {trainer.epoch}/{trainer.epochs}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[metrics]}"), TimeRemainingColumn(),
+            console=Console(file=self.file), transient=False)
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=trainer.steps_per_epoch, metrics="",
+                                             completed=trainer.batch)
+
+    def on_batch_end(self, trainer: "Trainer") -> None:
+        if self._progress is None:
+            return
+        now = time.perf_counter()
+        if now - self._last < self.refresh and trainer.batch < trainer.steps_per_epoch:
+            return
+        self._last = now
+        loss, acc = trainer.running_metrics()
+        lr = trainer.optimizer.param_groups[0]["lr"]
+        speed = trainer.running_images / max(now - self._t0, 1e-9)
+        self._progress.update(self._task, completed=trainer.batch,
+                              metrics=f"loss {loss:.4f} acc {acc:.3f} lr {lr:.2e} {speed:,.0f} img/s")
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        print(format_logs(trainer.logs, trainer.epochs), file=self.file, flush=True)
+
+
+def format_logs(logs: dict[str, Any], epochs: int) -> str:
+    """One line: 'epoch 3/20  train_loss 0.512  train_acc 0.812 ... 412 img/s  14.2 s'."""
+    parts = [f"epoch {logs['epoch']}/{epochs}"]
+    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+        if key in logs:
+            parts.append(f"{key} {logs[key]:.4f}")
+    if "lr" in logs:
+        parts.append(f"lr {logs['lr']:.2e}")
+    if "images_per_s" in logs:
+        parts.append(f"{logs['images_per_s']:,.0f} img/s")
+    if "seconds" in logs:
+        parts.append(f"{logs['seconds']:.1f} s")
+    return "  ".join(parts)

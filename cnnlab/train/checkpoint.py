@@ -1,0 +1,132 @@
+"""Resumable checkpoints without pickle: tensors in safetensors, everything else in JSON.
+
+A training run's full state is a nested structure of dicts, lists, numbers, strings and
+tensors: the model's ``state_dict()``, the optimiser's (whose per-parameter state is keyed
+by integers), the callbacks' states, the random generators, the epoch counter... ``torch.save``
+would pickle it, and loading a pickle can run arbitrary code. Instead
+:func:`save_checkpoint` walks the structure, moves every tensor into a safetensors file under
+a dotted key (``optimizer.state.3.exp_avg``) and writes the rest as JSON in the same file's
+header, with a ``{"$tensor": key}`` marker where each tensor was. :func:`load_checkpoint`
+puts the structure back together. Python floats survive JSON exactly (``repr`` round-trips),
+so a resumed run continues bit for bit.
+
+The file is written atomically (temporary file + rename): a run killed while saving keeps
+its previous checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.io.fs import atomic_path
+
+FORMAT = "cnnlab-checkpoint/1"
+
+
+def encode(obj: Any, tensors: dict[str, torch.Tensor], path: str = "") -> Any:
+    """A JSON-able copy of ``obj``; its tensors are moved into ``tensors`` under dotted keys."""
+    if isinstance(obj, torch.Tensor):
+        tensors[path] = obj.detach().to("cpu", copy=True).contiguous()
+        return {"$tensor": path}
+    if isinstance(obj, dict):
+        if all(isinstance(k, str) and not k.startswith("$") for k in obj):
+            return {k: encode(v, tensors, f"{path}.{k}" if path else k) for k, v in obj.items()}
+        # Integer keys (the optimiser's parameter ids) would turn into strings in JSON.
+        return {"$items": [[k, encode(v, tensors, f"{path}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"$tuple": [encode(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [encode(v, tensors, f"{path}.{i}") for i, v in enumerate(obj)]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return {"$float": repr(obj)}  # inf / nan, which strict JSON lacks
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # a numpy scalar
+        return obj.item()
+    raise TypeError(f"cannot store {type(obj).__name__} at {path or 'top level'} in a checkpoint")
+
+
+def decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of :func:`encode`."""
+    if isinstance(obj, dict):
+        if set(obj) == {"$tensor"}:
+            return tensors[obj["$tensor"]]
+        if set(obj) == {"$items"}:
+            return {k: decode(v, tensors) for k, v in obj["$items"]}
+        if set(obj) == {"$tuple"}:
+            return tuple(decode(v, tensors) for v in obj["$tuple"])
+        if set(obj) == {"$float"}:
+            return float(obj["$float"])
+        return {k: decode(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [decode(v, tensors) for v in obj]
+    return obj
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (nested dicts/lists/tensors/numbers) to ``path`` atomically."""
+    from safetensors.torch import save_file
+
+    tensors: dict[str, torch.Tensor] = {}
+    tree = encode(state, tensors)
+    header = {"format": FORMAT, "state": json.dumps(tree, allow_nan=False)}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=header)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; tensors land on ``device``."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"{path}: no such checkpoint (the run saved none yet)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        tensors = load_file(str(path), device=str(device))
+    except Exception:
+        raise CnnlabError(f"{path}: not a readable checkpoint (truncated or corrupt?)") from None
+    if header.get("format") != FORMAT or "state" not in header:
+        raise CnnlabError(f"{path}: not a cnnlab training checkpoint")
+    return decode(json.loads(header["state"]), tensors)
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator training touches, as tensors and JSON-able values."""
+    import random
+
+    import numpy as np
+
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"].cpu())
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

@@ -1,0 +1,187 @@
+"""The training configuration: one set of keys for the YAML file, the flags and Python.
+
+    cnnlab train DATA --epochs 20 --lr 0.001          # flags
+    cnnlab train DATA --config run.yaml --epochs 5    # a file; flags override it
+    cnnlab.train("DATA", epochs=20, lr=1e-3)          # Python keyword arguments
+
+Every key has a default that works, so ``cnnlab train DATA`` alone trains a good model.
+``None`` means "decided when the data is known" (image size, channels, learning rate,
+weight decay, warm-up, precision...); the *resolved* config, with every value filled in,
+is saved as ``RUN/config.yaml``, and ``--config RUN/config.yaml`` repeats the run.
+
+A wrong value is reported with the field and the file it came from, e.g.
+``run.yaml: lr: must be greater than 0 (got -1)``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cnnlab.errors import CnnlabError
+
+DEFAULT_MODEL = "resnet_small"
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine", "onecycle", "step", "plateau")
+
+# Learning rate and weight decay when none is given, per optimiser (the peak of the schedule).
+DEFAULT_LR = {"adam": 1e-3, "adamw": 2e-3, "sgd": 0.05}
+DEFAULT_WEIGHT_DECAY = {"adam": 0.0, "adamw": 0.05, "sgd": 5e-4}
+DEFAULT_WARMUP = {"onecycle": 0.25, "cosine": 0.05}
+
+
+class TrainConfig(BaseModel):
+    """Every option of ``cnnlab train``; the field names are the YAML keys."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # data
+    data: str | None = Field(None, description="folder of class sub-folders, split folders or a CSV")
+    val_split: float = Field(0.2, ge=0, lt=1, description="fraction of train held out when there is no val/")
+    label_regex: str | None = Field(None, description="take labels from file names with this pattern")
+    img_size: int | tuple[int, int] | None = Field(None, description="HxW the images are resized to; "
+                                                   "None: the model's, or smaller when the images are")
+    channels: Literal[1, 3] | None = Field(None, description="1 grayscale or 3 RGB; None: from the images")
+    resize: Literal["stretch", "crop", "letterbox"] = "stretch"
+    augment: str | dict[str, Any] = Field("standard", description="none|light|standard|strong, or options")
+    normalize: Literal["measured", "rescale"] = Field(
+        "measured", description="measured: the training images' mean/std; rescale: x/255 (Keras)")
+    balanced: bool = Field(False, description="sample every class equally often")
+    class_weights: bool = Field(False, description="weigh the loss by inverse class frequency")
+    workers: int | None = Field(None, ge=0, description="processes decoding images (once); None: all cores")
+    cache_dir: str | None = Field(None, description="decode cache; None: $CNNLAB_CACHE or ~/.cache/cnnlab")
+
+    # model and optimisation
+    model: str = Field(DEFAULT_MODEL, description="a preset name or a model YAML file")
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    lr: float | None = Field(None, gt=0, description="peak learning rate; None: per optimiser")
+    weight_decay: float | None = Field(None, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov)")
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    scheduler: Literal["none", "cosine", "onecycle", "step", "plateau"] = "onecycle"
+    warmup: float | None = Field(None, ge=0, lt=1, description="fraction of training warming up the lr")
+    step_size: int | None = Field(None, ge=1, description="epochs between lr drops (scheduler step)")
+    gamma: float = Field(0.1, gt=0, le=1, description="lr factor of each drop (step, plateau)")
+    patience: int = Field(10, ge=0, description="early stopping patience in epochs; 0: off")
+    monitor: str = Field("val_acc", description="the metric for best weights and early stopping")
+    time_limit: float | None = Field(None, gt=0, description="minutes; fit the schedule into this time")
+
+    # where and how
+    seed: int = 0
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    channels_last: bool | None = Field(None, description="None: on CUDA only")
+    out: str = "runs"
+    name: str | None = Field(None, description="run name; None: <data>-<model>, numbered if taken")
+    tensorboard: bool = False
+    evaluate: bool = Field(True, description="evaluate on the test split (if any) and write the report")
+
+    @field_validator("img_size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        """64, "64", "64x48" or [64, 48] -> 64 or (64, 48)."""
+        if isinstance(v, str):
+            parts = v.lower().replace(",", "x").split("x")
+            try:
+                nums = [int(p) for p in parts]
+            except ValueError:
+                raise ValueError(f"must look like 64 or 64x48 (height x width), got {v!r}") from None
+            v = nums[0] if len(nums) == 1 else nums
+        if isinstance(v, (list, tuple)):
+            if len(v) != 2:
+                raise ValueError(f"must be one size or [height, width], got {v!r}")
+            v = tuple(v)
+        sizes = v if isinstance(v, tuple) else (v,) if v is not None else ()
+        if any(not isinstance(s, int) or s < 8 for s in sizes):
+            raise ValueError(f"sizes must be whole numbers of pixels, at least 8, got {v!r}")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda", "mps") and not v.startswith("cuda:"):
+            raise ValueError(f"must be auto, cpu, cuda, cuda:N or mps, got {v!r}")
+        return v
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """img_size as (height, width)."""
+        if self.img_size is None:
+            return None
+        return self.img_size if isinstance(self.img_size, tuple) else (self.img_size, self.img_size)
+
+    def to_yaml(self) -> str:
+        data = self.model_dump()
+        if isinstance(data["img_size"], tuple):
+            data["img_size"] = list(data["img_size"])
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+FIELDS = tuple(TrainConfig.model_fields)
+
+
+def _explain(e: ValidationError, source: str) -> CnnlabError:
+    """pydantic's error -> one sentence naming the field: 'run.yaml: lr: must be > 0 (got -1)'."""
+    err = e.errors()[0]
+    field = ".".join(str(p) for p in err["loc"] if not isinstance(p, int)) or "config"
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(field, FIELDS, n=1)
+        hint = f"; did you mean {close[0]!r}" if close else ""
+        return CnnlabError(f"{source}: unknown option {field!r}{hint} (see `cnnlab train --help`)")
+    msg = err["msg"].replace("Value error, ", "")
+    msg = msg[0].lower() + msg[1:] if msg else msg
+    value = err.get("input")
+    got = "" if isinstance(value, dict) or "got" in msg else f" (got {value!r})"
+    return CnnlabError(f"{source}: {field}: {msg}{got}")
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The mapping in a YAML config file, with a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise CnnlabError(f"{path}: not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise CnnlabError(f"{path}: a config file must be a mapping of option: value")
+    return data
+
+
+def make_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """The config from ``file`` (YAML, optional) with ``overrides`` on top (None = not given)."""
+    values: dict[str, Any] = read_config_file(file) if file else {}
+    source = str(file) if file else "config"
+    try:
+        cfg = TrainConfig(**values)
+    except ValidationError as e:
+        raise _explain(e, source) from None
+    given = {k: v for k, v in overrides.items() if v is not None}
+    unknown = [k for k in given if k not in FIELDS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], FIELDS, n=1)
+        hint = f"; did you mean {close[0]!r}" if close else ""
+        raise CnnlabError(f"unknown training option {unknown[0]!r}{hint}")
+    try:
+        return TrainConfig(**{**cfg.model_dump(), **given})
+    except ValidationError as e:
+        raise _explain(e, "option" if not file else f"{file} (with the options given)") from None
+
+
+def resolved_defaults(cfg: TrainConfig) -> dict[str, Any]:
+    """lr, weight decay, warm-up and step size for the options left at None."""
+    return {
+        "lr": cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer],
+        "weight_decay": cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WEIGHT_DECAY[cfg.optimizer],
+        "warmup": cfg.warmup if cfg.warmup is not None else DEFAULT_WARMUP.get(cfg.scheduler, 0.0),
+        "step_size": cfg.step_size if cfg.step_size is not None else max(1, cfg.epochs // 3),
+    }

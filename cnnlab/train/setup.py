@@ -1,0 +1,202 @@
+"""From a config to the pieces the loop needs: data, model, optimiser, loss, device.
+
+Shared by ``cnnlab train`` and ``cnnlab lr-find``. The decisions a user did not make are
+made here, from the data:
+
+* image size: the model's input size, or the images' own (median) size when they are
+  smaller (CIFAR's 32x32 photos are not blown up to 64x64);
+* channels: 1 when every sampled image is grayscale, else 3;
+* normalisation: the training images' per-channel mean and std;
+* device and precision: CUDA, then MPS, then the CPU; bf16 autocast on GPUs that support
+  it (fp16 with a gradient scaler on older ones), fp32 on the CPU;
+* no weight decay on biases and batch-norm parameters (decay is for the weights).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError, SpecError
+from cnnlab.train.config import TrainConfig, resolved_defaults
+
+GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L"}
+
+
+@dataclass
+class Setup:
+    """Everything built from a config, before training starts."""
+
+    cfg: TrainConfig
+    index: Any  # cnnlab.data.datasets.DataIndex
+    size: tuple[int, int]
+    channels: int
+    spec: Any  # cnnlab.model.spec.ModelSpec
+    model: nn.Module
+    train_loader: Any
+    val_loader: Any | None
+    normalization: Any  # cnnlab.data.normalize.Normalization
+    augmenter: Any | None
+    device: torch.device
+    precision: str
+    channels_last: bool
+    hparams: dict[str, Any]  # lr, weight_decay, warmup, step_size as used
+
+    def meta(self) -> dict[str, Any]:
+        """What every weights file carries, so it can be used without the run folder."""
+        h, w = self.size
+        return {"spec": self.spec.to_dict(), "classes": list(self.index.classes),
+                "input": [h, w, self.channels], "resize": self.cfg.resize,
+                "normalization": self.normalization.to_dict()}
+
+    @property
+    def bad_files(self) -> list[tuple[str, str, str]]:
+        """(split, path, reason) of every file that could not be read."""
+        out = [("train", p, r) for p, r in self.train_loader.bad_files]
+        if self.val_loader is not None:
+            out += [("val", p, r) for p, r in self.val_loader.bad_files]
+        return out
+
+    def resolved_config(self) -> TrainConfig:
+        """The config with every automatic choice written in (saved as config.yaml)."""
+        return self.cfg.model_copy(update={
+            "img_size": self.size if self.size[0] != self.size[1] else self.size[0],
+            "channels": self.channels, "device": str(self.device), "precision": self.precision,
+            "channels_last": self.channels_last, **self.hparams})
+
+
+def probe_images(items: list[tuple[str, int]], limit: int = 64) -> tuple[tuple[int, int] | None, bool]:
+    """(median (height, width), all grayscale?) of up to ``limit`` evenly spaced images."""
+    from cnnlab.data.decode import BadImage, open_image
+
+    step = max(1, len(items) // limit)
+    sizes, gray = [], []
+    for path, _ in items[::step][:limit]:
+        try:
+            with open_image(path) as im:
+                sizes.append((im.size[1], im.size[0]))
+                gray.append(im.mode in GRAY_MODES)
+        except BadImage:
+            continue
+    if not sizes:
+        return None, False
+    h = int(statistics.median(s[0] for s in sizes))
+    w = int(statistics.median(s[1] for s in sizes))
+    return (h, w), all(gray)
+
+
+def choose_input(cfg: TrainConfig, spec_input: tuple[int, int, int], items) -> tuple[tuple[int, int], int]:
+    """(size, channels): the config's, else the model's, shrunk to the images' own size."""
+    median, gray = probe_images(items) if (cfg.size is None or cfg.channels is None) else (None, False)
+    size = cfg.size
+    if size is None:
+        size = spec_input[:2]
+        if median is not None and min(median) < min(size):
+            size = (max(median[0], 16), max(median[1], 16))
+    channels = cfg.channels or (1 if gray else spec_input[2])
+    return (int(size[0]), int(size[1])), channels
+
+
+def choose_device(cfg: TrainConfig) -> tuple[torch.device, str, bool]:
+    """(device, precision, channels_last) for the config's auto values."""
+    from cnnlab.device import pick_device
+
+    device = pick_device(cfg.device)
+    precision = cfg.precision
+    if precision == "auto":
+        if device.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        else:
+            precision = "fp32"
+    if precision == "fp16" and device.type == "cpu":
+        raise CnnlabError("precision fp16 needs a GPU; on the CPU use fp32 (or bf16 on CPUs with AVX-512/AMX)")
+    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+    return device, precision, channels_last
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
+                   momentum: float = 0.9, device: torch.device | None = None) -> torch.optim.Optimizer:
+    """Adam, AdamW or SGD (Nesterov); weight decay only on weight matrices and kernels."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    fast = {"fused": True} if device is not None and device.type == "cuda" else {}
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, **fast)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, **fast)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+    raise CnnlabError(f"optimizer must be one of adam, adamw, sgd, got {name!r}")
+
+
+def check_outputs(model: nn.Module, classes: list[str], source: str) -> None:
+    """The model's output units must match the classes (one sigmoid unit for two classes)."""
+    from cnnlab.train.loop import is_binary
+
+    n = model.num_outputs
+    if is_binary(model):
+        if len(classes) != 2:
+            raise SpecError(f"{source}: one sigmoid output is for two classes, but the data has "
+                            f"{len(classes)}; use Dense(units: classes, activation: softmax)")
+        return
+    if n != len(classes):
+        raise SpecError(f"{source}: the model has {n} outputs but the data has {len(classes)} classes; "
+                        "write `units: classes` in the last Dense layer")
+
+
+def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
+    """Discover the data (unless ``index`` is given), decode it, build model and loaders."""
+    from cnnlab.data.augment import Augmenter, parse_augment
+    from cnnlab.data.datasets import discover
+    from cnnlab.data.loader import make_loader
+    from cnnlab.data.normalize import Normalization, compute_mean_std
+    from cnnlab.model.build import build_model
+    from cnnlab.model.spec import load_spec
+
+    if index is None:
+        if not cfg.data:
+            raise CnnlabError("no data given: cnnlab train DATA (a folder of class sub-folders)")
+        index = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed, label_regex=cfg.label_regex)
+    base = load_spec(cfg.model)
+    size, channels = choose_input(cfg, base.input, index.splits["train"])
+    model = build_model(base, input=(*size, channels), classes=len(index.classes), seed=cfg.seed)
+    check_outputs(model, index.classes, base.source)
+    device, precision, channels_last = choose_device(cfg)
+
+    workers = cfg.workers if cfg.workers is not None else (os.cpu_count() or 1)
+    common = dict(size=size, channels=channels, resize=cfg.resize, seed=cfg.seed, workers=workers,
+                  cache_dir=cfg.cache_dir, progress=None if verbose else False)
+    n_train = len(index.splits["train"])
+    train_loader = make_loader(index.splits["train"], batch_size=cfg.batch_size, shuffle=True,
+                               balanced=cfg.balanced, drop_last=n_train > cfg.batch_size, **common)
+    if train_loader.num_samples == 0:
+        raise CnnlabError(f"{cfg.data}: none of the {n_train} training images can be read (see skipped.csv)")
+    val_items = index.splits.get("val") or []
+    val_loader = make_loader(val_items, batch_size=cfg.batch_size * 2, **common) if val_items else None
+    if val_loader is not None and val_loader.num_samples == 0:
+        val_loader = None
+    normalization = (compute_mean_std(train_loader, max_images=5000) if cfg.normalize == "measured"
+                     else Normalization.rescale(channels))
+    augment = parse_augment(cfg.augment)
+    return Setup(cfg, index, size, channels, model.spec, model, train_loader, val_loader, normalization,
+                 None if augment.is_identity else Augmenter(augment), device, precision, channels_last,
+                 resolved_defaults(cfg))
+
+
+def loss_for(setup: Setup) -> nn.Module:
+    """The loss of the config: cross-entropy with label smoothing and optional class weights."""
+    from cnnlab.data.normalize import class_weights
+    from cnnlab.train.loop import default_loss
+
+    weights = None
+    if setup.cfg.class_weights:
+        weights = class_weights(setup.train_loader.labels, len(setup.index.classes))
+    return default_loss(setup.model, setup.cfg.label_smoothing, weights)

@@ -1,0 +1,265 @@
+"""The training loop and its callbacks, on real (tiny) models and images the test draws.
+
+Each test trains a ~500-parameter CNN on 32x32 'hbar' / 'vbar' images for a few epochs
+(well under a second) and checks what a user relies on: early stopping restores the best
+weights, best/last checkpoints hold the right epochs, NaN stops cleanly, the same seed
+gives the same run, and an interrupted run resumes to exactly the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.io.weights import load_weights, read_metadata
+from cnnlab.model.build import build_model
+from cnnlab.train.callbacks import (
+    Callback, CSVLogger, EarlyStopping, LRSchedule, ModelCheckpoint, ReduceLROnPlateau,
+    TerminateOnNaN, TimeLimit, TrainingDiverged, schedule_factor)
+from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.train.loop import Trainer, TensorLoader, TrainingInterrupted
+from imagegen import draw
+
+SPEC = {
+    "input": [32, 32, 3],
+    "layers": [
+        {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
+        {"BatchNormalization": {}},
+        {"MaxPooling2D": {"pool_size": 4}},
+        {"Dropout": {"rate": 0.2}},
+        {"Flatten": {}},
+        {"Dense": {"units": "classes", "activation": "softmax"}},
+    ],
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models train fastest on one thread (and the machine is shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def images():
+    """48 training and 16 validation images of two classes, uint8 NCHW."""
+    rng = np.random.default_rng(0)
+    x = np.stack([draw(c, (32, 32), rng) for c in ("hbar", "vbar") * 32])
+    y = np.array([0, 1] * 32)
+    x = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+    return x[:48], torch.from_numpy(y[:48]), x[48:], torch.from_numpy(y[48:])
+
+
+def loaders(images, batch_size=8):
+    xt, yt, xv, yv = images
+    return TensorLoader(xt, yt, batch_size, seed=3), TensorLoader(xv, yv, 16, shuffle=False)
+
+
+def make_trainer(callbacks=(), lr=3e-3, seed=0):
+    model = build_model(SPEC, classes=2, seed=seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    return Trainer(model, opt, seed=seed, callbacks=list(callbacks))
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class Snapshots(Callback):
+    """Keeps the weights after every epoch (a user-written callback)."""
+
+    def __init__(self):
+        self.by_epoch = {}
+
+    def on_epoch_end(self, trainer):
+        self.by_epoch[trainer.epoch] = weights(trainer.model)
+
+
+class Scripted(Callback):
+    """Writes a chosen 'score' into the logs, so early stopping's decisions are known in advance."""
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def on_epoch_end(self, trainer):
+        trainer.logs["score"] = self.scores[trainer.epoch - 1]
+
+
+def test_model_learns_and_history_has_every_column(images):
+    history = make_trainer(lr=1e-2).fit(*loaders(images), epochs=8)
+    assert [h["epoch"] for h in history] == list(range(1, 9))
+    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+                               "seconds", "images_per_s"}
+    assert history[-1]["val_acc"] >= 0.9
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_callback_hooks_run_in_order(images):
+    calls = []
+
+    class Recorder(Callback):
+        def __getattribute__(self, name):
+            if name.startswith("on_"):
+                return lambda trainer: calls.append((name, trainer.epoch, trainer.batch))
+            return object.__getattribute__(self, name)
+
+    make_trainer([Recorder()]).fit(*loaders(images), epochs=2)
+    per_epoch = 48 // 8
+    assert calls[0] == ("on_train_begin", 0, 0)
+    assert calls[1] == ("on_epoch_begin", 1, 0)
+    assert calls[2:4] == [("on_batch_begin", 1, 0), ("on_batch_end", 1, 1)]
+    assert calls[1 + 2 * per_epoch + 1] == ("on_epoch_end", 1, per_epoch)
+    assert calls[-1] == ("on_train_end", 2, per_epoch)
+    assert len(calls) == 2 + 2 * (2 + 2 * per_epoch)
+
+
+def test_early_stopping_stops_and_restores_best_weights(images, tmp_path):
+    snaps = Snapshots()
+    stop = EarlyStopping("score", patience=2, mode="max", restore_best_weights=True)
+    ckpt = ModelCheckpoint(tmp_path, monitor="score", mode="max", meta={"classes": ["hbar", "vbar"]})
+    trainer = make_trainer([Scripted([0.5, 0.8, 0.7, 0.75, 0.9, 0.95]), snaps, stop, ckpt])
+    history = trainer.fit(*loaders(images), epochs=6)
+
+    assert len(history) == 4 and stop.stopped_epoch == 4  # no improvement in epochs 3 and 4
+    assert stop.best.epoch == 2 and trainer.restored_epoch == 2
+    assert same(weights(trainer.model), snaps.by_epoch[2])
+    assert not same(snaps.by_epoch[2], snaps.by_epoch[4])
+    # best.safetensors: epoch 2, rebuilt from the file alone; last.safetensors: epoch 4.
+    best, meta = load_weights(tmp_path / "best.safetensors")
+    assert meta["epoch"] == 2 and meta["metric"]["score"] == 0.8 and meta["classes"] == ["hbar", "vbar"]
+    assert same(best.state_dict(), snaps.by_epoch[2])
+    last, meta = load_weights(tmp_path / "last.safetensors")
+    assert meta["epoch"] == 4 and same(last.state_dict(), snaps.by_epoch[4])
+
+
+def test_restore_best_weights_also_when_training_runs_to_the_end(images):
+    snaps = Snapshots()
+    stop = EarlyStopping("score", patience=5, mode="max", restore_best_weights=True)
+    trainer = make_trainer([Scripted([0.1, 0.9, 0.2, 0.3]), snaps, stop])
+    trainer.fit(*loaders(images), epochs=4)
+    assert stop.stopped_epoch == 0 and trainer.epoch == 4
+    assert same(weights(trainer.model), snaps.by_epoch[2])
+
+
+def test_early_stopping_on_a_real_metric(images):
+    """val_acc reaches its best and stays there; patience 2 ends training two epochs later."""
+    stop = EarlyStopping("val_acc", patience=2)
+    history = make_trainer([stop], lr=1e-2).fit(*loaders(images), epochs=40)
+    assert len(history) < 40
+    assert len(history) == stop.best.epoch + 2
+    assert max(h["val_acc"] for h in history) == stop.best.value >= 0.9
+
+
+def test_nan_stops_cleanly_and_keeps_the_last_good_checkpoints(images, tmp_path):
+    class Explode(Callback):  # a learning rate that blows the weights up in epoch 3
+        def on_epoch_begin(self, trainer):
+            if trainer.epoch == 3:
+                for g in trainer.optimizer.param_groups:
+                    g["lr"] = 1e30
+
+    ckpt = ModelCheckpoint(tmp_path / "weights", monitor="val_loss")
+    trainer = make_trainer([TerminateOnNaN(), Explode(), ckpt, CSVLogger(tmp_path / "history.csv")])
+    with pytest.raises(TrainingDiverged, match=r"epoch 3, batch \d+ .*weights of epoch 2 are kept"):
+        trainer.fit(*loaders(images), epochs=5, checkpoint=tmp_path / "resume.safetensors")
+    assert read_metadata(tmp_path / "weights" / "last.safetensors")["epoch"] == 2
+    model, _ = load_weights(tmp_path / "weights" / "last.safetensors")
+    assert all(torch.isfinite(v).all() for v in model.state_dict().values() if v.is_floating_point())
+    assert len((tmp_path / "history.csv").read_text().strip().splitlines()) == 1 + 2
+    assert load_checkpoint(tmp_path / "resume.safetensors")["epoch"] == 2
+
+
+def test_same_seed_same_history_and_weights(images):
+    runs = []
+    for _ in range(2):
+        trainer = make_trainer([LRSchedule("onecycle", 0.25)], seed=7)
+        history = trainer.fit(*loaders(images), epochs=3)
+        runs.append(([{k: v for k, v in h.items() if k not in ("seconds", "images_per_s")} for h in history],
+                     weights(trainer.model)))
+    assert runs[0][0] == runs[1][0]
+    assert same(runs[0][1], runs[1][1])
+    other = make_trainer(seed=8)
+    other.fit(*loaders(images), epochs=1)
+    assert not same(weights(other.model), runs[0][1])
+
+
+def _callbacks():
+    return [TerminateOnNaN(), LRSchedule("cosine", 0.2),
+            ReduceLROnPlateau("val_loss", patience=1, factor=0.5),
+            EarlyStopping("val_loss", patience=10, restore_best_weights=True)]
+
+
+@pytest.mark.parametrize("how", ["crash", "ctrl-c"])
+def test_resume_gives_exactly_the_uninterrupted_weights(images, tmp_path, how):
+    """A crash resumes from the last finished epoch; Ctrl-C from the very next batch."""
+    reference = make_trainer(_callbacks())
+    ref_history = reference.fit(*loaders(images), epochs=4)
+
+    class Stop(Callback):
+        def on_batch_end(self, trainer):
+            if trainer.epoch == 3 and trainer.batch == 2:
+                if how == "crash":
+                    raise RuntimeError("power cut")
+                trainer.interrupted = True  # what the Ctrl-C handler does
+
+    ckpt = tmp_path / "resume.safetensors"
+    first = make_trainer(_callbacks() + [Stop()])
+    with pytest.raises(RuntimeError if how == "crash" else TrainingInterrupted):
+        first.fit(*loaders(images), epochs=4, checkpoint=ckpt)
+    state = load_checkpoint(ckpt)
+    assert state["epoch"] == 2
+    assert (state["partial"] is None) == (how == "crash")
+
+    torch.manual_seed(1234)  # whatever the new process's random state is
+    resumed = make_trainer(_callbacks() + [Callback()], seed=0)
+    history = resumed.fit(*loaders(images), epochs=4, checkpoint=ckpt, resume=True)
+    assert same(weights(resumed.model), weights(reference.model))
+    strip = lambda hs: [{k: v for k, v in h.items() if k not in ("seconds", "images_per_s")} for h in hs]
+    assert strip(history) == strip(ref_history)
+
+
+def test_schedules_shape():
+    assert schedule_factor("none", 0.5) == 1.0
+    assert schedule_factor("cosine", 0.0, warmup=0.1) == 0.0
+    assert schedule_factor("cosine", 0.1, warmup=0.1) == pytest.approx(1.0)
+    assert schedule_factor("cosine", 0.55, warmup=0.1) == pytest.approx(0.5)
+    assert schedule_factor("cosine", 1.0, warmup=0.1) == pytest.approx(0.0)
+    assert schedule_factor("onecycle", 0.0, warmup=0.25) == pytest.approx(1 / 25)
+    assert schedule_factor("onecycle", 0.25, warmup=0.25) == pytest.approx(1.0)
+    assert schedule_factor("onecycle", 1.0, warmup=0.25) == pytest.approx(1 / 25 / 1e4)
+    assert [schedule_factor("step", 0, epoch=e, step_size=2, gamma=0.1) for e in (1, 2, 3, 5)] == \
+        pytest.approx([1, 1, 0.1, 0.01])
+
+
+def test_lr_schedule_and_plateau_change_the_optimizer(images):
+    trainer = make_trainer([LRSchedule("onecycle", 0.5)], lr=0.01)
+    history = trainer.fit(*loaders(images), epochs=4)
+    lrs = [h["lr"] for h in history]  # the last batch's: rising, rising, falling, nearly 0
+    assert lrs[0] < lrs[1] < 0.01 and lrs[1] > lrs[2] > lrs[3] and lrs[3] < 0.01 * 0.05
+    plateau = ReduceLROnPlateau("score", mode="max", patience=1, factor=0.5)
+    trainer = make_trainer([Scripted([0.5, 0.5, 0.5, 0.5]), plateau], lr=0.01)
+    trainer.fit(*loaders(images), epochs=4)
+    # epoch 1 sets the best; epochs 2 and 3 do not improve: more than `patience`, so halve.
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
+
+
+def test_time_limit_plans_epochs_from_the_measured_speed(images):
+    limit = TimeLimit(minutes=1e-9)  # no time at all: one epoch, then stop
+    history = make_trainer([limit]).fit(*loaders(images), epochs=50)
+    assert len(history) == 1
+
+
+def test_binary_sigmoid_model_trains(images):
+    spec = dict(SPEC, layers=SPEC["layers"][:-1] + [{"Dense": {"units": 1, "activation": "sigmoid"}}])
+    model = build_model(spec, seed=0)
+    trainer = Trainer(model, torch.optim.Adam(model.parameters(), 3e-3))
+    history = trainer.fit(*loaders(images), epochs=10)
+    assert history[-1]["val_acc"] >= 0.9 and math.isfinite(history[-1]["val_loss"])
