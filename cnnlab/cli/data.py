@@ -109,9 +109,16 @@ def run_check(args) -> int:
 
 
 def _print_check(data: dict) -> None:
+    import os
+
     from rich.table import Table
 
     out = console()
+
+    def short(path: str) -> str:  # paths relative to DATA read better in a table
+        rel = os.path.relpath(path, data["root"] if os.path.isdir(data["root"]) else os.path.dirname(data["root"]))
+        return path if rel.startswith("..") else rel
+
     splits = list(next(iter(data["classes"].values())).keys()) if data["classes"] else []
     out.print(f"[b]{data['root']}[/b]  layout: {data['layout']}, {data['images']:,} readable images",
               highlight=False)
@@ -133,18 +140,19 @@ def _print_check(data: dict) -> None:
     out.print("modes: " + ", ".join(f"{m} {n:,}" for m, n in data["modes"].items())
               + "   formats: " + ", ".join(f"{f} {n:,}" for f, n in data["formats"].items()), highlight=False)
     if data["bad_files"]:
-        b = Table(title=f"{len(data['bad_files'])} unreadable file(s), skipped in training", title_justify="left")
+        out.print(f"[b]{len(data['bad_files'])} unreadable file(s)[/b], skipped in training:")
+        b = Table()
         b.add_column("file", overflow="fold")
         b.add_column("reason", overflow="fold")
         for row in data["bad_files"][:50]:
-            b.add_row(row["path"], row["reason"])
+            b.add_row(short(row["path"]), row["reason"])
         out.print(b)
         if len(data["bad_files"]) > 50:
             out.print(f"... and {len(data['bad_files']) - 50} more (see --format json)")
     if data["duplicates"]:
         out.print(f"[b]{len(data['duplicates'])} group(s) of identical files[/b]:")
         for group in data["duplicates"][:10]:
-            out.print("  " + "  =  ".join(group), highlight=False)
+            out.print("  " + "  =  ".join(short(p) for p in group), highlight=False)
         if len(data["duplicates"]) > 10:
             out.print(f"  ... and {len(data['duplicates']) - 10} more (see --format json)")
     for w in data["warnings"]:

@@ -108,7 +108,7 @@ class CheckReport:
             out.append(f"class {lo!r} has no usable training images")
         elif train[hi] / train[lo] >= IMBALANCE_RATIO:
             out.append(f"class imbalance: {hi!r} has {train[hi]} training images, {lo!r} only {train[lo]} "
-                       f"({train[hi] / train[lo]:.1f}x); consider class weights or the balanced sampler")
+                       f"({train[hi] / train[lo]:.1f}x); consider `cnnlab train --class-weights` or `--balanced`")
         few = [c for c, n in train.items() if 0 < n < FEW_IMAGES]
         if few:
             out.append(f"{len(few)} class(es) have fewer than {FEW_IMAGES} training images: {', '.join(few[:5])}")
