@@ -18,6 +18,7 @@ import csv
 import glob
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -38,26 +39,35 @@ def collect_files(paths: Iterable[str | Path]) -> list[tuple[str, str]]:
     ``error`` is "" for a file to predict, or why a path gave no file ("no such file").
     """
     found: dict[str, str] = {}  # insertion-ordered: the order the user gave
+    real: set[str] = set()  # the files behind the names: a symlink loop gives one file many names
+
+    def add(f: str | Path) -> None:
+        r = os.path.realpath(f)
+        if r not in real:
+            real.add(r)
+            found.setdefault(str(f), "")
 
     def add_folder(folder: Path) -> None:
         for f in sorted(folder.rglob("*")):
             parts = f.relative_to(folder).parts
-            if f.is_file() and is_image_file(f) and not any(p.startswith(".") for p in parts):
-                found.setdefault(str(f), "")
+            # A broken link (one pointing to itself, say) is kept so that it is reported.
+            usable = f.is_file() or (f.is_symlink() and not f.exists())
+            if usable and is_image_file(f) and not any(p.startswith(".") for p in parts):
+                add(f)
 
     for raw in paths:
         p = Path(raw).expanduser()
         if p.is_dir():
             add_folder(p)
         elif p.is_file():
-            found.setdefault(str(p), "")
+            add(p)
         elif GLOB_CHARS & set(str(raw)):
             matches = sorted(glob.glob(str(p), recursive=True))
             for m in matches:
                 if Path(m).is_dir():
                     add_folder(Path(m))
                 elif is_image_file(m):
-                    found.setdefault(m, "")
+                    add(m)
             if not matches:
                 found.setdefault(str(raw), "no file matches this pattern")
         else:

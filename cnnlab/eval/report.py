@@ -62,6 +62,9 @@ code, .mono { font-family:SFMono-Regular, Menlo, Consolas, monospace; font-size:
 .figs.pair img { max-width:calc(50% - 8px); }
 img.wide { max-width:100%; height:auto; }
 .scroll { overflow-x:auto; }
+.kv { display:grid; grid-template-columns:repeat(auto-fill, minmax(240px, 1fr)); gap:0 18px; font-size:14px; }
+.kv div { display:flex; justify-content:space-between; gap:10px; padding:4px 2px; border-bottom:1px solid var(--line); }
+.kv span { text-align:right; overflow-wrap:anywhere; }
 .child td:first-child { padding-left:28px; color:var(--muted); }
 footer { color:var(--muted); font-size:12px; padding:8px 0 40px; }
 """
@@ -99,6 +102,8 @@ def _table(head: list[str], rows: list[list[str]], numeric: set[int] = frozenset
 
 
 def _value(v: Any) -> str:
+    if v is None:
+        return '<span class="muted">–</span>'
     if isinstance(v, (dict, list)):
         return f'<span class="mono">{escape(json.dumps(v))}</span>'
     return escape(str(v))
@@ -118,7 +123,9 @@ def _config_section(run: Run) -> str:
     config = run.config
     if not config:
         return '<p class="empty">No config.yaml in this run.</p>'
-    return _table(["setting", "value"], [[f"<code>{escape(str(k))}</code>", _value(v)] for k, v in config.items()])
+    items = "".join(f'<div><code>{escape(str(k))}</code> <span>{_value(v)}</span></div>' for k, v in config.items())
+    return (f'<div class="kv">{items}</div><p class="note">From config.yaml; train again with the same '
+            f"settings: <code>cnnlab train --config {escape(str(run.path / 'config.yaml'))}</code>.</p>")
 
 
 def _data_section(run: Run, classes: list[str]) -> str:
@@ -216,9 +223,12 @@ def _curves_section(run: Run, meta: dict[str, Any] | None) -> str:
     best_txt = ""
     if best is not None:
         metric = (meta or {}).get("metric") or {}
-        scores = ", ".join(f"{escape(k)} {_num(v, 4)}" for k, v in metric.items() if isinstance(v, (int, float)))
+        scores = ", ".join(f"{escape(k)} {_num(v, 4)}" for k, v in metric.items()
+                           if isinstance(v, (int, float)) and ("loss" in k or "acc" in k))
         best_txt = f"Best weights: epoch {best}" + (f" ({scores})" if scores else "") + ". "
-    return (f'<p>{len(history)} epochs. {best_txt}Last epoch: {escape(facts)}.</p>'
+    seconds = sum(row.get("seconds", 0.0) for row in history if row.get("seconds") == row.get("seconds"))
+    took = f" in {seconds / 60:.1f} min" if seconds >= 60 else (f" in {seconds:.0f} s" if seconds else "")
+    return (f'<p>{len(history)} epochs{took}. {best_txt}Last epoch: {escape(facts)}.</p>'
             + _img(path, "training curves", "wide"))
 
 
