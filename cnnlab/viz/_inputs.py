@@ -28,7 +28,12 @@ class Loaded:
     @property
     def classes(self) -> list[str]:
         classes = self.meta.get("classes")
-        return list(classes) if classes else [str(i) for i in range(self.model.num_outputs)]
+        if classes:
+            return list(classes)
+        n = self.model.num_outputs
+        if n == 1 and self.model.output_activation == "sigmoid":
+            n = 2  # one sigmoid output: the probabilities of classes 0 and 1
+        return [str(i) for i in range(n)]
 
     @property
     def normalization(self) -> Normalization:

@@ -1,0 +1,71 @@
+"""Filters of a trained run: the right weights, drawn as RGB patches or per-channel grids."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab.errors import CnnlabError
+from cnnlab.model.build import build_model
+from cnnlab.run import Run
+from cnnlab.viz._model import conv_layers
+from cnnlab.viz.filters import filter_weights, plot_filters, rgb_patches
+
+
+def test_first_layer_filters_are_rgb_patches_of_the_weights(trained_run, tmp_path):
+    model, _ = Run(trained_run).load_model()
+    name, w = filter_weights(model)
+    assert name == "conv2d" and np.array_equal(w, model.layers["conv2d"].conv.weight.detach().numpy())
+    out = tmp_path / "f.png"
+    fig = plot_filters(trained_run, path=out)
+    with Image.open(out) as im:
+        assert im.format == "PNG" and im.width > 500
+    shown = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
+    assert len(shown) == 8 and shown[0].shape == (3, 3, 3)  # 8 filters, 3x3 pixels of RGB
+    assert np.allclose(shown[5], rgb_patches(w)[5])
+    assert "8 filters of 3×3×3" in fig._suptitle.get_text()
+
+
+def test_rgb_patch_scaling():
+    w = np.zeros((2, 3, 3, 3), np.float32)
+    w[0, 0, 0, 0], w[0, 2, 1, 1], w[1, 1, 2, 2] = 2.0, -1.0, -0.5
+    p = rgb_patches(w)
+    assert p.shape == (2, 3, 3, 3)
+    assert p[0, 0, 0, 0] == 1.0 and p[0, 1, 1, 2] == 0.25 and p[0, 2, 2, 1] == 0.5  # grey = 0
+    assert p[1, 2, 2, 1] == 0.0  # each filter on its own scale: its largest |w| reaches 0 or 1
+
+
+def test_deeper_layer_is_a_filters_by_channels_grid(trained_run):
+    fig = plot_filters(trained_run, "conv2d_1", max_filters=5, max_channels=3)
+    model, _ = Run(trained_run).load_model()
+    w = model.layers["conv2d_1"].conv.weight.detach().numpy()
+    images = [ax.get_images()[0] for ax in fig.axes if ax.get_images()]
+    assert len(images) == 5 * 3
+    assert np.allclose(images[1 * 3 + 2].get_array(), w[1, 2])  # row = filter 1, column = channel 2
+    lo, hi = images[0].get_clim()
+    assert lo == -hi and hi >= np.abs(w[:5, :3]).max() - 1e-6  # one symmetric scale for the layer
+    title = fig._suptitle.get_text()
+    assert "first 5 of 8 filters" in title and "first 3 of 8 input channels" in title
+
+
+def test_composite_layers_have_summary_names():
+    model = build_model("resnet_small", classes=3, seed=0)
+    names = list(conv_layers(model))
+    assert names[:4] == ["conv2d", "residual_block/conv1", "residual_block/conv2", "residual_block_1/conv1"]
+    assert "residual_block_1/shortcut" in names and "residual_block/shortcut" not in names
+    fig = plot_filters(model, "residual_block_1/shortcut", max_filters=4, max_channels=4)
+    shown = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
+    conv = model.layers["residual_block_1"].shortcut.shortcut.conv
+    assert np.allclose(shown[0], conv.weight[0, 0].detach().numpy())  # 1x1 kernels, still one tile each
+
+
+def test_filter_errors_name_the_layer(trained_run):
+    with pytest.raises(CnnlabError, match="no convolution layer named 'conv2' .*choose from conv2d, conv2d_1"):
+        plot_filters(trained_run, "conv2")
+    with pytest.raises(CnnlabError, match="not RGB patches"):
+        plot_filters(trained_run, "conv2d_1", view="rgb")
+    dense_only = build_model({"input": [4, 4, 1], "layers": [{"Flatten": {}}, {"Dense": {"units": 2}}]})
+    with pytest.raises(CnnlabError, match="no convolution layers"):
+        plot_filters(dense_only)
+    with torch.no_grad():
+        assert plot_filters(trained_run, view="channels").axes  # the first layer as a grid works too
