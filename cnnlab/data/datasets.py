@@ -147,13 +147,26 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _walk_images(folder: Path, ignored: Counter) -> list[Path]:
-    """Image files under folder (recursively, sorted), counting what is skipped."""
+    """Image files under folder (recursively, sorted), counting what is skipped.
+
+    Linked folders are followed, each real folder once: a link back to a folder that
+    contains it (a symlink loop such as ``cat/again -> ..``) or to one already walked is
+    skipped and counted as ``symlink_loop``.
+    """
     found = []
+    walked: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        real = Path(os.path.realpath(dirpath))
+        walked.add(str(real))
         hidden_dirs = [d for d in dirnames if d.startswith(".") or d == "__MACOSX"]
         for d in hidden_dirs:
             ignored["hidden"] += sum(len(f) for _, _, f in os.walk(Path(dirpath, d)))
             dirnames.remove(d)
+        for d in [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            target = os.path.realpath(os.path.join(dirpath, d))
+            if target in walked or real.is_relative_to(target):
+                ignored["symlink_loop"] += 1
+                dirnames.remove(d)
         dirnames.sort()
         for name in sorted(filenames):
             if name.startswith("."):
@@ -165,12 +178,20 @@ def _walk_images(folder: Path, ignored: Counter) -> list[Path]:
     return found
 
 
+def _resolved(f: Path) -> str:
+    """The absolute path with links resolved; a broken link (a loop) stays as it is, to be reported."""
+    try:
+        return str(f.resolve())
+    except (OSError, RuntimeError):  # RuntimeError: "Symlink loop" before Python 3.13
+        return str(f.absolute())
+
+
 def _scan_class_dirs(root: Path, ignored: Counter) -> list[tuple[str, str]]:
     """[(path, class name)] for root/<class>/**; loose files in root itself are counted."""
     for p in root.iterdir():
         if p.is_file():
             ignored["hidden" if p.name.startswith(".") else "outside_class_folder"] += 1
-    return [(str(f.resolve()), d.name) for d in _class_dirs(root) for f in _walk_images(d, ignored)]
+    return [(_resolved(f), d.name) for d in _class_dirs(root) for f in _walk_images(d, ignored)]
 
 
 def _scan(folder: Path, label_regex: str | None, ignored: Counter) -> list[tuple[str, str]]:
@@ -215,7 +236,7 @@ def _scan_regex(root: Path, label_regex: str | None, ignored: Counter) -> list[t
         m = rx.search(f.name)
         label = (m.groupdict().get("label") or m.group(1)) if m else None
         if label:
-            named.append((str(f.resolve()), label))
+            named.append((_resolved(f), label))
         else:
             ignored["no_label"] += 1
     if label_regex is None and named and len({c for _, c in named}) < 2:

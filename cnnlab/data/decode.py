@@ -107,7 +107,9 @@ def open_image(path: str | Path) -> Image.Image:
         raise BadImage(path, _diagnose(path)) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(path, _bomb_reason(e)) from None
-    except (OSError, ValueError, SyntaxError) as e:
+    except OSError as e:  # the file name is already in the message: keep only the reason
+        raise BadImage(path, f"cannot open: {e.strerror or e}") from None
+    except (ValueError, SyntaxError) as e:
         raise BadImage(path, f"cannot open: {e}") from None
     w, h = im.size
     if w < 1 or h < 1:
