@@ -105,7 +105,13 @@ class Run:
         """(model in eval mode, metadata) from the weights file alone."""
         from cnnlab.io.weights import load_weights
 
-        return load_weights(self.weights_path(which), device=device)
+        path = self.weights_path(which)
+        model, meta = load_weights(path, device=device)
+        own = self.path / "classes.json"
+        if "classes" in meta and own.is_file() and list(meta["classes"]) != self.classes:
+            raise CnnlabError(f"{path}: a model of classes {', '.join(map(str, meta['classes']))}, but run "
+                              f"{self.path} has classes {', '.join(self.classes)}; use the weights of this run")
+        return model, meta
 
     def preprocessor(self, meta: dict[str, Any]) -> Preprocessor:
         return Preprocessor.from_meta(meta)

@@ -50,6 +50,15 @@ def preview_grid(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    from cnnlab.errors import CnnlabError
+
+    if samples < 1 or copies < 0:
+        raise CnnlabError(f"--samples must be at least 1 and --copies at least 0, got {samples} and {copies}")
+    fmt = Path(out).suffix.lstrip(".").lower() or "png"
+    if fmt not in FigureCanvasBase.get_supported_filetypes():
+        raise CnnlabError(f"{out}: cannot save a figure as .{fmt}; use .png, .jpg, .svg or .pdf")
     augmenter = Augmenter(parse_augment(augment))
     images, labels = [], []
     for path, label in pick_samples(index, split, samples * 3, seed):  # spares for bad files
@@ -84,6 +93,6 @@ def preview_grid(
     fig.tight_layout()
     out = Path(out)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=out.suffix.lstrip(".").lower() or "png", dpi=100)
+        fig.savefig(tmp, format=fmt, dpi=100)
     plt.close(fig)
     return out

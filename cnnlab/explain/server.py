@@ -146,11 +146,30 @@ def create_app(explainer, *, image: str | Path | None = None,
     return app
 
 
+def check_address(host: str, port: int) -> None:
+    """Raise CnnlabError, in one sentence, if the server could not listen on host:port."""
+    import socket
+
+    from cnnlab.errors import CnnlabError
+
+    if not 0 <= port <= 65535:
+        raise CnnlabError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            sock.bind(address)
+    except OSError as e:
+        raise CnnlabError(f"cannot serve on {host} port {port}: {e.strerror or e}; "
+                          "pick another --port (or --host)") from None
+
+
 def serve(explainer, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           image: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> None:
     """Run the server until Ctrl+C."""
     import uvicorn
 
+    check_address(host, port)
     app = create_app(explainer, image=image, max_upload_mb=max_upload_mb)
     shown = f"[{host}]" if ":" in host else host
     print(f"cnnlab explain: serving {explainer.run.name} at http://{shown}:{port}/  (Ctrl+C to stop)",
