@@ -383,7 +383,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "callbacks": [cb.state_dict() for cb in self.callbacks],
+            "callbacks": {key: cb.state_dict() for key, cb in self._keyed_callbacks() if cb.state_dict()},
             "epoch": self.epoch - 1 if partial else self.epoch,  # the last finished epoch
             "step": self.step,
             "epochs": self.epochs,
@@ -402,6 +402,19 @@ class Trainer:
             state["step"] = self.step - self.batch
         return state
 
+    def _keyed_callbacks(self) -> list[tuple[str, Callback]]:
+        """('EarlyStopping', cb), ('LRSchedule', cb), ('Mine#2', cb)...: how states are saved.
+
+        Callbacks without state (a progress bar) may differ between a run and its resume.
+        """
+        seen: dict[str, int] = {}
+        out = []
+        for cb in self.callbacks:
+            name = type(cb).__name__
+            seen[name] = seen.get(name, 0) + 1
+            out.append((name if seen[name] == 1 else f"{name}#{seen[name]}", cb))
+        return out
+
     def _save(self, path: str | Path, partial: bool = False) -> None:
         save_checkpoint(path, self.state_dict(partial))
 
@@ -411,11 +424,15 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
-        if len(state["callbacks"]) != len(self.callbacks):
-            raise CnnlabError(f"{path}: saved with {len(state['callbacks'])} callbacks, resumed with "
-                              f"{len(self.callbacks)}; resume with the same callbacks")
-        for cb, cb_state in zip(self.callbacks, state["callbacks"]):
-            cb.load_state_dict(cb_state)
+        saved = dict(state["callbacks"])
+        for key, cb in self._keyed_callbacks():
+            if key in saved:
+                cb.load_state_dict(saved.pop(key))
+            elif cb.state_dict():
+                raise CnnlabError(f"{path}: has no state for the {key} callback; resume with the same callbacks")
+        if saved:
+            raise CnnlabError(f"{path}: was saved with a {next(iter(saved))} callback that is missing now; "
+                              "resume with the same callbacks")
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
         self.stop_training, self.stop_reason = state["stopped"], state["stop_reason"]
         self.epochs = state["epochs"]  # the plan continues as it was (TimeLimit may have changed it)
