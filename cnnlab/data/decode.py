@@ -97,6 +97,7 @@ def open_image(path: str | Path) -> Image.Image:
         if os.path.getsize(path) == 0:
             raise BadImage(path, "empty file (0 bytes)")
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": EXIF is optional
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(path)
     except BadImage:
@@ -136,7 +137,8 @@ def _diagnose(path: Path) -> str:
         return "not an image Pillow can read (unknown format)"
     factory = Image.OPEN[fmt][0]
     try:  # the format's own parser says what is wrong
-        with open(path, "rb") as f:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
             factory(f, str(path)).close()
     except Exception as e:
         return f"corrupt {fmt} file: {str(e) or e.__class__.__name__}"
@@ -191,7 +193,8 @@ def load_image(
         raise DataError(f"resize policy must be one of {', '.join(RESIZE_POLICIES)}, got {policy!r}")
     im = open_image(path)
     try:
-        with im:
+        with im, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the pixels are fine
             orientation = 1
             try:
                 orientation = im.getexif().get(0x0112, 1)
