@@ -173,3 +173,12 @@ def test_angle_draws_cover_the_range_symmetrically():
     m = Augmenter(parse_augment("rotation=40")).matrices(_rand(4000), 8, 8)
     angles = torch.atan2(m[:, 1, 0], m[:, 0, 0])
     assert abs(float(angles.mean())) < math.radians(2)
+
+
+def test_uint8_and_half_precision_batches():
+    pixels = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    out = Augmenter("flip")(pixels, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float32 and out.max() <= 1
+    half = torch.rand(2, 3, 8, 8).half()
+    out = Augmenter("strong,crop")(half, torch.Generator().manual_seed(0))
+    assert out.dtype == torch.float16 and out.shape == half.shape and torch.isfinite(out).all()

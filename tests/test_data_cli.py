@@ -73,3 +73,19 @@ def test_help_has_examples(capsys, argv):
     with pytest.raises(SystemExit):
         main(argv + ["--help"])
     assert "examples:" in capsys.readouterr().out
+
+
+def test_cache_lists_and_clears_entries(tmp_path, capsys, monkeypatch):
+    from cnnlab.data.datasets import discover
+    from cnnlab.data.loader import make_loader
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    root = make_image_folder(tmp_path / "d", n=4, size=(16, 16))
+    loader = make_loader(discover(root).splits["train"], size=8)
+    code, out, _ = run(capsys, "data", "cache")
+    assert code == 0 and "8x8x3-stretch-v1" in out and loader.cache_path.name in out
+    code, out, _ = run(capsys, "data", "cache", "--clear", "--older-than", "1")
+    assert "deleted 0 cache entries" in out and loader.cache_path.exists()  # used just now
+    code, out, _ = run(capsys, "data", "cache", "--clear")
+    assert "deleted 1 cache entry" in out and not loader.cache_path.exists()
+    assert "the cache is empty" in run(capsys, "data", "cache")[1]

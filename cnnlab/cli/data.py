@@ -37,6 +37,14 @@ rotation, shift, width_shift, height_shift, shear (degrees), zoom, brightness
 (0.8:1.2), fill (nearest, constant, reflect, wrap), cval, crop (random resized crop,
 area 0.5:1), erasing (probability)."""
 
+CACHE_EPILOG = """\
+examples:
+  cnnlab data cache                         entries, sizes, last use
+  cnnlab data cache --clear --older-than 30 free what was not used for a month
+  CNNLAB_CACHE=/scratch/cache cnnlab train DATA     put the cache on a bigger disk
+
+Deleting the cache is always safe: the next run decodes the images again."""
+
 
 def _dataset_args(p) -> None:
     p.add_argument("data", metavar="DATA", help="dataset folder or CSV file (see `cnnlab data --help`)")
@@ -80,6 +88,14 @@ def register(sub) -> None:
     v.add_argument("--copies", type=int, default=5, metavar="N", help="augmented versions of each image")
     v.add_argument("--split", default="train", choices=["train", "val", "test"], help="split to draw from")
     v.set_defaults(func=run_preview)
+
+    k = add_subcommand(inner, "cache", "where the decoded-image cache is, how big; --clear",
+                       "Show the decode-once cache (every dataset decoded at a training size, kept "
+                       "to make later epochs and runs fast) and free its disk space.", CACHE_EPILOG)
+    k.add_argument("--dir", metavar="DIR", help="cache folder (default: $CNNLAB_CACHE or ~/.cache/cnnlab)")
+    k.add_argument("--clear", action="store_true", help="delete the cache entries")
+    k.add_argument("--older-than", type=float, metavar="DAYS", help="with --clear: only entries unused this long")
+    k.set_defaults(func=run_cache)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -174,4 +190,35 @@ def run_preview(args) -> int:
                        channels=args.channels, resize=args.resize, samples=args.samples,
                        copies=args.copies, split=args.split, seed=args.seed)
     print(f"wrote {out}")
+    return 0
+
+
+def run_cache(args) -> int:
+    import time
+
+    from cnnlab.data.cache import cache_entries, clear_cache, default_cache_dir
+
+    root = args.dir or default_cache_dir()
+    if args.clear:
+        n, freed = clear_cache(root, args.older_than)
+        print(f"deleted {n} cache entr{'y' if n == 1 else 'ies'} from {root}, {freed / 2**20:,.1f} MiB freed")
+        return 0
+    entries = cache_entries(root)
+    out = console()
+    if not entries:
+        out.print(f"{root}: the cache is empty", highlight=False)
+        return 0
+    from rich.table import Table
+
+    t = Table(title=f"{root}", title_justify="left")
+    for col, justify in (("size HxWxC-resize", "left"), ("images", "right"), ("MiB", "right"),
+                         ("last used", "right"), ("file", "left")):
+        t.add_column(col, justify=justify)
+    for e in sorted(entries, key=lambda e: -e["last_used"]):
+        days = (time.time() - e["last_used"]) / 86400
+        t.add_row(e["folder"], f"{e['images']:,}", f"{e['bytes'] / 2**20:,.1f}",
+                  "today" if days < 1 else f"{days:.0f} days ago", e["file"].rsplit("/", 1)[-1])
+    out.print(t)
+    out.print(f"total {sum(e['bytes'] for e in entries) / 2**20:,.1f} MiB in {len(entries)} entries; "
+              "`cnnlab data cache --clear` deletes them", highlight=False)
     return 0

@@ -211,6 +211,7 @@ class Augmenter:
 
     x is float (N, C, H, W) with values in [0, 1], on any device; the result has the same
     shape, dtype and device, and is fully determined by x and the generator's state.
+    (uint8 pixels are accepted too, and come back as float32 in [0, 1].)
     """
 
     def __init__(self, config: AugmentConfig | str | dict | None = None):
@@ -222,13 +223,14 @@ class Augmenter:
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"Augmenter expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
+        if x.dtype == torch.uint8:  # pixels: to [0, 1] floats
+            x = x.float() / 255
         cfg = self.config
         if cfg.is_identity or x.shape[0] == 0:
             return x
         rand = _Random(generator, x.shape[0])
         if cfg.geometric:
-            x = warp(x, self.matrices(rand, x.shape[-2], x.shape[-1]).to(x.device, x.dtype),
-                     cfg.fill_mode, cfg.cval)
+            x = warp(x, self.matrices(rand, x.shape[-2], x.shape[-1]), cfg.fill_mode, cfg.cval)
         if cfg.brightness_range:
             factor = rand.uniform(*cfg.brightness_range).to(x.device, x.dtype)
             x = (x * factor.view(-1, 1, 1, 1)).clamp(0, 1)
@@ -321,8 +323,18 @@ def warp(x: torch.Tensor, m: torch.Tensor, fill_mode: str = "nearest", cval: flo
     converts: theta = S^-1 · M · S.
     """
     n, c, h, w = x.shape
-    s = torch.tensor([[w / 2, 0, 0], [0, h / 2, 0], [0, 0, 1]], dtype=m.dtype, device=m.device)
+    m = m.detach().to("cpu", torch.float64)
+    s = torch.tensor([[w / 2, 0, 0], [0, h / 2, 0], [0, 0, 1]], dtype=torch.float64)
     theta = (torch.linalg.inv(s) @ m @ s)[:, :2, :]
+    out_dtype = x.dtype
+    if x.dtype not in (torch.float32, torch.float64):  # half precision: resample in float32
+        x = x.float()
+    out = _resample(x, theta.to(x.device, x.dtype), fill_mode, cval)
+    return out.to(out_dtype)
+
+
+def _resample(x: torch.Tensor, theta: torch.Tensor, fill_mode: str, cval: float) -> torch.Tensor:
+    n, c, h, w = x.shape
     grid = F.affine_grid(theta, (n, c, h, w), align_corners=False)
     if fill_mode == "nearest":
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -199,3 +199,41 @@ def _decode_into(images: np.ndarray, paths: list[str], rows, size, channels, pol
                     images[row] = result
             advance(len(results))
     return bad
+
+
+def cache_entries(cache_dir: str | Path | None = None) -> list[dict]:
+    """The complete entries of a cache folder: {folder, file, images, bytes, last_used}."""
+    root = Path(cache_dir or default_cache_dir())
+    out = []
+    for meta in sorted(root.glob("*/*.json")):
+        npy = meta.with_suffix(".npy")
+        try:
+            images = len(json.loads(meta.read_text()).get("keys", []))
+            st = npy.stat()
+        except (OSError, ValueError):
+            continue
+        out.append({"folder": meta.parent.name, "file": str(npy), "images": images,
+                    "bytes": st.st_size, "last_used": max(st.st_atime, st.st_mtime)})
+    return out
+
+
+def clear_cache(cache_dir: str | Path | None = None, older_than_days: float | None = None) -> tuple[int, int]:
+    """Delete cache entries (all, or those unused for ``older_than_days``); (entries, bytes) freed.
+
+    Safe while a run uses an entry: on POSIX an open memory map keeps the data until closed.
+    """
+    cutoff = None if older_than_days is None else time.time() - older_than_days * 86400
+    n = freed = 0
+    for e in cache_entries(cache_dir):
+        if cutoff is not None and e["last_used"] > cutoff:
+            continue
+        npy = Path(e["file"])
+        npy.with_suffix(".json").unlink(missing_ok=True)  # the "complete" mark goes first
+        npy.unlink(missing_ok=True)
+        n, freed = n + 1, freed + e["bytes"]
+    root = Path(cache_dir or default_cache_dir())
+    for tmp in root.glob("*/.*.tmp"):  # left by a killed run; an hour old, so not being written
+        if _mtime(tmp) < time.time() - 3600:
+            freed += tmp.stat().st_size
+            tmp.unlink(missing_ok=True)
+    return n, freed

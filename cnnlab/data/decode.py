@@ -169,6 +169,14 @@ def check_png_crc(path: str | Path) -> None:
         pos = end + 4
 
 
+def _orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1 = upright), or 1 when the EXIF block is missing or broken."""
+    try:
+        return int(im.getexif().get(0x0112, 1) or 1)
+    except Exception:  # a broken EXIF block is no reason to lose the photo
+        return 1
+
+
 def _bomb_reason(e: Exception) -> str:
     """Pillow's decompression-bomb message, shortened to one clause with the pixel count."""
     import re
@@ -195,12 +203,11 @@ def load_image(
     try:
         with im, warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": the pixels are fine
-            orientation = 1
-            try:
-                orientation = im.getexif().get(0x0112, 1)
-            except Exception:  # a broken EXIF block is no reason to lose the photo
-                pass
-            if size is not None and im.format == "JPEG":
+            # A JPEG's EXIF block is known at open (its rotation decides the draft size);
+            # TIFF, PNG and WebP keep theirs in tags read below, after loading.
+            is_jpeg = im.format == "JPEG"
+            orientation = _orientation(im) if is_jpeg and "exif" in im.info else 1
+            if size is not None and is_jpeg:
                 h, w = size
                 if orientation in (5, 6, 7, 8):  # stored rotated by 90 degrees
                     h, w = w, h
@@ -208,10 +215,12 @@ def load_image(
                 # models ask the JPEG decoder for the luma plane only.
                 mode = "L" if channels == 1 and im.mode in ("RGB", "L") else im.mode
                 im.draft(mode if mode in ("RGB", "L") else None, (w, h))
+            if im.format == "PNG":  # before decoding: bit rot reads as a checksum error
+                check_png_crc(path)
             im.seek(0)  # GIF/TIFF: the first frame
             im.load()
-            if im.format == "PNG":
-                check_png_crc(path)
+            if not is_jpeg:
+                orientation = _orientation(im)
             if orientation != 1:
                 im = ImageOps.exif_transpose(im)
             im = to_mode(im, channels)
