@@ -233,7 +233,7 @@ class Augmenter:
             x = warp(x, self.matrices(rand, x.shape[-2], x.shape[-1]), cfg.fill_mode, cfg.cval)
         if cfg.brightness_range:
             factor = rand.uniform(*cfg.brightness_range).to(x.device, x.dtype)
-            x = (x * factor.view(-1, 1, 1, 1)).clamp(0, 1)
+            x = (x * factor.view(-1, 1, 1, 1)).clamp_(0, 1)
         if cfg.random_erasing:
             x = self.erase(x, rand)
         return x
@@ -279,17 +279,18 @@ class Augmenter:
         n, c, h, w = x.shape
         area = rand.uniform(0.02, 0.33) * h * w
         ratio = torch.exp(rand.uniform(math.log(0.3), math.log(1 / 0.3)))
-        eh = torch.sqrt(area * ratio).round().clamp(1, h)
-        ew = torch.sqrt(area / ratio).round().clamp(1, w)
-        y0 = (rand.uniform(0, 1) * (h - eh + 1)).floor()
-        x0 = (rand.uniform(0, 1) * (w - ew + 1)).floor()
+        eh = torch.sqrt(area * ratio).round().clamp(1, h).long()
+        ew = torch.sqrt(area / ratio).round().clamp(1, w).long()
+        y0 = (rand.uniform(0, 1) * (h - eh + 1)).floor().long()
+        x0 = (rand.uniform(0, 1) * (w - ew + 1)).floor().long()
         on = rand.coin(self.config.random_erasing).bool()
-        noise = rand.noise((n, c, h, w)).to(x.device, x.dtype)
-        rows = torch.arange(h, dtype=torch.float64).view(1, h, 1)
-        cols = torch.arange(w, dtype=torch.float64).view(1, 1, w)
-        inside = ((rows >= y0.view(-1, 1, 1)) & (rows < (y0 + eh).view(-1, 1, 1))
-                  & (cols >= x0.view(-1, 1, 1)) & (cols < (x0 + ew).view(-1, 1, 1)) & on.view(-1, 1, 1))
-        return torch.where(inside.unsqueeze(1).to(x.device), noise, x)
+        if not on.any():
+            return x
+        x = x.clone()
+        for i in on.nonzero().flatten().tolist():  # noise only where it is needed
+            top, left, rh, rw = int(y0[i]), int(x0[i]), int(eh[i]), int(ew[i])
+            x[i, :, top:top + rh, left:left + rw] = rand.noise((c, rh, rw)).to(x.device, x.dtype)
+        return x
 
 
 class _Random:
