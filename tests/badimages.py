@@ -10,6 +10,8 @@ all into a folder and returns {name: path}:
   JPEG, palette with transparency, animated GIF, EXIF-rotated JPEG, 1x1 and 1-pixel-thin
   images, grayscale among RGB, RGBA, LA, bilevel, 32-bit integer and float TIFF.
 - ``FORMATS``: one picture as JPEG, PNG, BMP, GIF, WebP and TIFF.
+- File-system trouble (``write_fs_trouble``): a file that cannot be read (permission
+  denied; see ``deny_read`` for tests that run as root) and symbolic-link loops.
 
 Every writer is deterministic. ``reference()`` is the picture the ODD/FORMATS files show,
 so tests can compare decoded pixels with what was written.
@@ -304,3 +306,51 @@ def large_jpeg(path: str | Path, size: tuple[int, int] = (375, 500), seed: int =
     base = np.stack([np.sin(xx / (k * (17 + 7 * c)) + c) * np.cos(yy / (k * (23 + 5 * c))) for c in range(3)], -1)
     arr = (base * 80 + 128 + rng.normal(0, noise, (h, w, 3))).clip(0, 255).astype(np.uint8)
     return _save(Image.fromarray(arr), Path(path), quality=quality)
+
+
+# ---------------------------------------------------------------------------- file-system trouble
+
+
+def symlink_loops(folder: str | Path) -> dict[str, Path]:
+    """Two loops: ``again -> ..`` (a folder holding its parent) and ``self.jpg -> self.jpg``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "again").symlink_to("..", target_is_directory=True)
+    (folder / "self.jpg").symlink_to("self.jpg")
+    return {"folder_loop": folder / "again", "file_loop": folder / "self.jpg"}
+
+
+def unreadable(path: str | Path) -> Path:
+    """A valid PNG with no read permission (chmod 000). As root that stops nothing: use deny_read."""
+    path = _save(Image.fromarray(reference()), Path(path))
+    path.chmod(0)
+    return path
+
+
+def write_fs_trouble(folder: str | Path) -> dict[str, Path]:
+    """``unreadable`` (locked.png) and ``symlink_loops`` in folder; {name: path}."""
+    return {"unreadable": unreadable(Path(folder) / "locked.png"), **symlink_loops(folder)}
+
+
+def deny_read(path: str | Path, monkeypatch) -> None:
+    """Make ``open(path)`` raise PermissionError for the rest of the test, as chmod 000 does.
+
+    Root may read anything, so where the chmod does not stop this process, Python's
+    ``open`` (the one Pillow calls too) is patched to refuse that one file; it can still be
+    listed and stat'ed, as a real unreadable file can.
+    """
+    import builtins
+    import errno
+    import os
+
+    target = os.path.realpath(path)
+    if not os.access(target, os.R_OK):
+        return  # the permission bits already refuse this user
+    real_open = builtins.open
+
+    def guarded(file, *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and os.path.realpath(file) == target:
+            raise PermissionError(errno.EACCES, "Permission denied", os.fsdecode(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded)
