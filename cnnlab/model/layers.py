@@ -686,6 +686,7 @@ class ResidualBlock(Layer):
     strides: tuple[int, int] = arg(_pair, "stride of the first convolution (2 halves the size)", (1, 1))
     activation: str | None = arg(_activation, "activation inside and after the block", "relu")
     batch_norm: bool = arg(_bool, "BatchNormalization after each convolution", True)
+    momentum: float = arg(_rate, "momentum of its BatchNormalizations' moving averages", 0.99)
     name: str | None = None
 
     def _parts(self, shape: Shape) -> list[tuple[str, Layer]]:
@@ -694,11 +695,11 @@ class ResidualBlock(Layer):
             ("conv1", Conv2D(self.filters, self.kernel_size, self.strides, "same", None, bias))
         ]
         if self.batch_norm:
-            main.append(("bn1", BatchNormalization()))
+            main.append(("bn1", BatchNormalization(self.momentum)))
         main.append(("act1", Activation(self.activation)))
         main.append(("conv2", Conv2D(self.filters, self.kernel_size, (1, 1), "same", None, bias)))
         if self.batch_norm:
-            main.append(("bn2", BatchNormalization()))
+            main.append(("bn2", BatchNormalization(self.momentum)))
         return main
 
     def _shortcut(self, shape: Shape) -> list[tuple[str, Layer]]:
@@ -708,7 +709,7 @@ class ResidualBlock(Layer):
             ("shortcut", Conv2D(self.filters, (1, 1), self.strides, "same", None, not self.batch_norm))
         ]
         if self.batch_norm:
-            parts.append(("shortcut_bn", BatchNormalization()))
+            parts.append(("shortcut_bn", BatchNormalization(self.momentum)))
         return parts
 
     def children(self, shape: Shape) -> list[tuple[str, Layer, Shape]]:
