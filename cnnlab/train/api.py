@@ -113,13 +113,14 @@ def describe(setup) -> str:
 
 def train(data: str | Path | None = None, *, config: str | Path | None = None,
           resume: str | Path | None = None, callbacks: Sequence[cb.Callback] = (),
-          verbose: bool = True, **options: Any):
+          verbose: bool = True, run_base: str | None = None, **options: Any):
     """Train a CNN on ``data`` and return its :class:`cnnlab.run.Run`.
 
     ``options`` are the keys of :class:`~cnnlab.train.config.TrainConfig` (``model``,
     ``epochs``, ``lr``...); ``config`` a YAML file of them (options win). ``resume`` is a
     run folder to continue from its last checkpoint. ``callbacks`` are added after the
-    built-in ones (they must be the same when resuming).
+    built-in ones (they must be the same when resuming). ``run_base`` names the run folder
+    when ``name`` is not given (default ``<data>-<model>``; -2, -3... when taken).
     """
     from cnnlab.run import Run
 
@@ -131,7 +132,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
         setup = _build(cfg, None, verbose)
         from cnnlab.model.spec import load_spec
 
-        base = f"{Path(str(cfg.data)).stem or 'data'}-{load_spec(cfg.model).name}"
+        base = run_base or f"{Path(str(cfg.data)).stem or 'data'}-{load_spec(cfg.model).name}"
         run_dir = new_run_dir(cfg.out, cfg.name, base)
         write_run_files(run_dir, setup)
     has_val = setup.val_loader is not None

@@ -56,7 +56,8 @@ class TrainConfig(BaseModel):
     cache_dir: str | None = Field(None, description="decode cache; None: $CNNLAB_CACHE or ~/.cache/cnnlab")
 
     # model and optimisation
-    model: str = Field(DEFAULT_MODEL, description="a preset name or a model YAML file")
+    model: str | dict[str, Any] = Field(DEFAULT_MODEL, description="a preset name, a model YAML file "
+                                        "or (from Python or a config file) the spec itself")
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
