@@ -88,7 +88,12 @@ def decode_all(
     h, w = size
     shape = (len(paths), channels, h, w)
     if cache_dir is False:
-        images = np.zeros(shape, np.uint8)
+        try:
+            images = np.zeros(shape, np.uint8)
+        except MemoryError:
+            gib = np.prod(shape, dtype=np.float64) / 2**30
+            raise CnnlabError(f"{len(paths):,} images of {h}x{w}x{channels} need {gib:,.1f} GiB of memory, "
+                              "more than this machine has; use a smaller --img-size") from None
         bad = _decode_into(images, paths, range(len(paths)), size, channels, policy, workers, progress)
         return Decoded(paths, images, bad, None, False, len(paths), time.perf_counter() - t0)
 
@@ -132,7 +137,16 @@ def _open(npy: Path, meta: Path, keys: list[str], shape: tuple) -> tuple[np.ndar
 
 
 def _reserve(npy: Path) -> None:
-    """Allocate the file's blocks now, so a full disk is an error here, not a crash later."""
+    """Allocate the file's blocks now, so a full disk is an error here, not a crash later.
+
+    The free space is checked first: a failed fallocate can keep what it got until the
+    file is deleted, so asking for more than there is would fill the disk for a moment.
+    """
+    import errno
+    import shutil
+
+    if shutil.disk_usage(npy.parent).free < npy.stat().st_size:
+        raise OSError(errno.ENOSPC, "not enough free disk space for the cache")
     if hasattr(os, "posix_fallocate"):
         fd = os.open(npy, os.O_RDWR)
         try:
