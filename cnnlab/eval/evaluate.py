@@ -132,6 +132,31 @@ def _top_losses(items, probs_all, losses_all, ok, classes, limit: int = TOP_LOSS
              "confidence": float(probs_all[i].max()), "loss": float(losses_all[i])} for i in chosen]
 
 
+def _write_files(out: Path, result: dict, items, probs_all, losses_all, errors, pre, title: str) -> None:
+    """metrics.json, predictions.csv and the three figures, each written atomically."""
+    
+    out.mkdir(parents=True, exist_ok=True)
+    classes = result["classes"]
+    atomic_write_text(out / "predictions.csv", _predictions_csv(items, probs_all, errors, classes, losses_all))
+    plots.save(plots.confusion_matrix_figure(result["confusion_matrix"], classes,
+                                             title=f"Confusion matrix, {title} (counts)"),
+               out / "confusion_matrix.png")
+    plots.save(plots.confusion_matrix_figure(result["confusion_matrix_normalized"], classes, normalized=True,
+                                             title=f"Confusion matrix, {title} (each row sums to 1)"),
+               out / "confusion_matrix_normalized.png")
+    top = result["top_losses"]
+    images = []
+    for item in top:  # the pictures as the model saw them (size, resize policy)
+        try:
+            images.append(pre.load_uint8(item["path"]))
+        except CnnlabError:
+            images.append(None)
+    what = ("Top losses: the most confidently wrong predictions" if any(t["true"] != t["predicted"] for t in top)
+            else "No misclassified images: the least confident correct predictions")
+    plots.save(plots.top_losses_figure(top, images, title=f"{what} ({title})"), out / "top_losses.png")
+    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+
+
 def evaluate_run(
     run: str | Path | Run,
     split: str = "test",
@@ -193,27 +218,8 @@ def evaluate_run(
         "unknown_classes": unknown,
     }
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "predictions.csv", _predictions_csv(items, probs_all, errors, classes, losses_all))
-    where = f"{split} split" if data is None else Path(data).name + ("" if split == "all" else f", {split}")
-    cm = metrics["confusion_matrix"]
-    plots.save(plots.confusion_matrix_figure(cm, classes, title=f"Confusion matrix, {where} (counts)"),
-               out / "confusion_matrix.png")
-    plots.save(plots.confusion_matrix_figure(metrics["confusion_matrix_normalized"], classes, normalized=True,
-                                             title=f"Confusion matrix, {where} (each row sums to 1)"),
-               out / "confusion_matrix_normalized.png")
-    images = []
-    for item in top:
-        try:
-            images.append(pre.load_uint8(item["path"]))
-        except CnnlabError:
-            images.append(None)
-    wrong = any(t["true"] != t["predicted"] for t in top)
-    title = ("Top losses: the most confidently wrong predictions" if wrong else
-             "No misclassified images: the least confident correct predictions")
-    plots.save(plots.top_losses_figure(top, images, title=f"{title} ({where})"), out / "top_losses.png")
-    atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
-
+    _write_files(out, result, items, probs_all, losses_all, errors, pre, title=(
+        f"{split} split" if data is None else Path(data).name + ("" if split == "all" else f", {split}")))
     if report:
         from cnnlab.eval.report import write_report
 

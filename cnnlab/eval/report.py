@@ -285,7 +285,7 @@ def _metrics_html(m: dict[str, Any], out: Path) -> str:
     lines.append("<h3>Confusion matrices</h3>")
     lines.append('<p class="note">Rows: the true class; columns: the predicted class. The diagonal holds '
                  "the correct predictions; in the normalised matrix each row sums to 1.</p>")
-    pair = " pair" if len(classes) <= 12 else ""  # side by side while the numbers stay legible
+    pair = " pair" if len(classes) <= 6 else ""  # side by side while the numbers stay legible
     lines.append(f'<div class="figs{pair}">' + _img(out / "confusion_matrix.png", "confusion matrix (counts)")
                  + _img(out / "confusion_matrix_normalized.png", "confusion matrix (normalised)") + "</div>")
     lines.append("<h3>Top losses</h3>")
