@@ -19,7 +19,7 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/cnnlab summary seed
+	$(BIN)/cnnlab demo
 
 test: install
 	$(BIN)/python -m pytest -q
