@@ -36,8 +36,16 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
     """Keeps the examples' line breaks and shows each option's default."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a mistyped command line is one line on stderr (and exit code 2), like
+    every other error, instead of the whole usage block; it points to ``--help``."""
+
+    def error(self, message: str):
+        self.exit(2, f"cnnlab: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnlab", description=DESCRIPTION, formatter_class=HelpFormatter)
+    parser = ArgumentParser(prog="cnnlab", description=DESCRIPTION, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
     names = {m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")}

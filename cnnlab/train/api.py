@@ -31,6 +31,7 @@ from cnnlab.train.config import TrainConfig, make_config
 RESUME_FILE = "resume.safetensors"
 # What may change when resuming: where it runs, not what it computes.
 RESUME_OVERRIDES = ("device", "workers", "cache_dir", "evaluate", "tensorboard")
+MONITORS = ("val_acc", "val_loss", "train_acc", "train_loss")
 
 
 def say(msg: str, verbose: bool) -> None:
@@ -84,7 +85,10 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
 
 def write_run_files(run_dir: Path, setup) -> None:
     """config.yaml, model.yaml, classes.json, split.json, skipped.csv: all before epoch 1."""
-    (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+    try:
+        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # --out is a file, a read-only folder...
+        raise CnnlabError(f"cannot create the run folder {run_dir}: {e.strerror or e}") from None
     atomic_write_text(run_dir / "config.yaml", setup.resolved_config().to_yaml())
     atomic_write_text(run_dir / "model.yaml", setup.spec.to_yaml())
     atomic_write_text(run_dir / "classes.json", json.dumps(list(setup.index.classes), indent=1) + "\n")
@@ -94,6 +98,32 @@ def write_run_files(run_dir: Path, setup) -> None:
     w.writerow(["split", "path", "reason"])
     w.writerows(setup.bad_files)
     atomic_write_text(run_dir / "skipped.csv", buf.getvalue())
+
+
+def _start_run_folder(run_dir: Path, setup) -> None:
+    """write_run_files into a new folder; if that fails (a full disk...), no half-made run is left."""
+    import shutil
+
+    existed = run_dir.exists()
+    try:
+        write_run_files(run_dir, setup)
+    except BaseException:
+        if not existed:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _never_started(run_dir: Path) -> bool:
+    """A run killed before its first checkpoint: its files are written, no epoch ever began."""
+    return (not (run_dir / RESUME_FILE).exists() and not (run_dir / "history.csv").exists()
+            and not any((run_dir / "weights").glob("*.safetensors")))
+
+
+def _remove_stale_temporaries(run_dir: Path) -> None:
+    """Temporary files of writes that a crash cut short (``.name.XXXX.tmp``): never the real files."""
+    for folder in (run_dir, run_dir / "weights"):
+        for tmp in folder.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def describe(setup) -> str:
@@ -127,20 +157,25 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
     if resume is not None:
         run_dir = Path(resume)
         cfg, setup = _resume_setup(run_dir, data, config, options, verbose)
+        if not (run_dir / RESUME_FILE).is_file():  # it never got going: set it up again
+            write_run_files(run_dir, setup)
     else:
         cfg = make_config(config, data=str(data) if data is not None else None, **options)
+        if not callbacks and cfg.monitor not in MONITORS:  # custom callbacks may log other metrics
+            raise CnnlabError(f"--monitor {cfg.monitor!r} is not a metric a run logs; use one of "
+                              f"{', '.join(MONITORS)}")
         setup = _build(cfg, None, verbose)
         from cnnlab.model.spec import load_spec
 
         base = run_base or f"{Path(str(cfg.data)).stem or 'data'}-{load_spec(cfg.model).name}"
         run_dir = new_run_dir(cfg.out, cfg.name, base)
-        write_run_files(run_dir, setup)
+        _start_run_folder(run_dir, setup)
     has_val = setup.val_loader is not None
     trainer = _trainer(setup, make_callbacks(setup, run_dir, verbose, has_val) + list(callbacks))
     say(describe(setup), verbose)
     say(f"run     {run_dir}" + ("  (resumed)" if resume is not None else ""), verbose)
     trainer.fit(setup.train_loader, setup.val_loader, epochs=setup.cfg.epochs,
-                checkpoint=run_dir / RESUME_FILE, resume=resume is not None)
+                checkpoint=run_dir / RESUME_FILE, resume=(run_dir / RESUME_FILE).is_file())
     _finish(trainer, run_dir, verbose)
     run = Run(run_dir)
     if setup.cfg.evaluate:
@@ -174,7 +209,8 @@ def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose:
 
     if not (run_dir / "config.yaml").is_file():
         raise CnnlabError(f"{run_dir}: not a cnnlab training run (no config.yaml), nothing to resume")
-    if not (run_dir / RESUME_FILE).is_file():
+    fresh = _never_started(run_dir)  # killed while setting up: it starts again from its config
+    if not fresh and not (run_dir / RESUME_FILE).is_file():
         raise CnnlabError(f"{run_dir}: has no {RESUME_FILE} to resume from (was it trained by an older cnnlab?)")
     if config is not None:
         raise CnnlabError("--resume takes the run's own config.yaml; do not pass --config")
@@ -185,6 +221,9 @@ def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose:
     cfg = make_config(run_dir / "config.yaml", **{k: v for k, v in options.items() if k in RESUME_OVERRIDES})
     if data is not None and Path(str(data)).resolve() != Path(str(cfg.data)).resolve():
         raise CnnlabError(f"{run_dir} was trained on {cfg.data}, not {data}")
+    _remove_stale_temporaries(run_dir)
+    if fresh:
+        return cfg, _build(cfg, None, verbose)
     state = load_checkpoint(run_dir / RESUME_FILE)
     if state["stopped"] or state["epoch"] >= state["epochs"]:
         raise CnnlabError(f"{run_dir} has finished ({state['epoch']} epochs); nothing to resume")

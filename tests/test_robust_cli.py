@@ -1,0 +1,198 @@
+"""Every user mistake ends in one sentence naming the problem, exit code 2, no traceback.
+
+One table of mistakes, one per row, across the commands: bad flags and values, missing,
+empty and one-class data folders, an unknown preset, bad config files, resuming what
+cannot be resumed, weights of another model, a busy port... Each runs through
+``cnnlab.cli.main`` (the function the console script calls); a few run through the real
+``cnnlab`` executable too, including argparse's own errors. A failed ``train`` must not
+leave a half-made run folder behind.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+import cnnlab
+from cnnlab.cli import main
+from imagegen import make_image_folder
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory, trained_run):
+    """Paths every case may use (read-only)."""
+    root = tmp_path_factory.mktemp("mistakes")
+    make_image_folder(root / "ok", n=4, size=(16, 16))
+    make_image_folder(root / "one", ("square",), n=3, size=(16, 16))
+    (root / "empty").mkdir()
+    (root / "notes.txt").write_text("not an image\n")
+    (root / "not_a_run").mkdir()
+    (root / "runs").mkdir()
+    (root / "runs" / "taken").mkdir()
+    (root / "bad_value.yaml").write_text("epochs: ten\n")
+    (root / "bad_key.yaml").write_text("learning_rate: 0.1\n")
+    (root / "model.yaml").write_text(yaml.safe_dump({"input": [16, 16, 3], "layers": [
+        {"Conv2D": {"filters": 2, "kernel_size": 3}}, {"Dense": {"units": "classes"}}]}))
+    other = cnnlab.build_model("tinyvgg", classes=3)
+    cnnlab.save_weights(root / "other.safetensors", other, {"classes": ["cat", "dog", "fox"], "input": [64, 64, 3]})
+    image = next((trained_run.parent.parent / "data" / "test" / "hbar").glob("*.png"))
+    return {"root": root, "run": trained_run, "image": image}
+
+
+def train(ws, *extra):
+    r = ws["root"]
+    return ["train", r / "ok", "--out", r / "runs", "--workers", "0", "--cache-dir", r / "cache", *extra]
+
+
+# (id, argv from ws, a fragment the message must contain)
+CASES = [
+    # data
+    ("check: missing folder", lambda w: ["data", "check", w["root"] / "missing"], "missing: no such file or folder"),
+    ("check: empty folder", lambda w: ["data", "check", w["root"] / "empty"], "empty: no images found"),
+    ("check: one class", lambda w: ["data", "check", w["root"] / "one"], "only one class ('square')"),
+    ("check: a text file", lambda w: ["data", "check", w["root"] / "notes.txt"], "expected a folder of images"),
+    ("check: --val-split 1.5", lambda w: ["data", "check", w["root"] / "ok", "--val-split", "1.5"],
+     "--val-split must be at least 0 and below 1"),
+    ("check: bad --label-regex", lambda w: ["data", "check", w["root"] / "ok", "--label-regex", "("],
+     "'(' is not a valid regular expression"),
+    ("preview: --size 0", lambda w: ["data", "preview", w["root"] / "ok", "--size", "0"], "--size must be"),
+    ("preview: --copies -1", lambda w: ["data", "preview", w["root"] / "ok", "--copies", "-1"],
+     "--copies at least 0"),
+    ("preview: --out x.xyz", lambda w: ["data", "preview", w["root"] / "ok", "--out", w["root"] / "x.xyz"],
+     "cannot save a figure as .xyz"),
+    ("preview: no test split", lambda w: ["data", "preview", w["root"] / "ok", "--split", "test"],
+     "there is no test split"),
+    # train
+    ("train: no data", lambda w: ["train"], "no data given"),
+    ("train: missing folder", lambda w: train(w)[:1] + [w["root"] / "missing"] + train(w)[2:],
+     "missing: no such file or folder"),
+    ("train: empty folder", lambda w: ["train", w["root"] / "empty", "--out", w["root"] / "runs"], "no images found"),
+    ("train: one class", lambda w: ["train", w["root"] / "one", "--out", w["root"] / "runs"], "only one class"),
+    ("train: --img-size 0", lambda w: train(w, "--img-size", "0"), "img_size"),
+    ("train: --img-size abc", lambda w: train(w, "--img-size", "abc"), "must look like 64 or 64x48"),
+    ("train: unknown preset", lambda w: train(w, "--model", "resnet9000"),
+     "resnet9000: no such model file or preset (presets: resnet_small"),
+    ("train: impossible model", lambda w: train(w, "--model", w["root"] / "model.yaml"), "needs a flat input"),
+    ("train: --epochs 0", lambda w: train(w, "--epochs", "0"), "epochs: input should be greater than or equal to 1"),
+    ("train: --lr -1", lambda w: train(w, "--lr", "-1"), "lr: input should be greater than 0"),
+    ("train: --batch-size 0", lambda w: train(w, "--batch-size", "0"), "batch_size"),
+    ("train: --val-split 1", lambda w: train(w, "--val-split", "1"), "val_split"),
+    ("train: --augment twirl", lambda w: train(w, "--augment", "twirl"), "unknown augmentation option 'twirl'"),
+    ("train: --monitor banana", lambda w: train(w, "--monitor", "banana", "--epochs", "1"), "banana"),
+    ("train: --device banana", lambda w: train(w, "--device", "banana"), "device"),
+    ("train: fp16 on the CPU", lambda w: train(w, "--precision", "fp16", "--device", "cpu"), "fp16 needs a GPU"),
+    ("train: --time-limit -1", lambda w: train(w, "--time-limit", "-1"), "time_limit"),
+    ("train: missing --config", lambda w: train(w, "--config", w["root"] / "nope.yaml"), "no such config file"),
+    ("train: bad config value", lambda w: train(w, "--config", w["root"] / "bad_value.yaml"),
+     "bad_value.yaml: epochs: input should be a valid integer"),
+    ("train: bad config key", lambda w: train(w, "--config", w["root"] / "bad_key.yaml"),
+     "unknown option 'learning_rate'"),
+    ("train: --name taken", lambda w: train(w, "--name", "taken"), "already exists; continue it with --resume"),
+    ("train: --out is a file", lambda w: ["train", w["root"] / "ok", "--out", w["root"] / "notes.txt", "--workers",
+                                         "0", "--cache-dir", w["root"] / "cache"], "notes.txt"),
+    ("resume: not a run", lambda w: ["train", "--resume", w["root"] / "not_a_run"], "not a cnnlab training run"),
+    ("resume: missing run", lambda w: ["train", "--resume", w["root"] / "gone"], "gone: not a cnnlab training run"),
+    ("resume: nothing to resume", lambda w: ["train", "--resume", "--out", w["root"] / "empty"],
+     "no unfinished run to resume"),
+    # evaluate
+    ("evaluate: missing run", lambda w: ["evaluate", w["root"] / "gone"], "gone: no such run directory"),
+    ("evaluate: not a run", lambda w: ["evaluate", w["root"] / "not_a_run"], "not a cnnlab run"),
+    ("evaluate: --batch-size 0", lambda w: ["evaluate", w["run"], "--batch-size", "0"], "--batch-size must be"),
+    ("evaluate: empty --data", lambda w: ["evaluate", w["run"], "--data", w["root"] / "empty"], "no images found"),
+    ("evaluate: weights of another model", lambda w: ["evaluate", w["run"], "--weights", w["root"] / "other.safetensors"],
+     "a model of classes cat, dog, fox, but run"),
+    ("evaluate: weights not safetensors", lambda w: ["evaluate", w["run"], "--weights", w["root"] / "notes.txt"],
+     "not a valid safetensors file"),
+    ("evaluate: missing weights", lambda w: ["evaluate", w["run"], "--weights", w["root"] / "nope.safetensors"],
+     "nope.safetensors: no such weights file"),
+    ("evaluate: --device banana", lambda w: ["evaluate", w["run"], "--device", "banana"], "--device must be one of"),
+    # predict
+    ("predict: missing run", lambda w: ["predict", w["root"] / "gone", w["image"]], "no such run directory"),
+    ("predict: --top-k 0", lambda w: ["predict", w["run"], w["image"], "--top-k", "0"], "--top-k must be at least 1"),
+    ("predict: --out x.txt", lambda w: ["predict", w["run"], w["image"], "--out", "x.txt"], "must end in .csv or .json"),
+    ("predict: no images", lambda w: ["predict", w["run"], w["root"] / "empty"], "no image files found"),
+    ("predict: nothing readable", lambda w: ["predict", w["run"], w["root"] / "notes.txt"],
+     "none of the 1 files could be read"),
+    ("predict: weights of another model", lambda w: ["predict", w["run"], w["image"], "--weights",
+                                                     w["root"] / "other.safetensors"], "a model of classes cat"),
+    # explain
+    ("explain: missing image", lambda w: ["explain", w["run"], "--image", w["root"] / "nope.png"], "no such image file"),
+    ("explain: not an image", lambda w: ["explain", w["run"], "--image", w["root"] / "notes.txt", "--out",
+                                         w["root"] / "x.html"], "not an image"),
+    ("explain: --max-upload-mb 0", lambda w: ["explain", w["run"], "--max-upload-mb", "0"], "--max-upload-mb must be"),
+    ("explain: --serve and --out", lambda w: ["explain", w["run"], "--serve", "--out", "x.html"], "choose one"),
+    ("explain: --port 99999", lambda w: ["explain", w["run"], "--serve", "--port", "99999"],
+     "--port must be between 0 and 65535"),
+    ("explain: unknown host", lambda w: ["explain", w["run"], "--serve", "--host", "no-such-host.invalid"],
+     "cannot serve on no-such-host.invalid"),
+    # viz, summary, layers
+    ("viz filters: unknown layer", lambda w: ["viz", "filters", w["run"], "--layer", "nope"],
+     "no convolution layer named 'nope'"),
+    ("viz featuremaps: missing image", lambda w: ["viz", "featuremaps", w["run"], w["root"] / "nope.png"],
+     "no such image file"),
+    ("viz gradcam: unknown class", lambda w: ["viz", "gradcam", w["run"], w["image"], "--class", "dog"],
+     "unknown class 'dog'"),
+    ("viz kernels: unknown kernel", lambda w: ["viz", "kernels", "--kernels", "nope"], "unknown kernel 'nope'"),
+    ("viz kernels: --stride 0", lambda w: ["viz", "kernels", "--stride", "0"], "stride must be a positive integer"),
+    ("viz: --out x.xyz", lambda w: ["viz", "filters", w["run"], "--out", w["root"] / "f.xyz"],
+     "cannot save a figure as .xyz"),
+    ("summary: --classes 0", lambda w: ["summary", "seed", "--classes", "0"], "classes must be a positive integer"),
+    ("layers: unknown type", lambda w: ["layers", "Conv3D"], "unknown layer type 'Conv3D'"),
+    # argparse's own mistakes
+    ("argparse: unknown command", lambda w: ["trian"], "invalid choice: 'trian'"),
+    ("argparse: not a number", lambda w: ["train", w["root"] / "ok", "--epochs", "ten"],
+     "argument --epochs: invalid int value: 'ten' (see `cnnlab train --help`)"),
+    ("argparse: bad choice", lambda w: ["evaluate", w["run"], "--split", "banana"], "invalid choice: 'banana'"),
+    ("argparse: missing argument", lambda w: ["predict", w["run"]], "the following arguments are required: PATH"),
+    ("argparse: unknown flag", lambda w: ["data", "check", w["root"] / "ok", "--verbose"],
+     "unrecognized arguments: --verbose"),
+]
+
+
+def call(argv) -> tuple[int, str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse exits itself
+        code = e.code
+    return code, ""
+
+
+@pytest.mark.parametrize("argv, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_each_mistake_is_one_sentence_and_exit_2(ws, capsys, argv, fragment):
+    runs_before = sorted(p.name for p in (ws["root"] / "runs").iterdir())
+    code, _ = call(argv(ws))
+    out = capsys.readouterr()
+    err = out.err
+    assert code == 2, err
+    assert err.startswith("cnnlab: error: ") and err.count("\n") == 1, err
+    assert fragment in err, err
+    assert "Traceback" not in err + out.out
+    # A failed run leaves no half-made run folder behind.
+    assert sorted(p.name for p in (ws["root"] / "runs").iterdir()) == runs_before
+
+
+def test_a_busy_port(ws, capsys):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        code, _ = call(["explain", ws["run"], "--serve", "--port", str(busy.getsockname()[1])])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Address already in use; pick another --port" in err
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "--epochs", "ten"], "invalid int value: 'ten'"),
+    (["evaluate", "{root}/gone"], "no such run directory"),
+    (["predict"], "the following arguments are required: RUN, PATH"),
+])
+def test_the_console_command(ws, argv, fragment):
+    exe = Path(sys.executable).with_name("cnnlab")
+    argv = [a.format(root=ws["root"]) for a in argv]
+    r = subprocess.run([str(exe), *argv], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and fragment in r.stderr, r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and r.stdout == ""
