@@ -251,10 +251,25 @@ def test_lr_schedule_and_plateau_change_the_optimizer(images):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.005)
 
 
-def test_time_limit_plans_epochs_from_the_measured_speed(images):
-    limit = TimeLimit(minutes=1e-9)  # no time at all: one epoch, then stop
-    history = make_trainer([limit]).fit(*loaders(images), epochs=50)
-    assert len(history) == 1
+def test_time_limit_stops_when_the_time_is_up_even_mid_epoch(images):
+    trainer = make_trainer([TimeLimit(minutes=1e-9)])  # no time at all: stop at the first plan
+    history = trainer.fit(*loaders(images), epochs=50)
+    assert len(history) == 1 and trainer.step == 6 and "time limit" in trainer.stop_reason
+    trainer = make_trainer([TimeLimit(minutes=1e-9, replan_every=2), LRSchedule("cosine", 0.0)])
+    history = trainer.fit(*loaders(images), epochs=50)
+    assert trainer.step == 2 and trainer.total_steps == 2 and len(history) == 1  # a short epoch
+    assert history[0]["val_acc"] >= 0  # validated all the same
+
+
+def test_time_limit_fits_the_schedule_into_the_budget(images):
+    """A budget of about three epochs: the plan lands near it and the schedule anneals to 0."""
+    probe = make_trainer()
+    probe.fit(*loaders(images), epochs=2)
+    seconds = sum(h["seconds"] for h in probe.history[1:]) * 3
+    trainer = make_trainer([TimeLimit(minutes=seconds / 60, replan_every=3), LRSchedule("cosine", 0.0)])
+    history = trainer.fit(*loaders(images), epochs=50)
+    assert 1 <= len(history) < 50 and trainer.step == trainer.total_steps
+    assert history[-1]["lr"] < 0.05 * 3e-3  # annealed: the last step is the schedule's end
 
 
 def test_binary_sigmoid_model_trains(images):

@@ -11,7 +11,8 @@ The :class:`~cnnlab.train.loop.Trainer` calls, in this order::
 Every hook receives the trainer, which exposes everything a callback may read or change:
 ``trainer.model``, ``trainer.optimizer``, ``trainer.epoch`` (1-based), ``trainer.epochs``
 (planned), ``trainer.batch`` (1-based, within the epoch), ``trainer.step`` (optimiser steps
-so far), ``trainer.steps_per_epoch``, ``trainer.logs`` (``train_loss``, ``train_acc``,
+so far), ``trainer.steps_per_epoch``, ``trainer.max_steps`` (set it to end training after
+that step, even mid-epoch), ``trainer.total_steps`` (the plan), ``trainer.logs`` (``train_loss``, ``train_acc``,
 ``val_loss``, ``val_acc``, ``lr``, ``seconds``, ``images_per_s``), ``trainer.history`` (one
 dict of logs per finished epoch) and ``trainer.stop_training`` (set it to stop after this
 epoch).
@@ -193,56 +194,67 @@ class TerminateOnNaN(Callback):
 class TimeLimit(Callback):
     """Fit training into ``minutes`` of wall-clock time, like Ultralytics' ``time=``.
 
-    After a few batches it measures the speed and sets ``trainer.epochs`` to the number of
-    epochs that fit, so learning-rate schedules (which read ``trainer.epochs``) anneal to
-    their end exactly when the time is up; the estimate is refreshed after every epoch and
-    training stops once the next epoch would not fit. ``trainer.epochs`` never exceeds the
-    ``max_epochs`` given at the start. Time spent before a ``--resume`` is counted.
+    It measures the time per training step (every ``replan_every`` batches, and after
+    every epoch, when validation has been timed too) and sets ``trainer.max_steps`` to the
+    steps that still fit, keeping room for the last validation. Learning-rate schedules
+    span ``trainer.total_steps``, so they anneal to their end exactly when the time is up,
+    even if that is in the middle of an epoch (the last epoch is then a short one). The
+    plan never exceeds the ``epochs`` given at the start. Time spent before a ``--resume``
+    counts. A time-limited run depends on the machine's speed, so it is not reproducible
+    step for step.
     """
 
-    def __init__(self, minutes: float, probe_batches: int = 20):
+    def __init__(self, minutes: float, replan_every: int = 20):
         self.budget = minutes * 60.0
-        self.probe_batches = probe_batches
+        self.replan_every = replan_every
         self.elapsed_before = 0.0  # seconds of earlier sessions (resume)
         self.max_epochs = 0
+        self.val_seconds: list[float] = []
         self._t0 = 0.0
-        self._epoch_t0 = 0.0
+        self._train_t = 0.0  # training-batch seconds in this session
+        self._steps = 0  # steps in this session
+        self._batch_t0 = 0.0
 
     def elapsed(self) -> float:
-        return self.elapsed_before + time.perf_counter() - self._t0
+        return self.elapsed_before + (time.perf_counter() - self._t0 if self._t0 else 0.0)
 
     def on_train_begin(self, trainer: "Trainer") -> None:
         self._t0 = time.perf_counter()
         self.max_epochs = self.max_epochs or trainer.epochs
 
-    def on_epoch_begin(self, trainer: "Trainer") -> None:
-        self._epoch_t0 = time.perf_counter()
-
-    def _plan(self, trainer: "Trainer", epoch_seconds: float) -> None:
-        fit = int(self.budget / max(epoch_seconds, 1e-6))
-        trainer.epochs = max(trainer.epoch, min(self.max_epochs, fit))
+    def on_batch_begin(self, trainer: "Trainer") -> None:
+        self._batch_t0 = time.perf_counter()
 
     def on_batch_end(self, trainer: "Trainer") -> None:
-        if trainer.epoch == 1 and trainer.batch == min(self.probe_batches, trainer.steps_per_epoch):
-            per_batch = (time.perf_counter() - self._epoch_t0) / trainer.batch
-            # Validation is not measured yet; count it as a tenth of the epoch.
-            self._plan(trainer, per_batch * trainer.steps_per_epoch * 1.1)
+        self._train_t += time.perf_counter() - self._batch_t0
+        self._steps += 1
+        if self._steps % self.replan_every == 0:
+            self._plan(trainer)
+
+    def _plan(self, trainer: "Trainer") -> None:
+        per_step = self._train_t / max(self._steps, 1)
+        spe = trainer.steps_per_epoch
+        # Validation: as measured, or guessed as a tenth of a training epoch until then.
+        val = sum(self.val_seconds) / len(self.val_seconds) if self.val_seconds else 0.1 * spe * per_step
+        remaining = self.budget - self.elapsed() - val  # keep the last validation's time
+        more = int(max(remaining, 0.0) / (per_step + val / spe))
+        trainer.max_steps = min(self.max_epochs * spe, trainer.step + more)
+        trainer.epochs = max(trainer.epoch, math.ceil(trainer.max_steps / spe))
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
-        elapsed = self.elapsed()
-        self._plan(trainer, elapsed / trainer.epoch)
-        if elapsed + elapsed / trainer.epoch * 0.5 > self.budget:  # the next epoch would not fit
-            trainer.epochs = trainer.epoch
-        if trainer.epoch >= trainer.epochs:
+        self.val_seconds.append(max(trainer.logs.get("seconds", 0.0) - trainer.train_seconds, 0.0))
+        self._plan(trainer)
+        if trainer.step >= trainer.max_steps:
             trainer.stop_training = True
             trainer.stop_reason = trainer.stop_reason or (
-                f"time limit: {elapsed / 60:.1f} of {self.budget / 60:g} minutes used")
+                f"time limit: {self.elapsed() / 60:.1f} of {self.budget / 60:g} minutes used")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"elapsed": self.elapsed(), "max_epochs": self.max_epochs}
+        return {"elapsed": self.elapsed(), "max_epochs": self.max_epochs, "val_seconds": self.val_seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.elapsed_before, self.max_epochs = state["elapsed"], state["max_epochs"]
+        self.val_seconds = list(state["val_seconds"])
 
 
 # ---------------------------------------------------------------------------------------
@@ -287,9 +299,9 @@ class LRSchedule(Callback):
     """Sets every parameter group's learning rate before each batch: peak x factor.
 
     The peak is the optimiser's learning rate when training starts (kept in the group as
-    ``initial_lr``, which the optimiser's state saves). Progress is ``step / (epochs x
-    steps_per_epoch)``, so the schedule follows ``trainer.epochs`` when :class:`TimeLimit`
-    changes it. The state is the trainer's step, so resuming needs nothing extra.
+    ``initial_lr``, which the optimiser's state saves). Progress is ``step / total_steps``
+    (epochs x steps per epoch, or the plan of :class:`TimeLimit`). The state is the
+    trainer's step, so resuming needs nothing extra.
     """
 
     def __init__(self, kind: str = "cosine", warmup: float = 0.05, step_size: int = 10, gamma: float = 0.1):
@@ -301,7 +313,7 @@ class LRSchedule(Callback):
             group.setdefault("initial_lr", group["lr"])
 
     def factor(self, trainer: "Trainer") -> float:
-        total = max(trainer.epochs * trainer.steps_per_epoch, 1)
+        total = max(trainer.total_steps, 1)
         return schedule_factor(self.kind, trainer.step / total, self.warmup, trainer.epoch,
                                self.step_size, self.gamma)
 

@@ -154,6 +154,7 @@ class Trainer:
         self.batch = 0  # batches done in the current epoch
         self.step = 0  # optimiser steps in the whole run
         self.steps_per_epoch = 0
+        self.max_steps: int | None = None  # set (e.g. by TimeLimit) to end mid-epoch
         self.logs: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.stop_training = False
@@ -239,6 +240,21 @@ class Trainer:
     def running_images(self) -> int:
         return self._seen
 
+    @property
+    def train_seconds(self) -> float:
+        """Seconds spent in this epoch's training batches so far (validation excluded)."""
+        return self._train_seconds
+
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps planned for the whole run: what learning-rate schedules span."""
+        if self.max_steps is not None:
+            return self.max_steps
+        return self.epochs * self.steps_per_epoch
+
+    def _steps_done(self) -> bool:
+        return self.max_steps is not None and self.step >= self.max_steps
+
     def last_loss(self) -> float:
         return float(self._last_loss)
 
@@ -293,6 +309,8 @@ class Trainer:
             if self.interrupted:
                 self._train_seconds += time.perf_counter() - t0
                 raise _Interrupt
+            if self._steps_done():  # the planned steps end inside this epoch
+                break
         self._train_seconds += time.perf_counter() - t0
 
     def fit(self, train: Iterable, val: Iterable | None = None, *, epochs: int = 10,
@@ -313,7 +331,7 @@ class Trainer:
         if checkpoint is not None and not resume:
             self._save(checkpoint)  # epoch 0: a run stopped during epoch 1 resumes from here
         with self._catch_ctrl_c():
-            while self.epoch < self.epochs and not self.stop_training:
+            while self.epoch < self.epochs and not self.stop_training and not self._steps_done():
                 self.epoch += 1
                 if hasattr(train, "set_epoch"):
                     train.set_epoch(self.epoch)
@@ -387,6 +405,7 @@ class Trainer:
             "epoch": self.epoch - 1 if partial else self.epoch,  # the last finished epoch
             "step": self.step,
             "epochs": self.epochs,
+            "max_steps": self.max_steps,
             "history": self.history,
             "rng": rng_state(),
             "stopped": self.stop_training and not partial,  # finished: nothing to resume
@@ -436,6 +455,7 @@ class Trainer:
         self.epoch, self.step, self.history = state["epoch"], state["step"], state["history"]
         self.stop_training, self.stop_reason = state["stopped"], state["stop_reason"]
         self.epochs = state["epochs"]  # the plan continues as it was (TimeLimit may have changed it)
+        self.max_steps = state["max_steps"]
         set_rng_state(state["rng"])
         if state["partial"]:
             state["partial"]["rng"] = state["rng"]
