@@ -52,11 +52,13 @@ def _safe_name(name: str | None) -> str:
 
 
 def create_app(explainer, *, image: str | Path | None = None,
-               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples_per_class: int = 3) -> FastAPI:
+               max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples_per_class: int | None = None) -> FastAPI:
     """The FastAPI application for one run's Explainer (see explainer.py)."""
     from cnnlab.explain.examples import default_image
 
     limit = int(max_upload_mb * 1024 * 1024)
+    if examples_per_class is None:  # about 20 thumbnails in all: 3 per class, fewer with many classes
+        examples_per_class = max(1, min(3, 20 // max(1, len(explainer.run.classes))))
     examples = explainer.examples(examples_per_class)
     first = Path(image) if image is not None else default_image(explainer.run)
     page = explainer.page(explainer.payload_for_file(first), mode="serve", examples=examples,

@@ -143,7 +143,7 @@ CX.convDetail = function (sel) {
         `show all ${N.rows.length}`)));
   }
   nodes.push(list);
-  const terms = N.rows.length <= 8 ? N.rows.map((r, i) => [i ? " + " : "", CX.num(r.sum)]) :
+  const terms = N.rows.length <= 12 ? N.rows.map((r, i) => [i ? " + " : "", CX.num(r.sum)]) :
     [`the ${N.rows.length} channel totals`];
   nodes.push(CX.el("div", { class: "equation" },
     CX.el("div", {}, "sum = ", ...terms, " = ", CX.num(N.total, "total")),
@@ -383,6 +383,20 @@ CX.inputDetail = function (sel) {
   ];
 };
 
+CX.padDetail = function (sel) {
+  const L = CX.layer(sel.li), P = CX.inputOf(sel.li), [, H, W] = P.out.shape;
+  const [ph, pw] = Array.isArray(L.args.padding) ? L.args.padding : [1, 1];
+  const y = sel.y - ph, x = sel.x - pw, inside = y >= 0 && x >= 0 && y < H && x < W;
+  const v = inside ? CX.at(P.out, sel.ch, y, x) : 0;
+  return [
+    CX.title(L.name, CX.el("span", { class: "ltype" }, L.type), CX.where(sel)),
+    CX.para(`Adds ${ph} row(s) of zeros above and below and ${pw} column(s) left and right.`),
+    CX.el("div", { class: "equation" }, inside ? `= ${P.name} channel ${sel.ch}, row ${y}, column ${x} = ` :
+      "a padding zero = ", CX.el("b", {}, CX.num(v, "activation"))),
+    CX.check(v, CX.valueAt(L.out, sel)),
+  ];
+};
+
 CX.otherDetail = function (sel) {
   const L = CX.layer(sel.li);
   return [
@@ -407,6 +421,7 @@ CX.detail = function (sel) {
     case "gap": return CX.gapDetail(sel);
     case "flatten": return CX.copyDetail(sel, "Flatten only rearranges: each output is one input value.");
     case "dropout": return CX.copyDetail(sel, "When predicting, dropout passes every value through unchanged.");
+    case "pad": return CX.padDetail(sel);
     default: return CX.otherDetail(sel);
   }
 };

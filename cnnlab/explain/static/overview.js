@@ -244,6 +244,30 @@ CX.box = function (mapEl, H, W, y0, x0, h, w, cls) {
 
 CX.tileMap = (li, c) => document.querySelector(`#layer-${li} figure.tile[data-ch="${c}"] .map`);
 
+/** Mark cell u of a layer drawn as a strip. */
+CX.markUnit = function (li, u, cls) {
+  const wrap = document.querySelector(`#layer-${li} .strip-wrap`);
+  if (!wrap) return;
+  const cols = +wrap.dataset.cols, rows = Math.ceil(CX.layer(li).out.n / cols);
+  CX.box(wrap, rows, cols, Math.floor(u / cols), u % cols, 1, 1, cls);
+};
+
+/** Mark input i of a flat layer: a strip cell, or (through Flatten) the pixel it came from. */
+CX.markInput = function (li, i, cls) {
+  const L = CX.layer(li);
+  if (CX.isImage(L.out)) {  // a global pooling's input: the whole channel
+    const m = CX.tileMap(li, i), [, H, W] = L.out.shape;
+    if (m) CX.box(m, H, W, 0, 0, H, W, cls);
+    return;
+  }
+  CX.markUnit(li, i, cls);
+  if (L.kind === "flatten" && li > 0 && CX.isImage(CX.layer(li - 1).out)) {
+    const [, H, W] = CX.layer(li - 1).out.shape, c = Math.floor(i / (H * W));
+    const m = CX.tileMap(li - 1, c);
+    if (m) CX.box(m, H, W, Math.floor(i / W) % H, i % W, 1, 1, cls);
+  }
+};
+
 /** The input window (top-left corner and size, in input pixels) of output (y, x). */
 CX.window = function (L, y, x) {
   const info = L.conv || L.pool;
@@ -263,14 +287,18 @@ CX.inputChannels = function (L, k) {
 
 CX.highlight = function (sel) {
   CX.clearMarks();
-  const L = CX.layer(sel.li);
+  const L = sel.li < CX.payload.layers.length ? CX.layer(sel.li) : null;
   if (sel.unit !== undefined) {
     const row = document.querySelector(`#layer-${sel.li} .bar-row[data-unit="${sel.unit}"]`);
     if (row) row.classList.add("selected");
-    const wrap = document.querySelector(`#layer-${sel.li} .strip-wrap`);
-    if (wrap) {
-      const cols = +wrap.dataset.cols, rows = Math.ceil(L.out.n / cols);
-      CX.box(wrap, rows, cols, Math.floor(sel.unit / cols), sel.unit % cols, 1, 1, "neuron");
+    CX.markUnit(sel.li, sel.unit, "neuron");
+    if (!L) return;  // the output step
+    const P = sel.li > 0 ? CX.layer(sel.li - 1) : null;
+    if (L.kind === "dense") {  // the inputs with the largest contributions
+      const top = L.dense.top, k = top.shape[1];
+      for (let t = 0; t < k; t++) CX.markInput(sel.li - 1, CX.floats[top.o + (sel.unit * k + t) * 4], "patch");
+    } else if (P) {
+      CX.markInput(sel.li - 1, sel.unit, "patch");
     }
     return;
   }
@@ -283,11 +311,14 @@ CX.highlight = function (sel) {
   const prev = sel.li - 1;
   if (prev < 0 || !CX.isImage(CX.layer(prev).out)) return;
   const [, Hi, Wi] = CX.layer(prev).out.shape;
-  let win = { y0: sel.y, x0: sel.x, h: 1, w: 1 };
-  if (L.kind === "conv" || L.kind === "pool") win = CX.window(L, sel.y, sel.x);
-  const channels = L.kind === "gap" ? [sel.ch] : ["conv"].includes(L.kind) ? CX.inputChannels(L, sel.ch) : [sel.ch];
-  if (L.kind === "gap") win = { y0: 0, x0: 0, h: Hi, w: Wi };
   if (L.kind === "other") return;  // composite layers: no simple window
+  let win = { y0: sel.y, x0: sel.x, h: 1, w: 1 };  // element-wise layers: the same place
+  if (L.kind === "conv" || L.kind === "pool") win = CX.window(L, sel.y, sel.x);
+  if (L.kind === "pad") {
+    const [ph, pw] = Array.isArray(L.args.padding) ? L.args.padding : [1, 1];
+    win = { y0: sel.y - ph, x0: sel.x - pw, h: 1, w: 1 };
+  }
+  const channels = L.kind === "conv" ? CX.inputChannels(L, sel.ch) : [sel.ch];
   for (const c of channels) {
     const m = CX.tileMap(prev, c);
     if (m) CX.box(m, Hi, Wi, win.y0, win.x0, win.h, win.w, "patch");
