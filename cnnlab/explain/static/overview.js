@@ -159,15 +159,14 @@ CX.probBars = function () {
 
 CX.layerHead = function (li) {
   const L = CX.layer(li);
-  const shape = L.kind === "input" ? L.output_shape : L.output_shape;
   return CX.el("header", { class: "layer-head" },
     CX.el("div", { class: "lname" }, L.name, CX.el("span", { class: "ltype" }, L.type)),
     CX.el("div", { class: "ldesc" }, CX.describe(L)),
     CX.el("div", { class: "lmeta" },
-      CX.el("span", { title: "output shape (height, width, channels)" }, CX.shapeText(shape)),
+      CX.el("span", { title: "output shape (height, width, channels)" }, CX.shapeText(L.output_shape)),
       L.params ? CX.el("span", { title: L.formula }, CX.plural(L.params, "param")) : null,
-      L.receptive_field ? CX.el("span", { title: "receptive field: input pixels (per axis) one output can see" },
-        `RF ${L.receptive_field}×${L.receptive_field}`) : null),
+      CX.el("span", { title: "receptive field: the input pixels (per axis) one output can see" },
+        L.receptive_field ? `RF ${L.receptive_field}×${L.receptive_field}` : "RF whole image")),
     L.params ? CX.el("div", { class: "lformula" }, L.formula) : null);
 };
 
