@@ -67,6 +67,7 @@ def test_viz_augment_reuses_the_data_preview(tmp_path):
     (["gradcam", "RUN", "IMAGE", "--class", "cat"], "unknown class 'cat'"),
     (["filters", "RUN", "--out", "x.doc"], "cannot save a figure as .doc"),
     (["filters", "no/such/run"], "no/such/run: no such run directory"),
+    (["kernels", "--dpi", "5"], "--dpi must be between 20 and 1200"),
 ])
 def test_viz_errors_are_one_sentence(trained_run, tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)

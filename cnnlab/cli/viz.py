@@ -94,6 +94,7 @@ def register(sub) -> None:
                    help="resize the photo's longest side to PX pixels first (0: keep its size)")
     k.add_argument("--list", action="store_true", help="print the built-in kernels and exit")
     k.add_argument("--out", default="kernels.png", metavar="FILE", help="figure to write")
+    k.add_argument("--dpi", type=int, default=110, help="resolution of the figure (pixels per inch)")
     k.set_defaults(func=run_kernels)
 
     f = add_subcommand(inner, "filters", "a trained layer's filters",
@@ -107,6 +108,7 @@ def register(sub) -> None:
     f.add_argument("--max-filters", type=int, default=32, metavar="N", help="filters to draw at most")
     f.add_argument("--max-channels", type=int, default=16, metavar="N", help="input channels to draw at most")
     f.add_argument("--out", default="filters.png", metavar="FILE", help="figure to write")
+    f.add_argument("--dpi", type=int, default=110, help="resolution of the figure (pixels per inch)")
     f.set_defaults(func=run_filters)
 
     m = add_subcommand(inner, "featuremaps", "each conv/pool layer's output for one image",
@@ -119,6 +121,7 @@ def register(sub) -> None:
                    help="layers to draw (names or comma lists; default: every conv and pool layer)")
     m.add_argument("--max-channels", type=int, default=32, metavar="N", help="tiles per layer at most")
     m.add_argument("--out", default="featuremaps.png", metavar="FILE", help="figure to write")
+    m.add_argument("--dpi", type=int, default=110, help="resolution of the figure (pixels per inch)")
     m.set_defaults(func=run_featuremaps)
 
     g = add_subcommand(inner, "gradcam", "Grad-CAM heat map: where the class evidence is",
@@ -131,6 +134,7 @@ def register(sub) -> None:
     g.add_argument("--layer", metavar="NAME", help="layer with a spatial output (default: last conv block)")
     g.add_argument("--alpha", type=float, default=0.45, help="opacity of the heat map over the image")
     g.add_argument("--out", default="gradcam.png", metavar="FILE", help="figure to write")
+    g.add_argument("--dpi", type=int, default=110, help="resolution of the figure (pixels per inch)")
     g.set_defaults(func=run_gradcam)
 
     a = add_subcommand(inner, "augment", "augmented training samples (= cnnlab data preview)",
@@ -147,9 +151,22 @@ def _model_args(p) -> None:
                    help="best, last, or a path to a .safetensors file of the run")
 
 
-def _wrote(path) -> int:
-    print(f"wrote {path}")
+def _save(fig, args) -> int:
+    from cnnlab.viz._figure import save_figure
+
+    save_figure(fig, args.out, args.dpi)
+    print(f"wrote {args.out}")
     return 0
+
+
+def _check_out(args) -> None:
+    """Refuse an unusable --out before the work, not after."""
+    from cnnlab.errors import CnnlabError
+    from cnnlab.viz._figure import check_output
+
+    check_output(args.out)
+    if not 20 <= args.dpi <= 1200:
+        raise CnnlabError(f"--dpi must be between 20 and 1200, got {args.dpi}")
 
 
 def run_kernels(args) -> int:
@@ -161,34 +178,36 @@ def run_kernels(args) -> int:
             scale = f" × {k.scale_text()}" if k.scale_text() else ""
             print(f"{k.name:10} {[list(r) for r in k.numbers]}{scale}\n{'':10} {k.about}")
         return 0
-    plot_kernels(args.image, args.kernels, stride=args.stride, padding=args.padding,
-                 size=args.size or None, path=args.out)
-    return _wrote(args.out)
+    _check_out(args)
+    fig = plot_kernels(args.image, args.kernels, stride=args.stride, padding=args.padding,
+                       size=args.size or None)
+    return _save(fig, args)
 
 
 def run_filters(args) -> int:
     from cnnlab.viz.filters import plot_filters
 
-    plot_filters(args.run, args.layer, view=args.view, max_filters=args.max_filters,
-                 max_channels=args.max_channels, weights=args.weights, path=args.out)
-    return _wrote(args.out)
+    _check_out(args)
+    fig = plot_filters(args.run, args.layer, view=args.view, max_filters=args.max_filters,
+                       max_channels=args.max_channels, weights=args.weights)
+    return _save(fig, args)
 
 
 def run_featuremaps(args) -> int:
     from cnnlab.viz.featuremaps import plot_featuremaps
 
     layers = [n for item in args.layers or [] for n in item.split(",") if n] or None
-    plot_featuremaps(args.run, args.image, layers, max_channels=args.max_channels,
-                     weights=args.weights, path=args.out)
-    return _wrote(args.out)
+    _check_out(args)
+    fig = plot_featuremaps(args.run, args.image, layers, max_channels=args.max_channels, weights=args.weights)
+    return _save(fig, args)
 
 
 def run_gradcam(args) -> int:
     from cnnlab.viz.gradcam import plot_gradcam
 
-    plot_gradcam(args.run, args.images, args.cls, args.layer, weights=args.weights,
-                 alpha=args.alpha, path=args.out)
-    return _wrote(args.out)
+    _check_out(args)
+    fig = plot_gradcam(args.run, args.images, args.cls, args.layer, weights=args.weights, alpha=args.alpha)
+    return _save(fig, args)
 
 
 def run_augment(args) -> int:

@@ -24,16 +24,27 @@ def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Write `fig` atomically; the format follows the extension (.png if there is none)."""
+def check_output(path: str | Path) -> str:
+    """The figure format for `path` (from its extension, png if none); a clear error if unusable."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
     path = Path(path)
     fmt = path.suffix.lower().lstrip(".") or "png"
-    supported = fig.canvas.get_supported_filetypes()
+    supported = FigureCanvasBase.get_supported_filetypes()
     if fmt not in supported:
         raise CnnlabError(f"{path}: cannot save a figure as .{fmt}; use .png (or one of "
                           f"{', '.join('.' + f for f in sorted(supported))})")
     if path.is_dir():
         raise CnnlabError(f"{path}: is a folder; give a file name such as {path / 'figure.png'}")
+    return fmt
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
+    """Write `fig` atomically; the format follows the extension (.png if there is none)."""
+    path = Path(path)
+    fmt = check_output(path)
+    if not 20 <= dpi <= 1200:
+        raise CnnlabError(f"dpi must be between 20 and 1200, got {dpi}")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
     return path
@@ -54,6 +65,14 @@ def extend_for(values: np.ndarray, vmin: float, vmax: float) -> str:
     low = values.size > 0 and float(values.min()) < vmin - 1e-6
     high = values.size > 0 and float(values.max()) > vmax + 1e-6
     return {(True, True): "both", (True, False): "min", (False, True): "max"}.get((low, high), "neither")
+
+
+def fill_title(lines: list[str], width: float, size: float = TITLE_SIZE) -> str:
+    """Join title lines, wrapping each to fit a figure `width` inches wide."""
+    import textwrap
+
+    chars = max(20, int(width * 72 / (0.52 * size)))
+    return "\n".join(textwrap.fill(line, chars) for line in lines)
 
 
 def grid_shape(n: int, cols: int) -> tuple[int, int]:

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from cnnlab.errors import CnnlabError
-from cnnlab.viz._figure import TITLE_SIZE, grid_shape, hide_ticks, new_figure, save_figure, symmetric_limit
+from cnnlab.viz._figure import (TITLE_SIZE, fill_title, grid_shape, hide_ticks, new_figure, save_figure,
+                               symmetric_limit)
 from cnnlab.viz._inputs import load
 from cnnlab.viz._model import conv_layers, unknown
 
@@ -51,11 +52,13 @@ def rgb_patches(w: np.ndarray) -> np.ndarray:
 def _rgb_figure(name: str, w: np.ndarray, max_filters: int):
     n = min(len(w), max_filters)
     rows, cols = grid_shape(n, 8)
-    fig = new_figure(cols * RGB_TILE + 0.4, rows * (RGB_TILE + 0.25) + 1.2)
+    width = max(cols * RGB_TILE + 0.4, 4.0)
     kh, kw = w.shape[2:]
     shown = f"{n} of {len(w)}" if n < len(w) else f"{n}"
-    fig.suptitle(f"{name}: {shown} filters of {kh}×{kw}×3, drawn as RGB patches\n"
-                 "grey = 0; each filter scaled to its own largest weight", fontsize=TITLE_SIZE)
+    title = fill_title([f"{name}: {shown} filters of {kh}×{kw}×3, drawn as RGB patches",
+                        "grey = 0; each filter scaled to its own largest weight"], width)
+    fig = new_figure(width, rows * (RGB_TILE + 0.25) + 0.5 + 0.25 * title.count("\n"))
+    fig.suptitle(title, fontsize=TITLE_SIZE)
     patches = rgb_patches(w[:n])
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for i, ax in enumerate(axes):
@@ -75,16 +78,20 @@ def _channel_figure(name: str, w: np.ndarray, max_filters: int, max_channels: in
     limit = symmetric_limit(shown)
     depthwise = w.shape[1] == 1  # one k x k kernel per filter: wrap them into a square-ish grid
     rows, cols = grid_shape(n, 8) if depthwise else (n, c)
-    fig = new_figure(cols * CHANNEL_TILE + 1.6, rows * CHANNEL_TILE + 1.3)
+    width = max(cols * CHANNEL_TILE + 1.6, 4.0)
     more = []
     if n < len(w):
         more.append(f"first {n} of {len(w)} filters")
     if c < w.shape[1]:
         more.append(f"first {c} of {w.shape[1]} input channels")
-    extra = f"  (showing {', '.join(more)})" if more else ""
-    what = "one k×k kernel per channel" if depthwise else "rows: filters, columns: input channels"
-    fig.suptitle(f"{name}: {len(w)} filters of {kh}×{kw}×{w.shape[1]}{extra}\n{what}; "
-                 "red > 0 > blue, one scale for the layer", fontsize=TITLE_SIZE)
+    lines = [f"{name}: {len(w)} filters of {kh}×{kw}×{w.shape[1]}"]
+    if more:
+        lines.append(f"showing the {' and the '.join(more)}")
+    lines.append(("one k×k kernel per channel" if depthwise else "rows: filters, columns: input channels")
+                 + "; red > 0 > blue, one scale")
+    title = fill_title(lines, width)
+    fig = new_figure(width, rows * CHANNEL_TILE + 0.8 + 0.25 * title.count("\n"))
+    fig.suptitle(title, fontsize=TITLE_SIZE)
     axes = fig.subplots(rows, cols, squeeze=False)
     im = None
     for r in range(rows):

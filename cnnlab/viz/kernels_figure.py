@@ -75,10 +75,10 @@ def _footnote(gray_shape: tuple[int, int], kernels: list[Kernel], stride: int, p
         f"Each map is torch.nn.functional.conv2d(grey image, kernel, stride={stride}) with {zeros}: "
         "the kernel slides over the image; at every position the products of its numbers with the "
         "pixels under them are summed. Size along an axis: floor((n + padding - k) / stride) + 1, "
-        f"here ({h} + {top + bottom} - {k}) / {stride} + 1 = {rows} rows.",
+        f"here floor(({h} + {top + bottom} - {k}) / {stride}) + 1 = {rows} rows.",
         "PyTorch, Keras and TensorFlow compute this cross-correlation and call it convolution; "
-        "mathematical convolution first rotates the kernel by 180°. Symmetric kernels (blur, "
-        "sharpen, edge) give the same map either way; an asymmetric one does not (bottom row).",
+        "mathematical convolution first rotates the kernel by 180°. Symmetric kernels give the "
+        "same map either way; an asymmetric one does not (bottom row).",
         "Grey maps: 0 (black) to the sum of the kernel's numbers (white). Red/blue maps: positive/"
         "negative answers of kernels whose numbers sum to 0 (edge detectors); white is 0.",
     ]
