@@ -17,7 +17,7 @@ import torch
 from cnnlab.io.weights import load_weights, read_metadata
 from cnnlab.model.build import build_model
 from cnnlab.train.callbacks import (
-    Callback, CSVLogger, EarlyStopping, LRSchedule, ModelCheckpoint, ReduceLROnPlateau,
+    Callback, CSVLogger, EarlyStopping, LRSchedule, ModelCheckpoint, ProgressBar, ReduceLROnPlateau,
     TerminateOnNaN, TimeLimit, TrainingDiverged, schedule_factor)
 from cnnlab.train.checkpoint import load_checkpoint
 from cnnlab.train.loop import Trainer, TensorLoader, TrainingInterrupted
@@ -254,8 +254,8 @@ def test_lr_schedule_and_plateau_change_the_optimizer(images):
 def test_time_limit_stops_when_the_time_is_up_even_mid_epoch(images):
     trainer = make_trainer([TimeLimit(minutes=1e-9)])  # no time at all: stop at the first plan
     history = trainer.fit(*loaders(images), epochs=50)
-    assert len(history) == 1 and trainer.step == 6 and "time limit" in trainer.stop_reason
-    trainer = make_trainer([TimeLimit(minutes=1e-9, replan_every=2), LRSchedule("cosine", 0.0)])
+    assert len(history) == 1 and trainer.step == 5 and "time limit" in trainer.stop_reason
+    trainer = make_trainer([TimeLimit(minutes=1e-9, first_plan=2), LRSchedule("cosine", 0.0)])
     history = trainer.fit(*loaders(images), epochs=50)
     assert trainer.step == 2 and trainer.total_steps == 2 and len(history) == 1  # a short epoch
     assert history[0]["val_acc"] >= 0  # validated all the same
@@ -278,3 +278,15 @@ def test_binary_sigmoid_model_trains(images):
     trainer = Trainer(model, torch.optim.Adam(model.parameters(), 3e-3))
     history = trainer.fit(*loaders(images), epochs=10)
     assert history[-1]["val_acc"] >= 0.9 and math.isfinite(history[-1]["val_loss"])
+
+
+@pytest.mark.parametrize("interactive", [False, True])
+def test_progress_bar_output(images, interactive):
+    import io
+
+    out = io.StringIO()
+    make_trainer([ProgressBar(interactive=interactive, log_every=0, file=out)]).fit(*loaders(images), epochs=2)
+    text = out.getvalue()
+    assert "epoch 2/2  train_loss" in text and "val_acc" in text and "img/s" in text
+    if not interactive:  # a log gets progress lines within the epoch too
+        assert "epoch 1 batch 1/6  loss" in text and "epoch ends in" in text

@@ -194,8 +194,8 @@ class TerminateOnNaN(Callback):
 class TimeLimit(Callback):
     """Fit training into ``minutes`` of wall-clock time, like Ultralytics' ``time=``.
 
-    It measures the time per training step (every ``replan_every`` batches, and after
-    every epoch, when validation has been timed too) and sets ``trainer.max_steps`` to the
+    It measures the time per training step (after ``first_plan`` batches, then every
+    ``replan_every`` batches and after every epoch, when validation has been timed too) and sets ``trainer.max_steps`` to the
     steps that still fit, keeping room for the last validation. Learning-rate schedules
     span ``trainer.total_steps``, so they anneal to their end exactly when the time is up,
     even if that is in the middle of an epoch (the last epoch is then a short one). The
@@ -204,9 +204,9 @@ class TimeLimit(Callback):
     step for step.
     """
 
-    def __init__(self, minutes: float, replan_every: int = 20):
+    def __init__(self, minutes: float, replan_every: int = 20, first_plan: int = 5):
         self.budget = minutes * 60.0
-        self.replan_every = replan_every
+        self.replan_every, self.first_plan = replan_every, first_plan
         self.elapsed_before = 0.0  # seconds of earlier sessions (resume)
         self.max_epochs = 0
         self.val_seconds: list[float] = []
@@ -228,7 +228,7 @@ class TimeLimit(Callback):
     def on_batch_end(self, trainer: "Trainer") -> None:
         self._train_t += time.perf_counter() - self._batch_t0
         self._steps += 1
-        if self._steps % self.replan_every == 0:
+        if self._steps == self.first_plan or self._steps % self.replan_every == 0:
             self._plan(trainer)
 
     def _plan(self, trainer: "Trainer") -> None:
@@ -467,14 +467,16 @@ class ProgressBar(Callback):
     """A live bar per epoch (loss, accuracy, lr, images/s, ETA) on a terminal.
 
     When the output is not a terminal (a log file, CI, a notebook's captured output) it
-    prints one plain line per epoch instead. ``refresh`` seconds between bar updates:
-    reading the running loss waits for the GPU, so it is not done every batch.
+    prints one plain line per epoch instead, plus a progress line every ``log_every``
+    seconds during long epochs. ``refresh`` seconds between bar updates: reading the
+    running loss waits for the GPU, so it is not done every batch.
     """
 
-    def __init__(self, interactive: bool | None = None, refresh: float = 0.5, file=None):
+    def __init__(self, interactive: bool | None = None, refresh: float = 0.5, log_every: float = 60.0,
+                 file=None):
         self.file = file or sys.stdout
         self.interactive = self.file.isatty() if interactive is None else interactive
-        self.refresh = refresh
+        self.refresh, self.log_every = refresh, log_every
         self._progress = None
         self._task = None
         self._last = 0.0
@@ -496,17 +498,24 @@ class ProgressBar(Callback):
                                              completed=trainer.batch)
 
     def on_batch_end(self, trainer: "Trainer") -> None:
-        if self._progress is None:
-            return
         now = time.perf_counter()
+        if self._progress is None:  # a log: a line now and then in long epochs
+            if now - max(self._last, self._t0) >= self.log_every and trainer.batch < trainer.steps_per_epoch:
+                self._last = now
+                left = (now - self._t0) / trainer.batch * (trainer.steps_per_epoch - trainer.batch)
+                print(f"  epoch {trainer.epoch} batch {trainer.batch}/{trainer.steps_per_epoch}  "
+                      f"{self._metrics(trainer, now)}  epoch ends in ~{left:.0f} s", file=self.file, flush=True)
+            return
         if now - self._last < self.refresh and trainer.batch < trainer.steps_per_epoch:
             return
         self._last = now
+        self._progress.update(self._task, completed=trainer.batch, metrics=self._metrics(trainer, now))
+
+    def _metrics(self, trainer: "Trainer", now: float) -> str:
         loss, acc = trainer.running_metrics()
         lr = trainer.optimizer.param_groups[0]["lr"]
         speed = trainer.running_images / max(now - self._t0, 1e-9)
-        self._progress.update(self._task, completed=trainer.batch,
-                              metrics=f"loss {loss:.4f} acc {acc:.3f} lr {lr:.2e} {speed:,.0f} img/s")
+        return f"loss {loss:.4f} acc {acc:.3f} lr {lr:.2e} {speed:,.0f} img/s"
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         if self._progress is not None:
