@@ -10,7 +10,8 @@ examples:
   cnnlab evaluate runs/cats --data ~/new_photos     any labelled folder (class sub-folders)
   cnnlab evaluate runs/cats --format json | jq .accuracy
 
-Written to RUN/eval/<split>/ (with --data DIR: RUN/eval/<name of DIR>/):
+Written to RUN/eval/<split>/ (with --data DIR: RUN/eval/<DIR's name>/, or <DIR's name>-<split>
+when DIR has train/val/test sub-folders):
   metrics.json                     accuracy, top-k accuracy, per_class {precision, recall, f1,
                                    support}, macro_avg, weighted_avg, confusion_matrix (rows =
                                    true class, in `classes` order), roc_auc, most_confused
