@@ -44,7 +44,7 @@ def new_run_dir(out: str | Path, name: str | None, base: str) -> Path:
     out = Path(out)
     if name:
         path = out / name
-        if path.exists():
+        if path.exists() and not _abandoned(path):
             raise CnnlabError(f"{path} already exists; continue it with --resume {path}, or pick another --name")
         return path
     path, i = out / base, 1
@@ -52,6 +52,17 @@ def new_run_dir(out: str | Path, name: str | None, base: str) -> Path:
         i += 1
         path = out / f"{base}-{i}"
     return path
+
+
+def _abandoned(path: Path) -> bool:
+    """A run folder killed before it wrote config.yaml: an empty weights/ and temporary files."""
+    if not (path / "weights").is_dir():
+        return False
+    for p in path.iterdir():
+        empty_weights = p.name == "weights" and p.is_dir() and not any(p.iterdir())
+        if not (empty_weights or (p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp"))):
+            return False
+    return True
 
 
 def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[cb.Callback]:
@@ -105,6 +116,8 @@ def _start_run_folder(run_dir: Path, setup) -> None:
     import shutil
 
     existed = run_dir.exists()
+    if existed:  # abandoned (see new_run_dir): clear its temporary files
+        _remove_stale_temporaries(run_dir)
     try:
         write_run_files(run_dir, setup)
     except BaseException:
