@@ -401,3 +401,40 @@ def test_nan_loss_stops_cleanly_and_keeps_finite_weights(ws, capsys):
     # Resuming the same recipe diverges the same way, with the same one sentence.
     assert one_thread_main(["train", "--resume", str(run), "-q"]) == 2
     assert_one_sentence(capsys.readouterr().err, "training diverged")
+
+
+# ---------------------------------------------------------------------------- damaged files
+
+
+def test_damaged_checkpoint_weights_and_cache(ws, tmp_path, capsys):
+    """Files damaged after they were written (a bad disk, a copy cut short) are named, not loaded."""
+    import shutil
+
+    from cnnlab.data.decode import load_image
+    from cnnlab.data.loader import make_loader
+
+    run = tmp_path / "run"
+    assert one_thread_main(train_args(ws, "damaged", "--epochs", "2", "--out", str(tmp_path), "--name", "run")) == 0
+    capsys.readouterr()
+    for name in ("resume.safetensors", "weights/best.safetensors"):
+        path = run / name
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    code = main(["train", "--resume", str(run)])
+    assert_one_sentence(capsys.readouterr().err, "resume.safetensors", "truncated or corrupt")
+    assert code == 2
+    assert main(["evaluate", str(run), "--split", "val", "--no-report", "--device", "cpu"]) == 2
+    assert_one_sentence(capsys.readouterr().err, "best.safetensors: refused", "truncated or corrupt")
+    assert main(["evaluate", str(run), "--split", "val", "--weights", "last", "--no-report", "--device", "cpu"]) == 0
+
+    # A decode-cache file cut short is decoded again, not read as pixels.
+    items = [(str(p), 0) for p in sorted((ws / "data" / "train").rglob("*.png"))]
+    cache = tmp_path / "cache"
+    make_loader(items, size=16, cache_dir=cache, progress=False)
+    (npy,) = cache.rglob("*.npy")
+    npy.write_bytes(npy.read_bytes()[:200])
+    loader = make_loader(items, size=16, cache_dir=cache, progress=False)
+    assert not loader.cache_hit
+    x, _ = loader.batch(np.arange(1))
+    assert torch.equal(x[0], torch.from_numpy(load_image(items[0][0], (16, 16))).permute(2, 0, 1))
+    shutil.rmtree(cache)
