@@ -125,3 +125,15 @@ def test_cli_csv_json_and_table(trained_run, mixed, tmp_path, capsys):
     assert not (tmp_path / "p.txt").exists()
     assert main(["predict", str(trained_run), str(mixed / "broken.jpg")]) == 2
     assert "none of the 1 files could be read" in capsys.readouterr().err
+
+
+def test_a_weights_file_on_its_own(trained_run, mixed, tmp_path):
+    """A shared best.safetensors, away from its run directory, predicts the same."""
+    alone = tmp_path / "shared" / "bars.safetensors"
+    alone.parent.mkdir()
+    shutil.copy(trained_run / "weights" / "best.safetensors", alone)
+    from_run = predict(trained_run, [mixed / "h0.png", mixed / "v0.jpg"], device="cpu")
+    from_file = predict(alone, [mixed / "h0.png", mixed / "v0.jpg"], device="cpu")
+    assert [r["label"] for r in from_file] == [r["label"] for r in from_run] == ["hbar", "vbar"]
+    assert [r["confidence"] for r in from_file] == pytest.approx([r["confidence"] for r in from_run])
+    assert main(["predict", str(alone), str(mixed / "h1.bmp")]) == 0

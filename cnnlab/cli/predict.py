@@ -11,12 +11,14 @@ examples:
   cnnlab predict runs/cats 'shots/*.png' --top-k 2        a glob (quote it for ** patterns)
   cnnlab predict runs/cats ~/holiday --out preds.csv      or preds.json
   cnnlab predict runs/cats photo.jpg --tta --weights last
+  cnnlab predict cats.safetensors photo.jpg               a weights file someone shared
 
 Each file gets one row: path, label, confidence, the top-k labels with their
 probabilities, and error. A file that cannot be read (corrupt, not an image) gets its
 reason in `error` and no label; the other files are still predicted. Images are
 prepared exactly as in training (same size, resize policy and normalisation, read from
-the weights file). --tta averages each image with its horizontal mirror image."""
+the weights file, which is all predict needs). --tta averages each image with its
+horizontal mirror image."""
 
 
 def register(sub) -> None:
@@ -24,7 +26,8 @@ def register(sub) -> None:
                        "Predict the class of image files with a trained run's model, in batches: "
                        "the label, its confidence and the top-k classes with probabilities, as a "
                        "table or written to a CSV or JSON file.", EPILOG)
-    p.add_argument("run", metavar="RUN", help="a run directory written by `cnnlab train` (runs/NAME)")
+    p.add_argument("run", metavar="RUN", help="a run directory written by `cnnlab train` (runs/NAME), or "
+                                              "a weights file of one (best.safetensors) on its own")
     p.add_argument("paths", metavar="PATH", nargs="+", help="image files, folders (recursive) or glob patterns")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="how many of the most probable classes to list")
     p.add_argument("--tta", action="store_true",

@@ -194,8 +194,9 @@ def evaluate_run(
     probs, ok, errors = predict_files(model, pre, [p for p, _ in items], tta=tta, batch_size=batch_size,
                                       device=dev)
     if not ok:
-        first = next(iter(errors.items()))
-        raise DataError(f"none of the {len(items)} images could be read (first: {items[first[0]][0]}: {first[1]})")
+        i, reason = next(iter(errors.items()))
+        hint = "; if the data moved, evaluate on its new place with --data DIR" if data is None else ""
+        raise DataError(f"none of the {len(items)} images could be read (first: {items[i][0]}: {reason}){hint}")
     y_true = np.array([items[i][1] for i in ok])
     metrics = compute_metrics(y_true, probs, classes)
 

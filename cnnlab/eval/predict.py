@@ -10,6 +10,10 @@ row::
 
 A file that cannot be read (corrupt, not an image, missing) gets a row with ``label``
 empty and the reason in ``error``; the other files still get their predictions.
+
+The model comes from a run directory or from a weights file alone: a ``.safetensors``
+file written by cnnlab holds the spec, the classes and the preprocessing, so it can be
+shared on its own.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from cnnlab.data.decode import is_image_file
 from cnnlab.errors import CnnlabError
 from cnnlab.eval.infer import BATCH_SIZE, predict_files
 from cnnlab.io.fs import atomic_write_text
-from cnnlab.run import Run
+from cnnlab.run import Preprocessor, Run
 
 GLOB_CHARS = set("*?[")
 
@@ -75,6 +79,18 @@ def collect_files(paths: Iterable[str | Path]) -> list[tuple[str, str]]:
     return list(found.items())
 
 
+def load_predictor(run: str | Path | Run, weights: str = "best", device="cpu"):
+    """(model, metadata, preprocessor) from a run directory or a cnnlab .safetensors file."""
+    from cnnlab.io.weights import load_weights
+
+    if not isinstance(run, Run) and Path(run).is_file() and Path(run).suffix == ".safetensors":
+        model, meta = load_weights(run, device=device)
+        return model, meta, Preprocessor.from_meta(meta)
+    run = run if isinstance(run, Run) else Run(run)
+    model, meta = run.load_model(weights, device=device)
+    return model, meta, run.preprocessor(meta)
+
+
 def predict(
     run: str | Path | Run,
     paths: str | Path | Iterable[str | Path],
@@ -87,25 +103,25 @@ def predict(
 ) -> list[dict[str, Any]]:
     """One dict per file (see the module docstring), in the order the files were found.
 
-    ``top_k`` labels are listed per file (at most the number of classes); ``tta``
-    averages each image with its mirror image; ``weights`` is best, last or a path.
+    ``run`` is a run directory or a .safetensors weights file; ``top_k`` labels are listed
+    per file (at most the number of classes); ``tta`` averages each image with its mirror
+    image; ``weights`` is best, last or a path (for a run directory).
     """
     from cnnlab.device import pick_device
 
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
-    run = run if isinstance(run, Run) else Run(run)
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     files = collect_files(paths)
     if not files:
         raise CnnlabError(f"no image files found in {', '.join(map(str, paths)) or 'the given paths'}")
     dev = pick_device(device)
-    model, meta = run.load_model(weights, device=dev)
+    model, meta, preprocessor = load_predictor(run, weights, dev)
     classes = list(meta["classes"])
     k = min(top_k, len(classes))
 
     readable = [i for i, (_, err) in enumerate(files) if not err]
-    probs, ok, errors = predict_files(model, run.preprocessor(meta), [files[i][0] for i in readable],
+    probs, ok, errors = predict_files(model, preprocessor, [files[i][0] for i in readable],
                                       tta=tta, batch_size=batch_size, device=dev)
     row_probs = {readable[j]: p for j, p in zip(ok, probs)}
     row_errors = {readable[j]: reason for j, reason in errors.items()}
