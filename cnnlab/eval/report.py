@@ -45,6 +45,7 @@ h2 { font-size:20px; margin:16px 0 10px; }
 h3 { font-size:16px; margin:20px 0 8px; color:#323f4b; }
 .cards { display:flex; flex-wrap:wrap; gap:12px; margin:18px 0 0; }
 .card { background:#fff; color:var(--ink); border-radius:8px; padding:10px 16px; min-width:130px; }
+.card.outline { border:1px solid var(--line); }
 .card .v { font-size:22px; font-weight:600; }
 .card .k { font-size:12px; color:var(--muted); text-transform:uppercase; letter-spacing:.04em; }
 table { border-collapse:collapse; margin:6px 0 10px; font-size:14px; }
@@ -241,66 +242,83 @@ def _eval_dirs(run: Run) -> list[Path]:
     return sorted(dirs, key=lambda d: (rank.get(d.name, len(rank)), d.name))
 
 
-def _metrics_html(m: dict[str, Any], out: Path) -> str:
-    classes = m["classes"]
+def _cards(cards: list[tuple[str, str]], outline: bool = False) -> str:
+    cls = "card outline" if outline else "card"
+    return '<div class="cards">' + "".join(
+        f'<div class="{cls}"><div class="v">{v}</div><div class="k">{escape(k)}</div></div>' for k, v in cards) + "</div>"
+
+
+def _headline(m: dict[str, Any]) -> str:
+    """What was evaluated, and the main numbers as cards."""
     auc = m.get("roc_auc") or {}
-    per_auc = auc.get("per_class", {})
     source = (f"the run's <b>{escape(m['split'])}</b> split" if not m.get("data")
               else f"<code>{escape(m['data'])}</code>")
+    epoch = f" (epoch {m['epoch']})" if m.get("epoch") is not None else ""
     tta = " with test-time augmentation (mirror)" if m.get("tta") else ""
-    lines = [f"<p>{m['n_images']} images of {source}, {escape(str(m.get('weights')))} weights"
-             f"{' (epoch ' + str(m['epoch']) + ')' if m.get('epoch') is not None else ''}{tta}.</p>"]
     cards = [("accuracy", _pct(m["accuracy"]))]
     cards += [(f"top-{k} accuracy", _pct(v)) for k, v in m.get("top_k_accuracy", {}).items()]
-    cards += [("macro F1", _num(m["macro_avg"]["f1"])), (f"ROC-AUC ({auc.get('method', '')})", _num(auc.get("macro"))),
+    cards += [("macro F1", _num(m["macro_avg"]["f1"])),
+              (f"ROC-AUC ({auc.get('method', '')})", _num(auc.get("macro"))),
               ("loss (cross-entropy)", _num(m.get("loss")))]
-    lines.append('<div class="cards">' + "".join(
-        f'<div class="card" style="border:1px solid var(--line)"><div class="v">{v}</div>'
-        f'<div class="k">{escape(k)}</div></div>' for k, v in cards) + "</div>")
+    return (f"<p>{m['n_images']} images of {source}, {escape(str(m.get('weights')))} weights{epoch}{tta}.</p>"
+            + _cards(cards, outline=True))
 
+
+def _per_class(m: dict[str, Any]) -> str:
+    """Precision, recall, F1 (with a bar), support and ROC-AUC per class, then the averages."""
+    auc = m.get("roc_auc") or {}
+    per_auc = auc.get("per_class", {})
     rows, kinds = [], []
-    for name in classes:
+    for name in m["classes"]:
         pc = m["per_class"][name]
-        rows.append([escape(name)] + [f'<span class="bar" style="--p:{100 * pc[k]:.0f}%">&nbsp;{pc[k]:.3f}&nbsp;</span>'
-                                      for k in ("precision", "recall", "f1")]
-                    + [str(pc["support"]), _num(per_auc.get(name))])
+        bars = [f'<span class="bar" style="--p:{100 * pc[k]:.0f}%">&nbsp;{pc[k]:.3f}&nbsp;</span>'
+                for k in ("precision", "recall", "f1")]
+        rows.append([escape(name), *bars, str(pc["support"]), _num(per_auc.get(name))])
         kinds.append("")
-    for label, key in (("macro avg", "macro_avg"), ("weighted avg", "weighted_avg")):
+    for label, key, auc_key in (("macro avg", "macro_avg", "macro"), ("weighted avg", "weighted_avg", "weighted")):
         a = m[key]
         rows.append([label, _num(a["precision"]), _num(a["recall"]), _num(a["f1"]), str(a["support"]),
-                     _num(auc.get("macro" if key == "macro_avg" else "weighted"))])
+                     _num(auc.get(auc_key))])
         kinds.append("avg")
-    lines.append("<h3>Per class</h3>")
-    lines.append(_table(["class", "precision", "recall", "F1", "support", "ROC-AUC"], rows, {1, 2, 3, 4, 5}, kinds))
+    return _table(["class", "precision", "recall", "F1", "support", "ROC-AUC"], rows, {1, 2, 3, 4, 5}, kinds)
 
-    confused = m.get("most_confused") or []
-    lines.append("<h3>Most confused pairs</h3>")
-    if confused:
-        lines.append(_table(["true class", "taken for", "images", "share of the class"],
-                            [[escape(p["true"]), escape(p["predicted"]), str(p["count"]), _pct(p["fraction_of_true"])]
-                             for p in confused], {2, 3}))
-    else:
-        lines.append('<p class="muted">None: every image was classified correctly.</p>')
 
-    lines.append("<h3>Confusion matrices</h3>")
-    lines.append('<p class="note">Rows: the true class; columns: the predicted class. The diagonal holds '
-                 "the correct predictions; in the normalised matrix each row sums to 1.</p>")
-    pair = " pair" if len(classes) <= 6 else ""  # side by side while the numbers stay legible
-    lines.append(f'<div class="figs{pair}">' + _img(out / "confusion_matrix.png", "confusion matrix (counts)")
-                 + _img(out / "confusion_matrix_normalized.png", "confusion matrix (normalised)") + "</div>")
-    lines.append("<h3>Top losses</h3>")
-    lines.append('<p class="note">The images with the highest loss -log p(true class): the model was '
-                 "confident and wrong. Look for mislabelled images, ambiguous ones, and patterns.</p>")
-    lines.append(_img(out / "top_losses.png", "top losses", "wide"))
+def _confused(m: dict[str, Any]) -> str:
+    pairs = m.get("most_confused") or []
+    if not pairs:
+        return '<p class="muted">None: every image was classified correctly.</p>'
+    return _table(["true class", "taken for", "images", "share of the class"],
+                  [[escape(p["true"]), escape(p["predicted"]), str(p["count"]), _pct(p["fraction_of_true"])]
+                   for p in pairs], {2, 3})
+
+
+def _metrics_html(m: dict[str, Any], out: Path) -> str:
+    """One evaluation (RUN/eval/<name>/): numbers, tables, confusion matrices, top losses."""
+    pair = " pair" if len(m["classes"]) <= 6 else ""  # side by side while the numbers stay legible
+    parts = [
+        _headline(m),
+        "<h3>Per class</h3>", _per_class(m),
+        "<h3>Most confused pairs</h3>", _confused(m),
+        "<h3>Confusion matrices</h3>",
+        '<p class="note">Rows: the true class; columns: the predicted class. The diagonal holds the correct '
+        "predictions; in the normalised matrix each row sums to 1.</p>",
+        f'<div class="figs{pair}">' + _img(out / "confusion_matrix.png", "confusion matrix (counts)")
+        + _img(out / "confusion_matrix_normalized.png", "confusion matrix (normalised)") + "</div>",
+        "<h3>Top losses</h3>",
+        '<p class="note">The images with the highest loss -log p(true class), as the model saw them: its most '
+        "confident mistakes (or, with none, its least confident right answers). Look for mislabelled images, "
+        "ambiguous ones, and patterns.</p>",
+        _img(out / "top_losses.png", "top losses", "wide"),
+    ]
     bad = m.get("unreadable") or []
     if bad:
-        lines.append(f"<h3>Unreadable images ({len(bad)})</h3>")
-        lines.append(_table(["file", "reason"], [[escape(b["path"]), escape(b["error"])] for b in bad[:MAX_SKIPPED_ROWS]]))
+        parts += [f"<h3>Unreadable images ({len(bad)})</h3>",
+                  _table(["file", "reason"], [[escape(b["path"]), escape(b["error"])] for b in bad[:MAX_SKIPPED_ROWS]])]
     unknown = m.get("unknown_classes") or {}
     if unknown:
         text = ", ".join(f"{escape(k)} ({v} images)" for k, v in unknown.items())
-        lines.append(f'<p class="note">Left out, classes the model does not know: {text}.</p>')
-    return "".join(lines)
+        parts.append(f'<p class="note">Left out, classes the model does not know: {text}.</p>')
+    return "".join(parts)
 
 
 # ---------------------------------------------------------------------------- page
@@ -342,8 +360,6 @@ def write_report(run_dir: str | Path | Run) -> Path:
                          "</code>.</p>"))
 
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
-    card_html = "".join(f'<div class="card"><div class="v">{v}</div><div class="k">{escape(k)}</div></div>'
-                        for k, v in cards)
     nav = "".join(f'<a href="#{i}">{escape(t)}</a>' for i, t, _ in sections)
     body = "".join(f'<section id="{i}"><h2>{escape(t)}</h2>{html}</section>' for i, t, html in sections)
     page = f"""<!DOCTYPE html>
@@ -354,7 +370,7 @@ def write_report(run_dir: str | Path | Run) -> Path:
 <body>
 <header><div class="wrap"><h1>Run report: {escape(run.name)}</h1>
 <div class="sub">{escape(str(run.path.resolve()))} · classes: {escape(", ".join(classes))} · written {now}</div>
-<div class="cards">{card_html}</div></div></header>
+{_cards(cards)}</div></header>
 <nav><div class="wrap">{nav}</div></nav>
 <main class="wrap">{body}</main>
 <footer class="wrap">Written by cnnlab {escape(__version__)}. This page is self-contained: images are embedded,
