@@ -5,11 +5,27 @@
 * :func:`predict` -- labels and top-k probabilities for new image files;
 * :func:`write_report` -- ``RUN/report.html``, one self-contained page about the run;
 * :func:`compute_metrics` -- the metrics of any (labels, probabilities) pair.
+
+evaluate_run, write_report and compute_metrics are imported when first used, so that
+`cnnlab predict` never loads matplotlib or scikit-learn. (predict is imported at once:
+its name is also its module's, and the function must win.)
 """
 
-from cnnlab.eval.evaluate import evaluate_run
-from cnnlab.eval.metrics import compute_metrics
 from cnnlab.eval.predict import predict
-from cnnlab.eval.report import write_report
 
-__all__ = ["evaluate_run", "predict", "write_report", "compute_metrics"]
+_LAZY = {
+    "evaluate_run": "cnnlab.eval.evaluate",
+    "write_report": "cnnlab.eval.report",
+    "compute_metrics": "cnnlab.eval.metrics",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cnnlab.eval' has no attribute {name!r}")
+
+
+__all__ = ["predict", *_LAZY]
