@@ -166,11 +166,35 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
     when ``name`` is not given (default ``<data>-<model>``; -2, -3... when taken).
     """
     from cnnlab.run import Run
+    from cnnlab.train import distributed
+
+    try:
+        run_dir, setup, trainer, resuming = _prepare(data, config, resume, callbacks, verbose, run_base,
+                                                     options)
+        verbose = verbose and trainer.is_main
+        say(describe(setup), verbose)
+        say(f"run     {run_dir}" + ("  (resumed)" if resume is not None else ""), verbose)
+        trainer.fit(setup.train_loader, setup.val_loader, epochs=setup.cfg.epochs,
+                    checkpoint=run_dir / RESUME_FILE, resume=resuming)
+        run = Run(run_dir)
+        if trainer.is_main:
+            _finish(trainer, run_dir, verbose)
+            if setup.cfg.evaluate:
+                _evaluate(run, "test" in setup.index.splits, setup.device, verbose)
+        distributed.barrier()
+        return run
+    finally:
+        distributed.shutdown()
+
+
+def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | None, options: dict[str, Any]):
+    """(run folder, setup, trainer, resuming?): a new run's folder and files, or a run to resume."""
+    from cnnlab.train import distributed
 
     if resume is not None:
         run_dir = Path(resume)
         cfg, setup = _resume_setup(run_dir, data, config, options, verbose)
-        if not (run_dir / RESUME_FILE).is_file():  # it never got going: set it up again
+        if not (run_dir / RESUME_FILE).is_file() and distributed.rank() == 0:  # it never got going
             write_run_files(run_dir, setup)
     else:
         cfg = make_config(config, data=str(data) if data is not None else None, **options)
@@ -178,28 +202,41 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
             raise CnnlabError(f"--monitor {cfg.monitor!r} is not a metric a run logs; use one of "
                               f"{', '.join(MONITORS)}")
         setup = _build(cfg, None, verbose)
-        from cnnlab.model.spec import load_spec
+        main = distributed.rank() == 0
+        run_dir = None
+        if main:  # under torchrun, the main process names the run and writes its files
+            from cnnlab.model.spec import load_spec
 
-        base = run_base or f"{Path(str(cfg.data)).stem or 'data'}-{load_spec(cfg.model).name}"
-        run_dir = new_run_dir(cfg.out, cfg.name, base)
-        _start_run_folder(run_dir, setup)
+            base = run_base or f"{Path(str(cfg.data)).stem or 'data'}-{load_spec(cfg.model).name}"
+            run_dir = new_run_dir(cfg.out, cfg.name, base)
+            _start_run_folder(run_dir, setup)
+        run_dir = Path(distributed.broadcast(str(run_dir) if main else None))
+    resuming = distributed.broadcast((run_dir / RESUME_FILE).is_file())  # as the main process sees it
     has_val = setup.val_loader is not None
+    verbose = verbose and distributed.rank() == 0
     trainer = _trainer(setup, make_callbacks(setup, run_dir, verbose, has_val) + list(callbacks))
-    say(describe(setup), verbose)
-    say(f"run     {run_dir}" + ("  (resumed)" if resume is not None else ""), verbose)
-    trainer.fit(setup.train_loader, setup.val_loader, epochs=setup.cfg.epochs,
-                checkpoint=run_dir / RESUME_FILE, resume=(run_dir / RESUME_FILE).is_file())
-    _finish(trainer, run_dir, verbose)
-    run = Run(run_dir)
-    if setup.cfg.evaluate:
-        _evaluate(run, "test" in setup.index.splits, setup.device, verbose)
-    return run
+    return run_dir, setup, trainer, resuming
 
 
 def _build(cfg: TrainConfig, index, verbose: bool):
+    """Data and model; under torchrun, one process per device, each with its shard."""
+    from cnnlab.train import distributed
     from cnnlab.train.setup import build
 
-    return build(cfg, index, verbose)
+    device = distributed.init(cfg.device)
+    if device is None:
+        return build(cfg, index, verbose)
+    cfg = cfg.model_copy(update={"device": str(device)})
+    rank, world = distributed.rank(), distributed.world_size()
+    if rank != 0:
+        distributed.barrier()  # let the main process fill the decode cache first
+    setup = build(cfg, index, verbose and rank == 0)
+    if rank == 0:
+        distributed.barrier()
+    setup.train_loader = distributed.ShardedLoader(setup.train_loader, rank, world, train=True)
+    if setup.val_loader is not None:
+        setup.val_loader = distributed.ShardedLoader(setup.val_loader, rank, world, train=False)
+    return setup
 
 
 def _trainer(setup, callbacks):

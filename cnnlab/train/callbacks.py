@@ -182,8 +182,9 @@ class TerminateOnNaN(Callback):
             f"{trainer.batch} (learning rate {lr:.3g}); {kept}; try a lower --lr")
 
     def on_batch_end(self, trainer: "Trainer") -> None:
-        if trainer.batch % self.check_every == 0 and not math.isfinite(trainer.last_loss()):
-            self._fail(trainer, "the training loss")
+        if trainer.batch % self.check_every == 0:
+            if trainer.any_rank(not math.isfinite(trainer.last_loss())):
+                self._fail(trainer, "the training loss")
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         for key in ("train_loss", "val_loss"):
@@ -238,7 +239,8 @@ class TimeLimit(Callback):
         val = sum(self.val_seconds) / len(self.val_seconds) if self.val_seconds else 0.1 * spe * per_step
         remaining = self.budget - self.elapsed() - val  # keep the last validation's time
         more = int(max(remaining, 0.0) / (per_step + val / spe))
-        trainer.max_steps = min(self.max_epochs * spe, trainer.step + more)
+        # Timings differ a little between processes (torchrun): all follow the main one.
+        trainer.max_steps = trainer.broadcast(min(self.max_epochs * spe, trainer.step + more))
         trainer.epochs = max(trainer.epoch, math.ceil(trainer.max_steps / spe))
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
@@ -382,6 +384,8 @@ class ModelCheckpoint(Callback):
         save_weights(self.dir / f"{name}.safetensors", trainer.model, meta)
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
+        if not trainer.is_main:  # only the main process writes (torchrun)
+            return
         if self.save_best:
             value = _monitored(trainer, self.best.monitor, "ModelCheckpoint")
             if self.best.better(value):
@@ -409,6 +413,8 @@ class CSVLogger(Callback):
         self.columns = columns or HISTORY_COLUMNS
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
+        if not trainer.is_main:
+            return
         rows = trainer.history + [trainer.logs]
         extra = [k for row in rows for k in row if k not in self.columns]
         columns = self.columns + list(dict.fromkeys(extra))
@@ -444,9 +450,12 @@ class TensorBoard(Callback):
         self.writer = None
 
     def on_train_begin(self, trainer: "Trainer") -> None:
-        self.writer = self.writer_cls(log_dir=str(self.log_dir), purge_step=trainer.epoch + 1)
+        if trainer.is_main:
+            self.writer = self.writer_cls(log_dir=str(self.log_dir), purge_step=trainer.epoch + 1)
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
+        if self.writer is None:
+            return
         for key, value in trainer.logs.items():
             if key != "epoch" and isinstance(value, (int, float)):
                 group = "loss" if key.endswith("loss") else "accuracy" if key.endswith("acc") else "train"
@@ -484,7 +493,7 @@ class ProgressBar(Callback):
 
     def on_epoch_begin(self, trainer: "Trainer") -> None:
         self._t0 = time.perf_counter()
-        if not self.interactive:
+        if not self.interactive or not trainer.is_main:
             return
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -499,6 +508,8 @@ class ProgressBar(Callback):
 
     def on_batch_end(self, trainer: "Trainer") -> None:
         now = time.perf_counter()
+        if not trainer.is_main:
+            return
         if self._progress is None:  # a log: a line now and then in long epochs
             if now - max(self._last, self._t0) >= self.log_every and trainer.batch < trainer.steps_per_epoch:
                 self._last = now
@@ -521,7 +532,8 @@ class ProgressBar(Callback):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        print(format_logs(trainer.logs, trainer.epochs), file=self.file, flush=True)
+        if trainer.is_main:
+            print(format_logs(trainer.logs, trainer.epochs), file=self.file, flush=True)
 
 
 def format_logs(logs: dict[str, Any], epochs: int) -> str:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.train import distributed as dist
 from cnnlab.train.callbacks import Callback
 from cnnlab.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -148,6 +149,18 @@ class Trainer:
         self._set_precision(precision)
         self._set_normalization(normalization)
 
+        # Under torchrun: a DistributedDataParallel wrapper for the training forward pass
+        # (it averages gradients over the processes); self.model stays the plain module.
+        self.rank = dist.rank()
+        self.world = torch.distributed.get_world_size() if dist.is_initialized() else 1
+        self.is_main = self.rank == 0  # only the main process writes files and prints
+        self._train_model = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._train_model = DistributedDataParallel(self.model, device_ids=ids)
+
         # What callbacks read (see cnnlab.train.callbacks).
         self.epoch = 0  # the current epoch, 1-based; the last finished one after fit()
         self.epochs = 0
@@ -206,7 +219,7 @@ class Trainer:
         x = self.prepare(images, training=True)
         y = labels.to(self.device, non_blocking=True)
         with self.autocast():
-            logits = self.model(x)
+            logits = self._train_model(x)
             loss = self.loss_fn(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -252,6 +265,18 @@ class Trainer:
             return self.max_steps
         return self.epochs * self.steps_per_epoch
 
+    def broadcast(self, value: Any) -> Any:
+        """The main process's value on every process (itself without torchrun)."""
+        return dist.broadcast(value) if self.world > 1 else value
+
+    def any_rank(self, flag: bool) -> bool:
+        """True if ``flag`` is true on any process (itself without torchrun)."""
+        if self.world == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
     def _steps_done(self) -> bool:
         return self.max_steps is not None and self.step >= self.max_steps
 
@@ -279,6 +304,10 @@ class Trainer:
                 seen += len(y)
         finally:
             self.model.train(was_training)
+        if self.world > 1:  # every process evaluated its shard: add them up
+            total = torch.tensor(float(seen), device=self.device)
+            dist.all_reduce_sum(loss_sum, correct, total)
+            seen = int(total.item())
         if seen == 0:
             return {"loss": float("nan"), "acc": float("nan")}
         return {"loss": loss_sum.item() / seen, "acc": correct.item() / seen}
@@ -289,7 +318,7 @@ class Trainer:
             getattr(cb, hook)(self)
 
     def _seed_epoch(self, epoch: int) -> None:
-        s = epoch_seed(self.seed, epoch)
+        s = epoch_seed(self.seed, epoch) + 1_000_000_007 * self.rank  # other dropout on each process
         torch.manual_seed(s)  # dropout (and CUDA's generators too)
         self.generator = torch.Generator(device=self.device).manual_seed(s)
 
@@ -355,6 +384,7 @@ class Trainer:
                     raise TrainingInterrupted(f"interrupted during epoch {self.epoch}{where}") from None
                 self.logs = self._epoch_logs(val, t_epoch)
                 self._call("on_epoch_end")
+                self.stop_training = self.broadcast(self.stop_training)
                 self.history.append(self.logs)
                 if checkpoint is not None:
                     self._save(checkpoint)
@@ -365,21 +395,33 @@ class Trainer:
         return self.history
 
     def _epoch_logs(self, val, t_epoch: float) -> dict[str, Any]:
-        loss, acc = self.running_metrics()
+        seen = self._seen
+        if self.world > 1:  # all processes' batches; batch norm statistics of the main one
+            total = torch.tensor(float(seen), device=self.device)
+            dist.all_reduce_sum(self._loss_sum, self._correct_sum, total)
+            seen = int(total.item())
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+        loss = self._loss_sum.item() / max(seen, 1)
+        acc = self._correct_sum.item() / max(seen, 1)
         logs: dict[str, Any] = {"epoch": self.epoch, "train_loss": loss, "train_acc": acc}
         if val is not None:
             v = self.evaluate(val)
             logs.update(val_loss=v["loss"], val_acc=v["acc"])
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
         logs["seconds"] = time.perf_counter() - t_epoch
-        logs["images_per_s"] = self._seen / max(self._train_seconds, 1e-9)
+        logs["images_per_s"] = seen / max(self._train_seconds, 1e-9)
         return logs
 
     # -- Ctrl-C ---------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _catch_ctrl_c(self):
-        """The first Ctrl-C stops after the current batch (and saves); a second one kills."""
-        if threading.current_thread() is not threading.main_thread():
+        """The first Ctrl-C stops after the current batch (and saves); a second one kills.
+
+        Under torchrun, Ctrl-C ends every process at once (torchrun stops them all); the
+        checkpoint of the last finished epoch is there to resume from.
+        """
+        if threading.current_thread() is not threading.main_thread() or self.world > 1:
             yield
             return
 
@@ -435,7 +477,8 @@ class Trainer:
         return out
 
     def _save(self, path: str | Path, partial: bool = False) -> None:
-        save_checkpoint(path, self.state_dict(partial))
+        if self.is_main:
+            save_checkpoint(path, self.state_dict(partial))
 
     def _restore(self, path: str | Path) -> dict[str, Any] | None:
         state = load_checkpoint(path)

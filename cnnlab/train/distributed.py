@@ -1,0 +1,128 @@
+"""Several GPUs (or CPU processes) with PyTorch's DistributedDataParallel, via torchrun.
+
+    torchrun --nproc_per_node=4 -m cnnlab train DATA --batch-size 64
+
+torchrun starts one process per device and tells each its ``RANK``, ``LOCAL_RANK`` and
+``WORLD_SIZE``. Each process then:
+
+* joins the process group (NCCL between CUDA devices, gloo on the CPU),
+* trains a replica of the model wrapped in ``DistributedDataParallel``, which averages the
+  gradients of all replicas after every backward pass, so the replicas stay identical,
+* reads its own shard of every epoch's shuffled order (``ShardedLoader``): the same order
+  on every rank (it depends on seed and epoch only), rank r taking positions r, r+N, ...
+  so together the ranks see each image once per epoch; ``--batch-size`` is per process.
+
+Metrics are summed over the ranks; every decision (early stopping, the time limit's
+plan) is made identically everywhere; only rank 0 writes files and prints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+
+def world_size() -> int:
+    """Processes torchrun started (1 without torchrun)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_initialized() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def rank() -> int:
+    return torch.distributed.get_rank() if is_initialized() else 0
+
+
+def init(device_name: str = "auto") -> torch.device | None:
+    """Join torchrun's process group; returns this process's device (None without torchrun)."""
+    if world_size() <= 1:
+        return None
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+    if use_cuda:
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if not is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return device
+
+
+def shutdown() -> None:
+    if is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_initialized():
+        torch.distributed.barrier()
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's value of ``obj``, on every rank."""
+    if not is_initialized():
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_reduce_sum(*values: torch.Tensor) -> None:
+    """Sum tensors over the ranks, in place."""
+    if is_initialized():
+        for v in values:
+            torch.distributed.all_reduce(v)
+
+
+class ShardedLoader:
+    """One rank's share of an :class:`~cnnlab.data.loader.ImageLoader`'s epochs.
+
+    ``train=True``: every rank gets the same number of batches (a few images at the end of
+    the shuffled order are left out, as DistributedSampler's ``drop_last`` does), since DDP
+    needs every rank to step together. ``train=False`` (validation): all images, unevenly.
+    """
+
+    def __init__(self, loader, rank: int, world: int, train: bool):
+        self.loader, self.rank, self.world, self.train = loader, rank, world, train
+        self.batch_size = loader.batch_size
+        self.epoch = 0
+
+    @property
+    def num_samples(self) -> int:
+        return self.loader.num_samples
+
+    @property
+    def bad_files(self):
+        return self.loader.bad_files
+
+    @property
+    def labels(self):
+        return self.loader.labels
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _positions(self) -> np.ndarray:
+        order = self.loader.order(self.epoch) if self.train else np.arange(self.loader.num_samples)
+        if self.train:
+            per_rank = len(order) // self.world
+            return order[self.rank::self.world][:per_rank]
+        return order[self.rank::self.world]
+
+    def __len__(self) -> int:
+        n = self.loader.num_samples // self.world if self.train else len(self._positions())
+        if self.train and self.loader.drop_last:
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        positions = self._positions()
+        for b in range(len(self)):
+            yield self.loader.batch(positions[b * self.batch_size:(b + 1) * self.batch_size])
