@@ -92,7 +92,7 @@ def test_train_completes_and_lists_what_it_skipped(corpus, tmp_path, capsys):
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
     code, out, err = run_cli(capsys, "train", root, "--model", tmp_path / "tiny.yaml", "--epochs", "2",
                              "--batch-size", "8", "--workers", "0", "--cache-dir", tmp_path / "cache",
-                             "--out", tmp_path / "runs", "--name", "salted", "--no-evaluate")
+                             "--out", tmp_path / "runs", "--name", "salted", "--no-evaluate", "--device", "cpu")
     assert code == 0, err
     run = tmp_path / "runs" / "salted"
     with (run / "skipped.csv").open() as f:

@@ -64,7 +64,7 @@ def ws(tmp_path_factory):
 def train_args(ws: Path, name: str, *extra: str) -> list[str]:
     return ["train", str(ws / "data"), "--model", str(ws / "tiny.yaml"), "--epochs", str(EPOCHS),
             "--batch-size", "4", "--seed", "3", "--workers", "0", "--cache-dir", str(ws / "cache"),
-            "--out", str(ws / "runs"), "--name", name, "--no-evaluate", "-q", *extra]
+            "--out", str(ws / "runs"), "--name", name, "--no-evaluate", "--device", "cpu", "-q", *extra]
 
 
 def one_thread_main(argv: list[str]) -> int:
