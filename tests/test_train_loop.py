@@ -290,3 +290,17 @@ def test_progress_bar_output(images, interactive):
     assert "epoch 2/2  train_loss" in text and "val_acc" in text and "img/s" in text
     if not interactive:  # a log gets progress lines within the epoch too
         assert "epoch 1 batch 1/6  loss" in text and "epoch ends in" in text
+
+
+def test_tensorboard_logs_every_epoch_metric(images, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from cnnlab.train.callbacks import TensorBoard
+
+    make_trainer([TensorBoard(tmp_path / "tb")]).fit(*loaders(images), epochs=2)
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"loss/train_loss", "loss/val_loss", "accuracy/train_acc", "accuracy/val_acc", "train/lr"} <= tags
+    assert [e.step for e in events.Scalars("accuracy/val_acc")] == [1, 2]
