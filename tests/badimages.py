@@ -11,7 +11,8 @@ all into a folder and returns {name: path}:
   images, grayscale among RGB, RGBA, LA, bilevel, 32-bit integer and float TIFF.
 - ``FORMATS``: one picture as JPEG, PNG, BMP, GIF, WebP and TIFF.
 - File-system trouble (``write_fs_trouble``): a file that cannot be read (permission
-  denied; see ``deny_read`` for tests that run as root) and symbolic-link loops.
+  denied; see ``deny_read`` for tests that run as root), symbolic-link loops, and a pipe
+  and a device named like images.
 
 Every writer is deterministic. ``reference()`` is the picture the ODD/FORMATS files show,
 so tests can compare decoded pixels with what was written.
@@ -327,9 +328,21 @@ def unreadable(path: str | Path) -> Path:
     return path
 
 
+def not_regular(folder: str | Path) -> dict[str, Path]:
+    """Things named like images that are no files: a named pipe (reading it waits for a
+    writer forever) and a link to /dev/zero (reading it never ends). POSIX only."""
+    import os
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.mkfifo(folder / "pipe.jpg")
+    (folder / "endless.png").symlink_to("/dev/zero")
+    return {"pipe": folder / "pipe.jpg", "device": folder / "endless.png"}
+
+
 def write_fs_trouble(folder: str | Path) -> dict[str, Path]:
-    """``unreadable`` (locked.png) and ``symlink_loops`` in folder; {name: path}."""
-    return {"unreadable": unreadable(Path(folder) / "locked.png"), **symlink_loops(folder)}
+    """``unreadable`` (locked.png), ``symlink_loops`` and ``not_regular`` in folder; {name: path}."""
+    return {"unreadable": unreadable(Path(folder) / "locked.png"), **symlink_loops(folder), **not_regular(folder)}
 
 
 def deny_read(path: str | Path, monkeypatch) -> None:

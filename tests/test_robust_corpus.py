@@ -5,8 +5,9 @@ files (truncated JPEG and PNG, zero bytes, text named .jpg, unknown bytes, PNG w
 CRC in the data and in the header, a real decompression bomb, a header claiming 10^10
 pixels) go into ``hbar/``; the ODD but valid ones (16-bit PNG and TIFF, CMYK JPEG,
 palette with transparency, animated GIF, EXIF-rotated JPEG, 1x1 and 300x1 images,
-grayscale among RGB...) into ``vbar/``; plus a file nobody may read and two symbolic-link
-loops (``hbar/again -> ..`` and ``hbar/self.jpg -> self.jpg``).
+grayscale among RGB...) into ``vbar/``; plus a file nobody may read, two symbolic-link
+loops (``hbar/again -> ..`` and ``hbar/self.jpg -> self.jpg``), a named pipe and a link to
+``/dev/zero`` named like images (reading either naively never returns).
 
 Then ``data check`` must name every bad file with its reason and none of the odd ones,
 ``train`` must finish and list what it skipped, and ``evaluate`` and ``predict`` must
@@ -49,7 +50,14 @@ def corpus(tmp_path, monkeypatch):
     bi.deny_read(trouble["unreadable"], monkeypatch)
     bad[str(trouble["unreadable"])] = "ermission denied"
     bad[str(trouble["file_loop"])] = "symbolic links"
+    bad[str(trouble["pipe"])] = "not a regular file"
+    bad["/dev/zero"] = "not a regular file"  # what hbar/endless.png links to: datasets resolve links
     return root, bad, odd
+
+
+def as_named(bad: dict[str, str], root: Path) -> dict[str, str]:
+    """The same files as `predict` names them: the link hbar/endless.png, not /dev/zero."""
+    return {(str(root / "hbar" / "endless.png") if p == "/dev/zero" else p): w for p, w in bad.items()}
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
@@ -130,7 +138,7 @@ def test_predict_reports_each_unreadable_file_and_carries_on(corpus, trained_run
     code, _, err = run_cli(capsys, "predict", trained_run, root, "--out", out_file, "--device", "cpu")
     assert code == 0
     rows = {r["path"]: r for r in json.loads(out_file.read_text())}
-    assert_reasons({p: r["error"] for p, r in rows.items() if r["error"]}, bad)
+    assert_reasons({p: r["error"] for p, r in rows.items() if r["error"]}, as_named(bad, root))
     assert all(rows[p]["label"] in ("hbar", "vbar") and rows[p]["confidence"] > 0 for p in odd)
     assert len(rows) == 2 * GOOD_PER_CLASS + len(odd) + len(bad)
     assert f"{len(bad)} of {len(rows)} files could not be read" in err

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.data.datasets import DataIndex, discover
-from cnnlab.data.decode import BadImage, load_image, open_image
+from cnnlab.data.decode import BadImage, check_regular_file, load_image, open_image
 from cnnlab.data.parallel import chunked_map, progress_bar
 
 IMBALANCE_RATIO = 2.0  # warn when the largest class has this many times the smallest's images
@@ -43,6 +43,7 @@ def inspect_file(path: str) -> FileInfo:
     """Hash, identify and fully decode one file (the decode is the only sure test)."""
     info = FileInfo(path)
     try:
+        check_regular_file(path)  # a pipe would block the hashing below forever
         with open(path, "rb") as f:
             info.digest = hashlib.file_digest(f, "blake2b").hexdigest()[:32]
         with open_image(path) as im:

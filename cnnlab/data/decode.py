@@ -90,12 +90,23 @@ def resize(im: Image.Image, size: tuple[int, int], policy: str = "stretch") -> I
     raise ValueError(f"resize policy must be one of {', '.join(RESIZE_POLICIES)}, got {policy!r}")
 
 
+def check_regular_file(path: str | Path) -> None:
+    """BadImage for an empty file, or for a pipe or device named like an image (reading
+    one would wait forever, or never end)."""
+    import stat
+
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise BadImage(path, "not a regular file (a pipe, socket or device)")
+    if st.st_size == 0:
+        raise BadImage(path, "empty file (0 bytes)")
+
+
 def open_image(path: str | Path) -> Image.Image:
     """Open a file with Pillow (header only) and check its claimed size; BadImage if unusable."""
     path = Path(path)
     try:
-        if os.path.getsize(path) == 0:
-            raise BadImage(path, "empty file (0 bytes)")
+        check_regular_file(path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": EXIF is optional
             warnings.simplefilter("error", Image.DecompressionBombWarning)

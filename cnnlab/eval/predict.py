@@ -54,9 +54,8 @@ def collect_files(paths: Iterable[str | Path]) -> list[tuple[str, str]]:
     def add_folder(folder: Path) -> None:
         for f in sorted(folder.rglob("*")):
             parts = f.relative_to(folder).parts
-            # A broken link (one pointing to itself, say) is kept so that it is reported.
-            usable = f.is_file() or (f.is_symlink() and not f.exists())
-            if usable and is_image_file(f) and not any(p.startswith(".") for p in parts):
+            # Anything named like an image but a folder: a broken link, a pipe... gets its reason.
+            if not f.is_dir() and is_image_file(f) and not any(p.startswith(".") for p in parts):
                 add(f)
 
     for raw in paths:
