@@ -56,7 +56,7 @@ def draw_map(fig, ax, values: np.ndarray, kernel: Kernel, title: str, limit: flo
     if total > 1e-9:
         cmap, vmin, vmax = "gray", 0.0, total
     else:
-        v = limit or symmetric_limit(values, 99.5)
+        v = limit or symmetric_limit(values, 99)
         cmap, vmin, vmax = "RdBu_r", -v, v
     interpolation = "nearest" if max(values.shape) <= 128 else "antialiased"
     im = ax.imshow(values, cmap=cmap, vmin=vmin, vmax=vmax, interpolation=interpolation)
@@ -126,7 +126,7 @@ def plot_kernels(image=None, kernels: str | Iterable[str | Kernel] = DEFAULT_KER
         row = 1 + pair_rows
         corr = maps[demo.name]
         conv = cross_correlate(gray, demo.flipped(), stride, padding).numpy()
-        limit = symmetric_limit(np.concatenate([corr.ravel(), conv.ravel()]), 99.5)
+        limit = symmetric_limit(np.concatenate([corr.ravel(), conv.ravel()]), 99)
         draw_kernel(fig.add_subplot(gs[row, 0]), demo, f"{demo.name}\nas written")
         draw_map(fig, fig.add_subplot(gs[row, 1]), corr, demo,
                  "cross-correlation\n(what PyTorch and Keras compute)", limit)
