@@ -69,3 +69,23 @@ def test_filter_errors_name_the_layer(trained_run):
         plot_filters(dense_only)
     with torch.no_grad():
         assert plot_filters(trained_run, view="channels").axes  # the first layer as a grid works too
+
+
+def test_grey_model_with_depthwise_and_separable_layers():
+    spec = {"input": [20, 20, 1], "layers": [
+        {"Conv2D": {"filters": 6, "kernel_size": 5, "activation": "relu"}},
+        {"DepthwiseConv2D": {"kernel_size": 3}},
+        {"SeparableConv2D": {"filters": 4, "kernel_size": 3}},
+        {"Flatten": {}},
+        {"Dense": {"units": 3, "activation": "softmax"}}]}
+    model = build_model(spec, seed=0)
+    assert list(conv_layers(model)) == ["conv2d", "depthwise_conv2d", "separable_conv2d/depthwise",
+                                        "separable_conv2d/pointwise"]
+    fig = plot_filters(model)  # one grey input channel: a grid of 5x5 kernels, not RGB patches
+    shown = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
+    assert len(shown) == 6 and shown[2].shape == (5, 5)
+    assert np.allclose(shown[2], model.layers["conv2d"].conv.weight[2, 0].detach().numpy())
+    depthwise = model.layers["separable_conv2d"][0].conv.weight
+    shown = [ax.get_images()[0].get_array() for ax in plot_filters(model, "separable_conv2d/depthwise").axes
+             if ax.get_images()]
+    assert np.allclose(shown[5], depthwise[5, 0].detach().numpy())

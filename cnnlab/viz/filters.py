@@ -87,7 +87,7 @@ def _channel_figure(name: str, w: np.ndarray, max_filters: int, max_channels: in
     lines = [f"{name}: {len(w)} filters of {kh}×{kw}×{w.shape[1]}"]
     if more:
         lines.append(f"showing the {' and the '.join(more)}")
-    lines.append(("one k×k kernel per channel" if depthwise else "rows: filters, columns: input channels")
+    lines.append(("one k×k kernel per filter" if depthwise else "rows: filters, columns: input channels")
                  + "; red > 0 > blue, one scale")
     title = fill_title(lines, width)
     fig = new_figure(width, rows * CHANNEL_TILE + 0.8 + 0.25 * title.count("\n"))

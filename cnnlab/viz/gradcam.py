@@ -156,7 +156,8 @@ def plot_gradcam(model, images, cls: str | int | None = None, layer: str | None 
         show_image(row[0], r.image, title)
         im = row[1].imshow(r.cam, cmap="jet", vmin=0, vmax=1, interpolation="bilinear")
         hide_ticks(row[1])
-        row[1].set_title(f"Grad-CAM for {r.class_name!r}")
+        empty = "\n(no positive evidence: all zero)" if not r.cam.any() else ""
+        row[1].set_title(f"Grad-CAM for {r.class_name!r}{empty}")
         colorbar(fig, im, row[1], "evidence (1 = strongest)")
         row[2].imshow(r.image, cmap="gray" if r.image.ndim == 2 else None, vmin=0, vmax=1)
         im = row[2].imshow(r.cam, cmap="jet", vmin=0, vmax=1, alpha=alpha, interpolation="bilinear")

@@ -301,6 +301,8 @@ def prepare_image(image=None, size: int | None = 256) -> np.ndarray:
 
     from cnnlab.data.decode import load_image
 
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise CnnlabError(f"size (the photo's longest side in pixels) must be 0 or more, got {size!r}")
     if image is None:
         arr = sample_image()
     elif isinstance(image, (str, Path)):
