@@ -168,6 +168,7 @@ class Trainer:
         self.step = 0  # optimiser steps in the whole run
         self.steps_per_epoch = 0
         self.max_steps: int | None = None  # set (e.g. by TimeLimit) to end mid-epoch
+        self.val_samples = 0  # images in the validation data (when it says)
         self.logs: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.stop_training = False
@@ -352,6 +353,7 @@ class Trainer:
         """
         self.epochs = epochs
         self.steps_per_epoch = len(train)
+        self.val_samples = getattr(val, "num_samples", 0) if val is not None else 0
         if self.steps_per_epoch == 0:
             raise CnnlabError("the training data gives no batches (is the training split empty?)")
         self.stop_training = False
