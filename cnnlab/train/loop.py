@@ -321,7 +321,9 @@ class Trainer:
     def _seed_epoch(self, epoch: int) -> None:
         s = epoch_seed(self.seed, epoch) + 1_000_000_007 * self.rank  # other dropout on each process
         torch.manual_seed(s)  # dropout (and CUDA's generators too)
-        self.generator = torch.Generator(device=self.device).manual_seed(s)
+        # Augmentation draws a few numbers per image: on the CPU, so a GPU never waits for
+        # them, and the same augmentations on every device.
+        self.generator = torch.Generator().manual_seed(s)
 
     def _run_epoch(self, train, skip: int = 0) -> None:
         """Train one epoch; ``skip`` batches were done before a mid-epoch interruption."""
@@ -349,7 +351,8 @@ class Trainer:
 
         ``checkpoint``: path of the resumable checkpoint, rewritten after every epoch and on
         Ctrl-C. ``resume=True`` continues from it: same model, optimiser, callbacks, epoch,
-        random state; an epoch cut short by Ctrl-C continues from its next batch.
+        random state and plan (``epochs`` is then the saved one); an epoch cut short by
+        Ctrl-C continues from its next batch.
         """
         self.epochs = epochs
         self.steps_per_epoch = len(train)
@@ -507,8 +510,8 @@ class Trainer:
         return state["partial"]
 
     def _restore_partial(self, partial: dict[str, Any]) -> int:
-        self.generator = torch.Generator(device=self.device)
-        self.generator.set_state(partial["generator"])
+        self.generator = torch.Generator()
+        self.generator.set_state(partial["generator"].cpu())
         set_rng_state(partial["rng"])
         self._loss_sum = partial["loss_sum"].to(self.device)
         self._correct_sum = partial["correct_sum"].to(self.device)
