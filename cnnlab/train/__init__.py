@@ -21,6 +21,10 @@ from cnnlab.train.callbacks import (  # noqa: F401
     TensorBoard, TerminateOnNaN, TimeLimit, TrainingDiverged)
 from cnnlab.train.loop import TensorLoader, Trainer, TrainingInterrupted  # noqa: F401
 
+__all__ = ["train", "Trainer", "TensorLoader", "Callback", "EarlyStopping", "ModelCheckpoint", "CSVLogger",
+           "LRSchedule", "ReduceLROnPlateau", "TerminateOnNaN", "TimeLimit", "ProgressBar", "TensorBoard",
+           "TrainingDiverged", "TrainingInterrupted"]
+
 
 def train(data=None, **options):
     """``cnnlab.train(DATA, model="vgg_bn", epochs=20, ...)``: see :func:`cnnlab.train.api.train`."""

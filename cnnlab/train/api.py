@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -297,11 +296,9 @@ def _finish(trainer, run_dir: Path, verbose: bool) -> None:
 
 def _evaluate(run, has_test: bool, device, verbose: bool) -> None:
     """Evaluate the best weights on the test split, then write report.html."""
-    try:
-        from cnnlab.eval.evaluate import evaluate_run
-        from cnnlab.eval.report import write_report
-    except ImportError:  # the evaluation package is optional for training
-        return
+    from cnnlab.eval.evaluate import evaluate_run
+    from cnnlab.eval.report import write_report
+
     if has_test:  # this also refreshes report.html
         result = evaluate_run(run, split="test", weights="best", device=str(device))
         say(f"test    accuracy {result['accuracy']:.4f} (best weights): {run.eval_dir('test')}", verbose)
