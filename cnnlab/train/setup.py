@@ -115,6 +115,9 @@ def choose_device(cfg: TrainConfig) -> tuple[torch.device, str, bool]:
             precision = "fp32"
     if precision == "fp16" and device.type == "cpu":
         raise CnnlabError("precision fp16 needs a GPU; on the CPU use fp32 (or bf16 on CPUs with AVX-512/AMX)")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise CnnlabError(f"precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                          "use --precision fp16 (or auto)")
     channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     return device, precision, channels_last
 
