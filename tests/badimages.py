@@ -12,7 +12,7 @@ all into a folder and returns {name: path}:
 - ``FORMATS``: one picture as JPEG, PNG, BMP, GIF, WebP and TIFF.
 - File-system trouble (``write_fs_trouble``): a file that cannot be read (permission
   denied; see ``deny_read`` for tests that run as root), symbolic-link loops, and a pipe
-  and a device named like images.
+  and a device named like images. ``odd_names``: file names that are not UTF-8.
 
 Every writer is deterministic. ``reference()`` is the picture the ODD/FORMATS files show,
 so tests can compare decoded pixels with what was written.
@@ -338,6 +338,20 @@ def not_regular(folder: str | Path) -> dict[str, Path]:
     os.mkfifo(folder / "pipe.jpg")
     (folder / "endless.png").symlink_to("/dev/zero")
     return {"pipe": folder / "pipe.jpg", "device": folder / "endless.png"}
+
+
+def odd_names(folder: str | Path) -> dict[str, Path]:
+    """Valid and broken PNGs whose names are not valid UTF-8 (``caf\\xe9.png``, as a zip made
+    on Windows gives them) or hold a newline."""
+    import os
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    latin1 = _save(Image.fromarray(reference()), folder / os.fsdecode(b"caf\xe9.png"))
+    newline = _save(Image.fromarray(reference()), folder / "two\nlines.png")
+    broken = folder / os.fsdecode(b"bro\xe9ken.png")
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    return {"latin1_name": latin1, "newline_name": newline, "latin1_name_broken": broken}
 
 
 def write_fs_trouble(folder: str | Path) -> dict[str, Path]:

@@ -99,7 +99,7 @@ def decode_all(
 
     keys = [file_key(p) for p in paths]
     folder = Path(cache_dir or default_cache_dir()) / f"{h}x{w}x{channels}-{policy}-v{CACHE_VERSION}"
-    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
+    digest = hashlib.sha256("\n".join(keys).encode("utf-8", "surrogateescape")).hexdigest()[:32]
     npy, meta = folder / f"{digest}.npy", folder / f"{digest}.json"
     found = _open(npy, meta, keys, shape)
     if found is not None:

@@ -165,7 +165,7 @@ def _data_section(run: Run, classes: list[str]) -> str:
 def _skipped(path: Path) -> str:
     if not path.is_file():
         return '<p class="empty">None recorded (no skipped.csv).</p>'
-    with path.open(newline="") as f:
+    with path.open(newline="", errors="replace") as f:  # a non-UTF-8 file name shows as �
         rows = list(csv.reader(f))
     if len(rows) <= 1:
         return '<p class="muted">No file was skipped.</p>'

@@ -53,4 +53,6 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    # surrogateescape: a file name that is not valid UTF-8 (from a Windows zip, say) is
+    # written back as the bytes it was, instead of failing.
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
