@@ -55,10 +55,13 @@ def test_plot_featuremaps_tiles_each_channel(trained_run, tmp_path):
     assert titles[0] == "input (32, 32, 3)"
     assert titles[1] == "conv2d (Conv2D)  output (32, 32, 8); first 6 of 8 channels"
     assert titles[4].startswith("max_pooling2d_1 (MaxPooling2D)  output (7, 7, 8)")
-    tiles = [ax.get_images()[0].get_array() for ax in fig.subfigs[3].axes if ax.get_images()]
-    assert len(tiles) == 6 and tiles[0].shape == (14, 14)
+    (im,) = [ax.get_images()[0] for ax in fig.subfigs[3].axes if ax.get_images()]
+    mosaic = np.ma.filled(im.get_array(), np.nan)  # 6 tiles of 14x14, 8 to a row: one row
+    gap = (mosaic.shape[1] - 6 * 14) // 5
+    assert mosaic.shape[0] == 14 and np.isnan(mosaic[:, 14:14 + gap]).all()
     maps = feature_maps(trained_run, image)
-    assert np.allclose(tiles[4], maps["conv2d_1"][4].numpy())
+    x = 4 * (14 + gap)
+    assert np.allclose(mosaic[:, x:x + 14], maps["conv2d_1"][4].numpy())
     assert "predicted" in fig._suptitle.get_text()
 
 

@@ -12,6 +12,22 @@ from cnnlab.viz._model import conv_layers
 from cnnlab.viz.filters import filter_weights, plot_filters, rgb_patches
 
 
+def shown_tiles(fig, n: int, k: int, cols: int) -> tuple[list[np.ndarray], object]:
+    """The n k x k tiles of the figure's one image, `cols` to a row, and that image.
+
+    Tiles are drawn as one mosaic with empty pixels between them; the gap is read off
+    the mosaic's size.
+    """
+    (im,) = [ax.get_images()[0] for ax in fig.axes if ax.get_images()]
+    a = np.asarray(im.get_array())
+    rows = -(-n // cols)
+    gy = (a.shape[0] - rows * k) // (rows - 1) if rows > 1 else 0
+    gx = (a.shape[1] - cols * k) // (cols - 1) if cols > 1 else 0
+    tiles = [a[(i // cols) * (k + gy):(i // cols) * (k + gy) + k, (i % cols) * (k + gx):(i % cols) * (k + gx) + k]
+             for i in range(n)]
+    return tiles, im
+
+
 def test_first_layer_filters_are_rgb_patches_of_the_weights(trained_run, tmp_path):
     model, _ = Run(trained_run).load_model()
     name, w = filter_weights(model)
@@ -20,9 +36,10 @@ def test_first_layer_filters_are_rgb_patches_of_the_weights(trained_run, tmp_pat
     fig = plot_filters(trained_run, path=out)
     with Image.open(out) as im:
         assert im.format == "PNG" and im.width > 500
-    shown = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
-    assert len(shown) == 8 and shown[0].shape == (3, 3, 3)  # 8 filters, 3x3 pixels of RGB
-    assert np.allclose(shown[5], rgb_patches(w)[5])
+    shown, im = shown_tiles(fig, 8, 3, 8)  # 8 filters, 3x3 pixels of RGB (+ alpha), one row
+    assert np.asarray(im.get_array()).shape[2] == 4
+    for i in (0, 5, 7):
+        assert np.allclose(shown[i][..., :3], rgb_patches(w)[i]) and (shown[i][..., 3] == 1).all()
     assert "8 filters of 3×3×3" in " ".join(fig._suptitle.get_text().split())
 
 
@@ -39,10 +56,9 @@ def test_deeper_layer_is_a_filters_by_channels_grid(trained_run):
     fig = plot_filters(trained_run, "conv2d_1", max_filters=5, max_channels=3)
     model, _ = Run(trained_run).load_model()
     w = model.layers["conv2d_1"].conv.weight.detach().numpy()
-    images = [ax.get_images()[0] for ax in fig.axes if ax.get_images()]
-    assert len(images) == 5 * 3
-    assert np.allclose(images[1 * 3 + 2].get_array(), w[1, 2])  # row = filter 1, column = channel 2
-    lo, hi = images[0].get_clim()
+    shown, im = shown_tiles(fig, 5 * 3, 3, 3)
+    assert np.allclose(shown[1 * 3 + 2], w[1, 2]) and np.allclose(shown[4 * 3], w[4, 0])  # row: filter
+    lo, hi = im.get_clim()
     assert lo == -hi and hi >= np.abs(w[:5, :3]).max() - 1e-6  # one symmetric scale for the layer
     title = " ".join(fig._suptitle.get_text().split())  # the title wraps to the figure's width
     assert "showing the first 5 of 8 filters and the first 3 of 8 input channels" in title
@@ -54,9 +70,9 @@ def test_composite_layers_have_summary_names():
     assert names[:4] == ["conv2d", "residual_block/conv1", "residual_block/conv2", "residual_block_1/conv1"]
     assert "residual_block_1/shortcut" in names and "residual_block/shortcut" not in names
     fig = plot_filters(model, "residual_block_1/shortcut", max_filters=4, max_channels=4)
-    shown = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
+    shown, _ = shown_tiles(fig, 16, 1, 4)
     conv = model.layers["residual_block_1"].shortcut.shortcut.conv
-    assert np.allclose(shown[0], conv.weight[0, 0].detach().numpy())  # 1x1 kernels, still one tile each
+    assert np.allclose(shown[6], conv.weight[1, 2].detach().numpy())  # 1x1 kernels, still one tile each
 
 
 def test_filter_errors_name_the_layer(trained_run):
@@ -82,10 +98,8 @@ def test_grey_model_with_depthwise_and_separable_layers():
     assert list(conv_layers(model)) == ["conv2d", "depthwise_conv2d", "separable_conv2d/depthwise",
                                         "separable_conv2d/pointwise"]
     fig = plot_filters(model)  # one grey input channel: a grid of 5x5 kernels, not RGB patches
-    shown = [ax.get_images()[0].get_array() for ax in fig.axes if ax.get_images()]
-    assert len(shown) == 6 and shown[2].shape == (5, 5)
+    shown, _ = shown_tiles(fig, 6, 5, 6)
     assert np.allclose(shown[2], model.layers["conv2d"].conv.weight[2, 0].detach().numpy())
-    depthwise = model.layers["separable_conv2d"][0].conv.weight
-    shown = [ax.get_images()[0].get_array() for ax in plot_filters(model, "separable_conv2d/depthwise").axes
-             if ax.get_images()]
+    depthwise = model.layers["separable_conv2d"][0].conv.weight  # 6 channels -> 6 kernels
+    shown, _ = shown_tiles(plot_filters(model, "separable_conv2d/depthwise"), 6, 3, 6)
     assert np.allclose(shown[5], depthwise[5, 0].detach().numpy())

@@ -75,6 +75,32 @@ def fill_title(lines: list[str], width: float, size: float = TITLE_SIZE) -> str:
     return "\n".join(textwrap.fill(line, chars) for line in lines)
 
 
+def mosaic(tiles: np.ndarray, cols: int, gap: tuple[int, int] = (1, 1)) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Lay (n, h, w) or (n, h, w, 3) tiles out in one image, `cols` to a row.
+
+    Between tiles are `gap` (rows, columns) of empty pixels: NaN for values (drawn in the
+    colour map's "bad" colour), transparent for RGB. Drawing one image instead of one
+    Axes per tile keeps large layers fast to draw. Returns the image and each tile's
+    top-left (row, column).
+    """
+    n, h, w = tiles.shape[:3]
+    rows, cols = grid_shape(n, cols)
+    gy, gx = gap
+    height, width = rows * h + (rows - 1) * gy, cols * w + (cols - 1) * gx
+    rgb = tiles.ndim == 4
+    out = np.zeros((height, width, 4)) if rgb else np.full((height, width), np.nan)
+    origins = []
+    for i in range(n):
+        y, x = (i // cols) * (h + gy), (i % cols) * (w + gx)
+        origins.append((y, x))
+        if rgb:
+            out[y:y + h, x:x + w, :3] = tiles[i]
+            out[y:y + h, x:x + w, 3] = 1.0
+        else:
+            out[y:y + h, x:x + w] = tiles[i]
+    return out, origins
+
+
 def grid_shape(n: int, cols: int) -> tuple[int, int]:
     """(rows, cols) for n tiles at most `cols` wide."""
     cols = max(1, min(cols, n))

@@ -16,10 +16,13 @@ from __future__ import annotations
 from collections import OrderedDict
 from pathlib import Path
 
+import math
+
+import matplotlib
 import numpy as np
 import torch
 
-from cnnlab.viz._figure import (TITLE_SIZE, extend_for, grid_shape, hide_ticks, image_to_display, new_figure,
+from cnnlab.viz._figure import (DPI, TITLE_SIZE, extend_for, grid_shape, image_to_display, mosaic, new_figure,
                                 save_figure, show_image)
 from cnnlab.viz._inputs import load
 from cnnlab.viz._model import pick_spatial
@@ -47,10 +50,14 @@ def feature_maps(model, image, layers: list[str] | None = None,
     return OrderedDict((name, outputs[name][0]) for name in chosen)
 
 
+def tile_gap(h: int, w: int) -> tuple[int, int]:
+    """Empty pixels between tiles: room above each tile for its channel number."""
+    return max(1, math.ceil(0.22 * h)), max(1, math.ceil(0.06 * w))
+
+
 def _draw_layer(sf, name: str, kind: str, maps: np.ndarray, keras_shape, max_channels: int) -> None:
-    c = len(maps)
+    c, h, w = maps.shape
     n = min(c, max_channels)
-    rows, cols = grid_shape(n, COLS)
     lo, hi = float(maps.min()), float(maps.max())
     if lo < 0:  # signed values (no ReLU yet): zero in the middle of a red/blue scale
         v = max(-lo, hi) or 1.0
@@ -60,17 +67,17 @@ def _draw_layer(sf, name: str, kind: str, maps: np.ndarray, keras_shape, max_cha
     shown = f"; first {n} of {c} channels" if n < c else ""
     sf.suptitle(f"{name} ({kind})  output {_keras_shape(keras_shape)}{shown}", fontsize=TITLE_SIZE,
                 fontweight="bold", x=0.02, ha="left")
-    axes = sf.subplots(rows, COLS, squeeze=False)
-    im = None
-    for i, ax in enumerate(axes.ravel()):
-        hide_ticks(ax)
-        if i >= n:
-            ax.axis("off")
-            continue
-        im = ax.imshow(maps[i], cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-        ax.set_title(f"{i}", fontsize=8, pad=2)
-    cb = sf.colorbar(im, ax=axes, shrink=0.9 if rows > 1 else 1.0, pad=0.01, aspect=12 * rows,
-                     extend=extend_for(maps[:n], vmin, vmax))
+    gy, gx = tile_gap(h, w)
+    image, origins = mosaic(maps[:n], COLS, (gy, gx))
+    ax = sf.subplots(1, 1)
+    cm = matplotlib.colormaps[cmap].with_extremes(bad="white")
+    big = image.shape[1] > COLS * TILE * DPI  # more pixels than the screen shows: smooth them
+    im = ax.imshow(image, cmap=cm, vmin=vmin, vmax=vmax, interpolation="antialiased" if big else "nearest")
+    ax.set_ylim(image.shape[0] - 0.5, -gy - 0.5)  # room above the first row for its numbers
+    for i, (y, x) in enumerate(origins):
+        ax.text(x - 0.5, y - 0.5, f"{i}", fontsize=7, ha="left", va="bottom")
+    ax.axis("off")
+    cb = sf.colorbar(im, ax=ax, shrink=0.9, pad=0.01, extend=extend_for(maps[:n], vmin, vmax))
     cb.ax.tick_params(labelsize=8)
 
 

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import math
+
+import matplotlib
 import numpy as np
 
 from cnnlab.errors import CnnlabError
-from cnnlab.viz._figure import (TITLE_SIZE, fill_title, grid_shape, hide_ticks, new_figure, save_figure,
+from cnnlab.viz._figure import (TITLE_SIZE, fill_title, grid_shape, mosaic, new_figure, save_figure,
                                symmetric_limit)
 from cnnlab.viz._inputs import load
 from cnnlab.viz._model import conv_layers, unknown
@@ -49,6 +52,18 @@ def rgb_patches(w: np.ndarray) -> np.ndarray:
     return (0.5 + w / (2 * limit[:, None, None, None])).transpose(0, 2, 3, 1)
 
 
+def _gap(k: int) -> int:
+    return max(1, math.ceil(0.3 * k))
+
+
+def _label_tiles(ax, origins, gap: int) -> None:
+    """Each tile's number just above it (the first row gets room above the image)."""
+    for i, (y, x) in enumerate(origins):
+        ax.text(x - 0.5, y - 0.5, f"{i}", fontsize=8, ha="left", va="bottom")
+    bottom = ax.get_ylim()[0]
+    ax.set_ylim(bottom, -gap - 0.5)
+
+
 def _rgb_figure(name: str, w: np.ndarray, max_filters: int):
     n = min(len(w), max_filters)
     rows, cols = grid_shape(n, 8)
@@ -59,15 +74,12 @@ def _rgb_figure(name: str, w: np.ndarray, max_filters: int):
                         "grey = 0; each filter scaled to its own largest weight"], width)
     fig = new_figure(width, rows * (RGB_TILE + 0.25) + 0.5 + 0.25 * title.count("\n"))
     fig.suptitle(title, fontsize=TITLE_SIZE)
-    patches = rgb_patches(w[:n])
-    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
-    for i, ax in enumerate(axes):
-        hide_ticks(ax)
-        if i >= n:
-            ax.axis("off")
-            continue
-        ax.imshow(patches[i], interpolation="nearest")
-        ax.set_title(f"{i}", fontsize=9, pad=2)
+    gap = _gap(max(kh, kw))
+    image, origins = mosaic(rgb_patches(w[:n]), cols, (gap, gap))
+    ax = fig.subplots(1, 1)
+    ax.imshow(image, interpolation="nearest")
+    _label_tiles(ax, origins, gap)
+    ax.axis("off")
     return fig
 
 
@@ -92,27 +104,24 @@ def _channel_figure(name: str, w: np.ndarray, max_filters: int, max_channels: in
     title = fill_title(lines, width)
     fig = new_figure(width, rows * CHANNEL_TILE + 0.8 + 0.25 * title.count("\n"))
     fig.suptitle(title, fontsize=TITLE_SIZE)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    im = None
-    for r in range(rows):
-        for col in range(cols):
-            ax = axes[r, col]
-            hide_ticks(ax)
-            f, ch = (r * cols + col, 0) if depthwise else (r, col)
-            if f >= n:
-                ax.axis("off")
-                continue
-            im = ax.imshow(shown[f, ch], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-            if depthwise:
-                ax.set_title(f"{f}", fontsize=8, pad=2)
-            else:
-                if col == 0:
-                    ax.set_ylabel(f"{f}", fontsize=8, rotation=0, ha="right", va="center")
-                if r == 0:
-                    ax.set_title(f"{ch}", fontsize=8, pad=2)
-    if not depthwise:
-        fig.supylabel("filter", fontsize=10)
-    cb = fig.colorbar(im, ax=axes, shrink=min(1.0, 4.0 / max(rows * CHANNEL_TILE, 1)), pad=0.02)
+    gap = _gap(max(kh, kw))
+    image, origins = mosaic(shown.reshape(n * c, kh, kw), cols, (gap, gap))
+    ax = fig.subplots(1, 1)
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="white")
+    im = ax.imshow(image, cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest")
+    if depthwise:
+        _label_tiles(ax, origins, gap)
+        ax.axis("off")
+    else:  # filter numbers down the side, channel numbers along the top
+        ax.set_yticks([(kh + gap) * r + (kh - 1) / 2 for r in range(rows)], [str(r) for r in range(rows)])
+        ax.set_xticks([(kw + gap) * j + (kw - 1) / 2 for j in range(cols)], [str(j) for j in range(cols)])
+        ax.tick_params(length=0, labelsize=8, top=True, labeltop=True, bottom=False, labelbottom=False)
+        ax.set_ylabel("filter")
+        ax.set_xlabel("input channel")
+        ax.xaxis.set_label_position("top")
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    cb = fig.colorbar(im, ax=ax, shrink=min(1.0, 4.0 / max(rows * CHANNEL_TILE, 1)), pad=0.02)
     cb.set_label("weight", fontsize=9)
     return fig
 
