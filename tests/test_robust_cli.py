@@ -188,7 +188,6 @@ def test_a_busy_port(ws, capsys):
 @pytest.mark.parametrize("argv, fragment", [
     (["train", "--epochs", "ten"], "invalid int value: 'ten'"),
     (["evaluate", "{root}/gone"], "no such run directory"),
-    (["predict"], "the following arguments are required: RUN, PATH"),
 ])
 def test_the_console_command(ws, argv, fragment):
     exe = Path(sys.executable).with_name("cnnlab")
