@@ -368,8 +368,15 @@ def read_only(monkeypatch):
             d.chmod(0o755)
 
 
-def test_read_only_output_folder(ws, evaluated_run, read_only, capsys):
+def test_read_only_output_folder(ws, evaluated_run, read_only, monkeypatch, capsys):
     run, image = evaluated_run
+    # An unfinished run (the disk filled at its second checkpoint) with a temporary file left.
+    unfinished = run.parent / "unfinished"
+    with monkeypatch.context() as m:
+        full_disk_after(m, "resume.safetensors", 2)
+        assert one_thread_main(train_args(ws, "u", "--epochs", "4", "--out", str(run.parent), "--name",
+                                          unfinished.name)) == 2
+    (unfinished / ".resume.safetensors.stale.tmp").write_bytes(b"half")
     capsys.readouterr()
     locked = read_only(run.parent)
     before = snapshot(locked)
@@ -379,6 +386,7 @@ def test_read_only_output_folder(ws, evaluated_run, read_only, capsys):
         (["predict", run, image, "--out", run / "new.csv", "--device", "cpu"], "new.csv: Permission denied"),
         (["explain", run, "--out", locked / "page.html"], "page.html: Permission denied"),
         (["viz", "filters", run, "--out", locked / "f.png"], "f.png: Permission denied"),
+        (["train", "--resume", unfinished, "-q"], "cannot write in"),  # said before any training
     ]
     for argv, fragment in cases:
         assert main([str(a) for a in argv]) == 2, argv

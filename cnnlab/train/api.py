@@ -132,10 +132,23 @@ def _never_started(run_dir: Path) -> bool:
 
 
 def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Temporary files of writes that a crash cut short (``.name.XXXX.tmp``): never the real files."""
-    for folder in (run_dir, run_dir / "weights"):
-        for tmp in folder.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
+    """Temporary files of writes that a crash cut short (``.name.XXXX.tmp``): never the real files.
+
+    This also checks, before any training, that the run folder can still be written to.
+    """
+    import os
+    import tempfile
+
+    try:
+        for folder in (run_dir, run_dir / "weights"):
+            for tmp in folder.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as e:
+        raise CnnlabError(f"cannot write in {run_dir} ({e.strerror or e}); copy the run to a folder "
+                          "you can write to and resume it there") from None
 
 
 def describe(setup) -> str:
@@ -270,12 +283,13 @@ def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose:
     cfg = make_config(run_dir / "config.yaml", **{k: v for k, v in options.items() if k in RESUME_OVERRIDES})
     if data is not None and Path(str(data)).resolve() != Path(str(cfg.data)).resolve():
         raise CnnlabError(f"{run_dir} was trained on {cfg.data}, not {data}")
+    if not fresh:
+        state = load_checkpoint(run_dir / RESUME_FILE)
+        if state["stopped"] or state["epoch"] >= state["epochs"]:
+            raise CnnlabError(f"{run_dir} has finished ({state['epoch']} epochs); nothing to resume")
     _remove_stale_temporaries(run_dir)
     if fresh:
         return cfg, _build(cfg, None, verbose)
-    state = load_checkpoint(run_dir / RESUME_FILE)
-    if state["stopped"] or state["epoch"] >= state["epochs"]:
-        raise CnnlabError(f"{run_dir} has finished ({state['epoch']} epochs); nothing to resume")
     index = DataIndex.from_json(json.loads((run_dir / "split.json").read_text()))
     return cfg, _build(cfg, index, verbose)
 
