@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -116,8 +118,6 @@ def test_train_completes_and_lists_what_it_skipped(corpus, tmp_path, capsys):
     skipped = {r["path"]: r["reason"] for r in read_csv(run / "skipped.csv")}
     assert_reasons(skipped, bad)
     # Said on the console too, per split: "cnnlab: skipped 4 of 9 files that cannot be read:".
-    import re
-
     assert sum(int(n) for n in re.findall(r"cnnlab: skipped (\d+) of \d+ files", err)) == len(bad)
     split = json.loads((run / "split.json").read_text())["splits"]
     used = [p for items in split.values() for p, _ in items]
@@ -128,8 +128,6 @@ def test_train_completes_and_lists_what_it_skipped(corpus, tmp_path, capsys):
 
 
 def test_evaluate_reports_each_unreadable_file_and_carries_on(corpus, trained_run, tmp_path, capsys):
-    import shutil
-
     root, bad, odd = corpus
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)

@@ -16,8 +16,8 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
-import os
 import pickle
 import shutil
 import socket
@@ -174,8 +174,6 @@ def test_a_poisoned_decode_cache_entry_is_not_unpickled(tmp_path, image_folder):
     items = [(p, 0) for p in paths]
     # Where make_loader will look: the same key it computes.
     keys = [cache.file_key(p) for p in paths]
-    import hashlib
-
     digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
     folder = tmp_path / "cache" / f"16x16x3-stretch-v{cache.CACHE_VERSION}"
     folder.mkdir(parents=True)
