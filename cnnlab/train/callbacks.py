@@ -236,9 +236,10 @@ class TimeLimit(Callback):
         per_step = self._train_t / max(self._steps, 1)
         spe = trainer.steps_per_epoch
         # Validation: as measured; until then guessed from the validation set's size, an
-        # image's forward pass costing about a quarter of its training step.
+        # image's forward pass costing a third of its training step (a fifth to a quarter
+        # measured on an idle CPU; more on a busy one).
         per_image = per_step * trainer.batch / max(trainer.running_images, 1)
-        guess = trainer.val_samples * per_image / 4 if trainer.val_samples else 0.1 * spe * per_step
+        guess = trainer.val_samples * per_image / 3 if trainer.val_samples else 0.1 * spe * per_step
         val = sum(self.val_seconds) / len(self.val_seconds) if self.val_seconds else guess
         remaining = self.budget - self.elapsed() - val  # keep the last validation's time
         more = int(max(remaining, 0.0) / (per_step + val / spe))
