@@ -304,3 +304,15 @@ def test_tensorboard_logs_every_epoch_metric(images, tmp_path):
     tags = set(events.Tags()["scalars"])
     assert {"loss/train_loss", "loss/val_loss", "accuracy/train_acc", "accuracy/val_acc", "train/lr"} <= tags
     assert [e.step for e in events.Scalars("accuracy/val_acc")] == [1, 2]
+
+
+@pytest.mark.parametrize("precision, channels_last", [("bf16", True), ("fp16", False)])
+def test_mixed_precision_and_channels_last_paths(images, precision, channels_last):
+    """The GPU recipe's code paths (autocast, fp16 gradient scaler, NHWC), run on the CPU."""
+    model = build_model(SPEC, classes=2, seed=0)
+    trainer = Trainer(model, torch.optim.AdamW(model.parameters(), 1e-2), precision=precision,
+                      channels_last=channels_last)
+    history = trainer.fit(*loaders(images), epochs=6)
+    assert (trainer.scaler is not None) == (precision == "fp16")
+    assert history[-1]["train_loss"] < history[0]["train_loss"] and history[-1]["train_acc"] >= 0.9
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
