@@ -66,12 +66,18 @@ def test_lr_find_cli_writes_plot_csv_and_suggests(tmp_path, capsys):
     assert lrs == sorted(lrs) and lrs[0] == pytest.approx(1e-7)
 
 
-def test_digits_are_written_as_an_image_folder(tmp_path):
+@pytest.fixture(scope="module")
+def demo_out(tmp_path_factory):
+    """The demo's --out folder, shared: the digits are written once for both tests."""
+    return tmp_path_factory.mktemp("demo")
+
+
+def test_digits_are_written_as_an_image_folder(demo_out):
     from sklearn.datasets import load_digits
 
     from cnnlab.train.demo import write_digits
 
-    root = write_digits(tmp_path / "digits")
+    root = write_digits(demo_out / "datasets" / "digits")
     train, test = list(root.glob("train/*/*.png")), list(root.glob("test/*/*.png"))
     assert len(train) + len(test) == 1797 and len(test) == 360
     assert sorted(p.name for p in (root / "train").iterdir()) == [str(d) for d in range(10)]
@@ -88,11 +94,11 @@ def test_digits_are_written_as_an_image_folder(tmp_path):
     assert sample.stat().st_mtime_ns == before
 
 
-def test_demo_runs_end_to_end(tmp_path, capsys, monkeypatch):
+def test_demo_runs_end_to_end(demo_out, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
-    assert main(["demo", "--out", str(tmp_path / "runs"), "--epochs", "2"]) == 0
+    assert main(["demo", "--out", str(demo_out), "--epochs", "2"]) == 0
     out = capsys.readouterr().out
-    run = tmp_path / "runs" / "demo"
+    run = demo_out / "demo"
     assert f"Everything is in {run}" in out and "cnnlab evaluate" in out
     assert yaml.safe_load((run / "config.yaml").read_text())["channels"] == 1  # grayscale found
     metrics = json.loads((run / "eval" / "test" / "metrics.json").read_text())
