@@ -16,10 +16,20 @@
 import sys
 import types
 
-from cnnlab.train.callbacks import (  # noqa: F401
-    Callback, CSVLogger, EarlyStopping, LRSchedule, ModelCheckpoint, ProgressBar, ReduceLROnPlateau,
-    TensorBoard, TerminateOnNaN, TimeLimit, TrainingDiverged)
-from cnnlab.train.loop import TensorLoader, Trainer, TrainingInterrupted  # noqa: F401
+# The names below are imported on first use (PEP 562), so that `import cnnlab.train.config`
+# -- which `cnnlab --help` does -- does not pay for importing torch.
+_LAZY = {name: "cnnlab.train.callbacks" for name in (
+    "Callback", "CSVLogger", "EarlyStopping", "LRSchedule", "ModelCheckpoint", "ProgressBar",
+    "ReduceLROnPlateau", "TensorBoard", "TerminateOnNaN", "TimeLimit", "TrainingDiverged")}
+_LAZY.update({name: "cnnlab.train.loop" for name in ("TensorLoader", "Trainer", "TrainingInterrupted")})
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'cnnlab.train' has no attribute {name!r}")
 
 __all__ = ["train", "Trainer", "TensorLoader", "Callback", "EarlyStopping", "ModelCheckpoint", "CSVLogger",
            "LRSchedule", "ReduceLROnPlateau", "TerminateOnNaN", "TimeLimit", "ProgressBar", "TensorBoard",
