@@ -49,7 +49,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="/root/data/cifar10", help="cifar10 folder with train/ and test/")
     ap.add_argument("--minutes", type=float, nargs="+", default=[10, 20], help="time budgets")
-    ap.add_argument("--model", default="resnet_small", help="a preset or model YAML")
+    ap.add_argument("--model", default="vgg_bn", help="a preset or model YAML (default: the default of cnnlab train)")
     ap.add_argument("--out", default="runs/bench", help="where the runs go")
     ap.add_argument("--batch-size", type=int, help="override the default batch size")
     ap.add_argument("--img-size", help="override the automatic image size (32 for CIFAR)")

@@ -4,7 +4,7 @@ from cnnlab.cli._common import add_subcommand
 
 EPILOG = """\
 examples:
-  cnnlab lr-find data/flowers                         resnet_small, AdamW, as `cnnlab train` would
+  cnnlab lr-find data/flowers                         vgg_bn, AdamW, as `cnnlab train` would
   cnnlab lr-find data/flowers --model vgg_bn --optimizer sgd
   cnnlab lr-find data/flowers --steps 200 --end-lr 1
 

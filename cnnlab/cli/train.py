@@ -6,13 +6,13 @@ from cnnlab.cli._common import add_subcommand
 
 EPILOG = """\
 examples:
-  cnnlab train data/flowers                       good defaults: resnet_small, AdamW, one-cycle,
+  cnnlab train data/flowers                       good defaults: vgg_bn, AdamW, one-cycle,
                                                   augmentation, early stopping, best/last weights
-  cnnlab train data/flowers --model vgg_bn --epochs 50 --img-size 96
+  cnnlab train data/flowers --model resnet_small --epochs 50 --img-size 96
   cnnlab train data/dogs-vs-cats --model my_cnn.yaml --augment "flip,rotation=15,zoom=0.1"
   cnnlab train data/leaves --config run.yaml --lr 3e-4     flags override the file
   cnnlab train data/cifar10 --time-limit 10                fit the schedule into 10 minutes
-  cnnlab train --resume runs/flowers-resnet_small          continue after Ctrl-C or a crash
+  cnnlab train --resume runs/flowers-vgg_bn                continue after Ctrl-C or a crash
   cnnlab train --resume                                    the most recent unfinished run
 
 DATA is a folder with one sub-folder per class (DATA/cat/*.jpg, DATA/dog/*.jpg), the Keras

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from cnnlab.errors import CnnlabError
 
-DEFAULT_MODEL = "resnet_small"
+DEFAULT_MODEL = "vgg_bn"  # per minute of CPU the better preset (benchmarks/RESULTS.md, Training)
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine", "onecycle", "step", "plateau")
 
