@@ -505,7 +505,7 @@ class ProgressBar(Callback):
         self._progress = Progress(
             TextColumn(f"epoch {trainer.epoch}/{trainer.epochs}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[metrics]}"), TimeRemainingColumn(),
-            console=Console(file=self.file), transient=False)
+            console=Console(file=self.file), transient=True)  # the epoch line below replaces it
         self._progress.start()
         self._task = self._progress.add_task("train", total=trainer.steps_per_epoch, metrics="",
                                              completed=trainer.batch)
