@@ -13,6 +13,7 @@ What a training run writes (the contract every command relies on):
       weights/last.safetensors  weights after the last completed epoch
       eval/<split>/             written by `cnnlab evaluate`
       report.html, curves.png   the report
+      resume.safetensors        the full training state for --resume (safetensors + JSON)
 
 ``Run(path).load_model()`` rebuilds the model from a weights file alone (no pickle), and
 ``Run.preprocessor()`` turns image files into the exact tensors the model was trained on.
