@@ -11,6 +11,17 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 @pytest.fixture
+def one_thread():
+    """Run a test on one torch thread: tiny models train fastest that way, and reproducibly."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def image_folder(tmp_path):
     """A DATA/<class>/*.png folder with two learnable classes, 12 images each, 32x32."""
     from imagegen import make_image_folder

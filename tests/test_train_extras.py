@@ -31,12 +31,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models train fastest on one thread
 
 
 def test_lr_find_analysis_on_a_known_curve():
