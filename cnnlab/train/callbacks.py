@@ -249,7 +249,10 @@ class TimeLimit(Callback):
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         self.val_seconds.append(max(trainer.logs.get("seconds", 0.0) - trainer.train_seconds, 0.0))
-        self._plan(trainer)
+        # Once the plan is reached (the schedule has annealed), the run is over: re-planning
+        # now could only stretch a schedule whose last step has already been taken.
+        if trainer.max_steps is None or trainer.step < trainer.max_steps:
+            self._plan(trainer)
         if trainer.step >= trainer.max_steps:
             trainer.stop_training = True
             trainer.stop_reason = trainer.stop_reason or (
