@@ -256,14 +256,16 @@ def test_time_limit_stops_when_the_time_is_up_even_mid_epoch(images):
 
 
 def test_time_limit_fits_the_schedule_into_the_budget(images):
-    """A budget of about three epochs: the plan lands near it and the schedule anneals to 0."""
-    probe = make_trainer()
-    probe.fit(*loaders(images), epochs=2)
-    seconds = sum(h["seconds"] for h in probe.history[1:]) * 3
-    trainer = make_trainer([TimeLimit(minutes=seconds / 60, replan_every=3), LRSchedule("cosine", 0.0)])
+    """A budget of a few epochs: the plan lands on it and the schedule anneals to 0.
+
+    A fake clock (one second per reading) keeps the test independent of the machine's load.
+    """
+    ticks = iter(range(1, 10**6))
+    clock = lambda: float(next(ticks))  # noqa: E731
+    trainer = make_trainer([TimeLimit(minutes=1.0, replan_every=3, clock=clock), LRSchedule("cosine", 0.0)])
     history = trainer.fit(*loaders(images), epochs=50)
     assert 1 <= len(history) < 50 and trainer.step == trainer.total_steps
-    assert history[-1]["lr"] < 0.05 * 3e-3  # annealed: the last step is the schedule's end
+    assert history[-1]["lr"] < 0.1 * 3e-3  # annealed: the last step is next to the schedule's end
 
 
 def test_binary_sigmoid_model_trains(images):
