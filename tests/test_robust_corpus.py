@@ -29,18 +29,9 @@ import yaml
 import badimages as bi
 from cnnlab.cli import main
 from imagegen import make_image_folder
+from tinymodels import TINY
 
 GOOD_PER_CLASS = 8
-TINY = {
-    "name": "tiny",
-    "input": [32, 32, 3],
-    "layers": [
-        {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
-        {"MaxPooling2D": {"pool_size": 4}},
-        {"Flatten": {}},
-        {"Dense": {"units": "classes", "activation": "softmax"}},
-    ],
-}
 
 
 @pytest.fixture

@@ -31,25 +31,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from cnnlab.cli import main
 from cnnlab.io.weights import load_weights
 from cnnlab.train.checkpoint import load_checkpoint
 from imagegen import make_split_folder
+from tinymodels import TINY_BN as TINY, history, same_weights as same_tensors
 
-TINY = {  # batch norm and dropout, so the random state matters
-    "name": "tiny",
-    "input": [32, 32, 3],
-    "layers": [
-        {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
-        {"BatchNormalization": {}},
-        {"MaxPooling2D": {"pool_size": 4}},
-        {"Dropout": {"rate": 0.2}},
-        {"Flatten": {}},
-        {"Dense": {"units": "classes", "activation": "softmax"}},
-    ],
-}
 EPOCHS = 10
 
 
@@ -74,20 +62,6 @@ def one_thread_main(argv: list[str]) -> int:
         return main(argv)
     finally:
         torch.set_num_threads(before)
-
-
-def tensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
-
-
-def same_tensors(a: Path, b: Path) -> bool:
-    ta, tb = tensors(a), tensors(b)
-    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
-
-
-def history(run: Path) -> list[dict[str, str]]:
-    with (run / "history.csv").open() as f:
-        return [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s")} for r in csv.DictReader(f)]
 
 
 def temporaries(folder: Path) -> list[Path]:

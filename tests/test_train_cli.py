@@ -20,25 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from cnnlab.cli import main
 from cnnlab.io.weights import read_metadata
 from cnnlab.run import Run
 from imagegen import make_split_folder
+from tinymodels import TINY_BN as TINY, history, same_weights as same_file_weights
 
-TINY = {
-    "name": "tiny",
-    "input": [32, 32, 3],
-    "layers": [
-        {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
-        {"BatchNormalization": {}},
-        {"MaxPooling2D": {"pool_size": 4}},
-        {"Dropout": {"rate": 0.2}},
-        {"Flatten": {}},
-        {"Dense": {"units": "classes", "activation": "softmax"}},
-    ],
-}
 ENV = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 
 
@@ -58,21 +46,6 @@ def args(ws: Path, name: str, *extra: str) -> list[str]:
     return ["train", str(ws / "data"), "--model", str(ws / "tiny.yaml"), "--epochs", "5",
             "--batch-size", "4", "--seed", "3", "--workers", "0", "--cache-dir", str(ws / "cache"),
             "--out", str(ws / "runs"), "--name", name, "--no-evaluate", *extra]
-
-
-def tensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
-
-
-def same_file_weights(a: Path, b: Path) -> bool:
-    ta, tb = tensors(a), tensors(b)
-    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
-
-
-def history(run: Path) -> list[dict[str, str]]:
-    with (run / "history.csv").open() as f:
-        return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_s")}
-                for row in csv.DictReader(f)]
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from PIL import Image
 
@@ -18,17 +17,7 @@ from cnnlab.run import Run
 from cnnlab.train.config import make_config
 from cnnlab.train.lr_find import analyse
 from imagegen import make_image_folder
-
-TINY = {
-    "name": "tiny",
-    "input": [32, 32, 3],
-    "layers": [
-        {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
-        {"MaxPooling2D": {"pool_size": 4}},
-        {"Flatten": {}},
-        {"Dense": {"units": "classes", "activation": "softmax"}},
-    ],
-}
+from tinymodels import TINY
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models train fastest on one thread
