@@ -21,12 +21,18 @@ examples:
   cnnlab viz kernels --stride 2 --padding same        smaller maps: ceil(n / 2) pixels
   cnnlab viz kernels --kernels sharpen,my_kernels.yaml
   cnnlab viz kernels --list                           the built-in kernels and their numbers
+  cnnlab viz kernels --interactive --out lab.html     the kernel lab: edit a kernel, see the map live
 
 Each feature map is exactly torch.nn.functional.conv2d(grey image, kernel): the kernel
 slides over the image and the products under it are summed. That is cross-correlation,
 which PyTorch, Keras and TensorFlow call convolution; mathematical convolution first
 rotates the kernel by 180°. The figure's last row shows the difference for the first
 asymmetric kernel (for sobel-x the sign flips).
+
+--interactive writes the kernel lab instead of a figure: one self-contained HTML page
+(no network) with the photo, an editable 3x3 or 5x5 kernel, presets, stride, padding,
+grey or per channel, where hovering an output pixel shows its patch x kernel arithmetic.
+In a notebook, cnnlab.viz.kernel_lab() gives the same with ipywidgets.
 
 A kernel file (YAML or JSON) holds a matrix, or names mapped to matrices:
   my-edge: [[1, 0, -1], [1, 0, -1], [1, 0, -1]]
@@ -93,7 +99,10 @@ def register(sub) -> None:
     k.add_argument("--size", type=int, default=256, metavar="PX",
                    help="resize the photo's longest side to PX pixels first (0: keep its size)")
     k.add_argument("--list", action="store_true", help="print the built-in kernels and exit")
-    k.add_argument("--out", default="kernels.png", metavar="FILE", help="figure to write")
+    k.add_argument("--interactive", action="store_true",
+                   help="write the interactive kernel lab (an HTML page) instead of a figure")
+    k.add_argument("--out", default=None, metavar="FILE",
+                   help="figure to write (default kernels.png), or with --interactive the page (default kernel-lab.html)")
     k.add_argument("--dpi", type=int, default=110, help="resolution of the figure (pixels per inch)")
     k.set_defaults(func=run_kernels)
 
@@ -178,10 +187,33 @@ def run_kernels(args) -> int:
             scale = f" × {k.scale_text()}" if k.scale_text() else ""
             print(f"{k.name:10} {[list(r) for r in k.numbers]}{scale}\n{'':10} {k.about}")
         return 0
+    if args.interactive:
+        return _write_lab(args)
+    args.out = args.out or "kernels.png"
     _check_out(args)
     fig = plot_kernels(args.image, args.kernels, stride=args.stride, padding=args.padding,
                        size=args.size or None)
     return _save(fig, args)
+
+
+def _write_lab(args) -> int:
+    from pathlib import Path
+
+    from cnnlab.errors import CnnlabError
+    from cnnlab.viz.kernellab import LAB_SIDE, write_lab
+
+    out = Path(args.out or "kernel-lab.html")
+    if out.suffix.lower() not in (".html", ".htm"):
+        raise CnnlabError(f"--out {out}: the kernel lab is a web page; name it .html")
+    if out.is_dir():
+        raise CnnlabError(f"--out {out}: is a folder; give a file name such as {out / 'kernel-lab.html'}")
+    if not out.parent.is_dir():
+        raise CnnlabError(f"--out {out}: the folder {out.parent} does not exist")
+    if args.image is not None and not Path(args.image).is_file():
+        raise CnnlabError(f"{args.image}: no such image file")
+    path = write_lab(out, args.image, args.size if args.size and args.size < LAB_SIDE else LAB_SIDE)
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB): open it in any browser, no network needed")
+    return 0
 
 
 def run_filters(args) -> int:

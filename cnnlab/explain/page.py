@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 STATIC = Path(__file__).parent / "static"
-SCRIPTS = ("util.js", "overview.js", "details.js", "playground.js", "app.js")  # in load order
+SCRIPTS = ("util.js", "overview.js", "details.js", "playground.js", "kernellab.js", "app.js")  # in load order
+STYLES = ("explainer.css", "kernellab.css")
+LAB_SCRIPTS = ("util.js", "kernellab.js")  # the standalone kernel lab page
 
 
 def _json_for_script(data: Any) -> str:
@@ -27,23 +29,36 @@ def build_page(payload: dict[str, Any], *, mode: str = "file",
     """The complete HTML text of the page for ``payload`` (see payload.explain)."""
     if mode not in ("file", "serve"):
         raise ValueError(f"mode must be 'file' or 'serve', got {mode!r}")
-    html = (STATIC / "explainer.html").read_text(encoding="utf-8")
-    css = (STATIC / "explainer.css").read_text(encoding="utf-8")
-    js = "\n".join(f"// ---- {name} ----\n" + (STATIC / name).read_text(encoding="utf-8")
-                   for name in SCRIPTS)
+    from cnnlab.viz.kernellab import lab_config
+
     config = {"mode": mode, "run": run_name, "examples": examples or [],
-              "maxUploadMB": max_upload_mb}
+              "maxUploadMB": max_upload_mb, "kernelLab": lab_config()}
     title = f"cnnlab explain: {payload['model']['name']}" + (f" ({run_name})" if run_name else "")
-    replacements = {
+    return _fill("explainer.html", STYLES, SCRIPTS, {
         "{{TITLE}}": _escape(title),
-        "/*{{CSS}}*/": css,
         "{{PAYLOAD}}": _json_for_script(payload),
         "{{CONFIG}}": _json_for_script(config),
-        "//{{JS}}": js.replace("</script", "<\\/script"),
-    }
+    })
+
+
+def build_kernel_lab_page(config: dict[str, Any]) -> str:
+    """The standalone kernel lab (``cnnlab viz kernels --interactive``); config: kernellab.lab_config()."""
+    return _fill("kernellab.html", STYLES, LAB_SCRIPTS, {
+        "{{TITLE}}": "cnnlab kernel lab",
+        "{{CONFIG}}": _json_for_script(config),
+    })
+
+
+def _fill(template: str, styles: tuple[str, ...], scripts: tuple[str, ...], values: dict[str, str]) -> str:
+    """A template of static/ with its CSS, its scripts and ``values`` put in place."""
+    html = (STATIC / template).read_text(encoding="utf-8")
+    css = "\n".join((STATIC / name).read_text(encoding="utf-8") for name in styles)
+    js = "\n".join(f"// ---- {name} ----\n" + (STATIC / name).read_text(encoding="utf-8")
+                   for name in scripts)
+    replacements = {**values, "/*{{CSS}}*/": css, "//{{JS}}": js.replace("</script", "<\\/script")}
     for key in replacements:
         if html.count(key) != 1:
-            raise RuntimeError(f"explainer.html must hold the placeholder {key} exactly once")
+            raise RuntimeError(f"{template} must hold the placeholder {key} exactly once")
     # One pass, so that text inserted (a file name, say) is never taken for a placeholder.
     pattern = "|".join(re.escape(k) for k in replacements)
     return re.sub(pattern, lambda m: replacements[m.group(0)], html)

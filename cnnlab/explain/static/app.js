@@ -62,6 +62,9 @@ CX.load = async function (payload) {
   CX.select(CX.defaultSelection(CX.sel));
   const pg = document.getElementById("playground");
   if (!pg.childElementCount) CX.renderPlayground();
+  const lab = document.getElementById("kernellab");
+  if (!lab.childElementCount) await CX.renderKernelLab(lab, CX.config.kernelLab, true);
+  await CX.klExplainerImage(payload.image.png, payload.image.name);
   document.body.dataset.ready = "1";
   document.body.dataset.loads = String(Number(document.body.dataset.loads || 0) + 1);
 };
@@ -118,7 +121,7 @@ CX.renderServeControls = function () {
 
 CX.onKey = function (ev) {
   const s = CX.sel;
-  if (!s || s.unit !== undefined || ev.target.closest("input, select, textarea")) return;
+  if (!s || s.unit !== undefined || ev.target.closest("input, select, textarea, .kernellab")) return;
   const moves = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] };
   if (!(ev.key in moves)) return;
   const [, H, W] = CX.layer(s.li).out.shape, [dy, dx] = moves[ev.key];
@@ -133,8 +136,10 @@ CX.start = async function () {
   const payload = JSON.parse(document.getElementById("cnnlab-payload").textContent);
   document.querySelectorAll("nav.tabs button").forEach((b) => b.addEventListener("click", () => {
     document.querySelectorAll("nav.tabs button").forEach((o) => o.classList.toggle("active", o === b));
-    document.getElementById("tab-network").hidden = b.dataset.tab !== "network";
-    document.getElementById("tab-playground").hidden = b.dataset.tab !== "playground";
+    for (const tab of ["network", "playground", "kernellab"]) {
+      document.getElementById(`tab-${tab}`).hidden = b.dataset.tab !== tab;
+    }
+    if (b.dataset.tab === "kernellab" && CX.KL.res) CX.klMark();  // the photo has its size only once shown
   }));
   document.getElementById("scale").addEventListener("change", (ev) => {
     CX.scaleMode = ev.target.value;

@@ -3,7 +3,7 @@
  * Everything lives on one global object, CX, filled by the files in this order:
  * util.js (decoding, numbers, colours, DOM), overview.js (the layer list and heat maps),
  * details.js (the arithmetic of one neuron), playground.js (output-size calculator),
- * app.js (start-up, uploads, examples).
+ * kernellab.js (a kernel on a photo, also a page of its own), app.js (start-up, uploads, examples).
  */
 "use strict";
 
