@@ -40,7 +40,7 @@ def one_run(data: str, model: str, minutes: float, out: str, extra: dict) -> dic
         "model": model, "minutes": minutes, "epochs": len(history),
         "train_minutes": train_seconds / 60, "wall_minutes": wall / 60,
         "images_per_s": sum(h["images_per_s"] for h in history) / len(history),
-        "best_val_acc": max(h["val_acc"] for h in history), "test_acc": metrics["accuracy"],
+        "best_val_accuracy": max(h["val_accuracy"] for h in history), "test_acc": metrics["accuracy"],
         "run": str(run.path),
     }
 
@@ -64,7 +64,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['minutes']:g} min | {r['epochs']} | {r['train_minutes']:.1f} | "
-              f"{r['wall_minutes']:.1f} | {r['images_per_s']:.0f} | {r['best_val_acc']:.4f} | "
+              f"{r['wall_minutes']:.1f} | {r['images_per_s']:.0f} | {r['best_val_accuracy']:.4f} | "
               f"{r['test_acc']:.4f} |")
 
 

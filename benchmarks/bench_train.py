@@ -29,7 +29,8 @@ from cnnlab.data.normalize import Normalization
 from cnnlab.model.build import build_model
 from cnnlab.train.callbacks import Callback, EarlyStopping, LRSchedule, ProgressBar, TerminateOnNaN
 from cnnlab.train.demo import DEMO_MODEL
-from cnnlab.train.loop import TensorLoader, Trainer
+from cnnlab.train.loop import Trainer
+from cnnlab.train.tensor_loader import TensorLoader
 
 
 class MinimalLoop:
@@ -55,7 +56,7 @@ class MinimalLoop:
 def make_cnnlab(model, x, y, batch_size, norm, extra):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     callbacks = [TerminateOnNaN(), LRSchedule("onecycle", 0.25),
-                 EarlyStopping("train_loss", patience=100, restore_best_weights=True),
+                 EarlyStopping("loss", patience=100, restore_best_weights=True),
                  ProgressBar(interactive=False, file=io.StringIO()), extra]
     trainer = Trainer(model, opt, loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=0.1),
                       normalization=norm, callbacks=callbacks)

@@ -83,7 +83,7 @@ def make_trained_run(
         "resize": "stretch",
         "normalization": norm.to_dict(),
         "epoch": epochs,
-        "metric": {"val_acc": val_acc},
+        "metric": {"val_accuracy": val_acc},
     }
     for which in ("best", "last"):
         save_weights(run / "weights" / f"{which}.safetensors", model, meta)
@@ -95,7 +95,7 @@ def make_trained_run(
     }))
     with (run / "history.csv").open("w", newline="") as f:
         wr = csv.writer(f)
-        wr.writerow(["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"])
+        wr.writerow(["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_s"])
         for e in range(1, epochs + 1):
             wr.writerow([e, 1.0 / e, min(1.0, 0.5 + e / (2 * epochs)), 1.1 / e, val_acc, 3e-3, 0.1, 240.0])
     return run

@@ -71,9 +71,9 @@ def test_two_processes_train_what_one_process_does_with_twice_the_batch(tmp_path
         assert torch.allclose(one[k], two[k], atol=1e-5), k
 
     rows = [(tmp_path / "runs" / n / "history.csv").read_text().splitlines() for n in ("one", "two")]
-    val = [[float(r.split(",")[4]) for r in rs[1:]] for rs in rows]  # val_acc, all 20 images on both
+    val = [[float(r.split(",")[4]) for r in rs[1:]] for rs in rows]  # val_accuracy, all 20 images on both
     assert val[0] == val[1]
-    loss = [[float(r.split(",")[1]) for r in rs[1:]] for rs in rows]  # train_loss over all 80 images
+    loss = [[float(r.split(",")[1]) for r in rs[1:]] for rs in rows]  # loss over all 80 images
     assert np.allclose(loss[0], loss[1], atol=1e-4)
 
 

@@ -15,7 +15,7 @@ from cnnlab.cli import main
 from cnnlab.errors import CnnlabError
 from cnnlab.run import Run
 from cnnlab.train.config import make_config
-from cnnlab.train.lr_find import analyse
+from cnnlab.train.lr_finder import analyse
 from imagegen import make_image_folder
 from tinymodels import TINY
 

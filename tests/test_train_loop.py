@@ -20,7 +20,9 @@ from cnnlab.train.callbacks import (
     Callback, CSVLogger, EarlyStopping, LRSchedule, ModelCheckpoint, ProgressBar, ReduceLROnPlateau,
     TerminateOnNaN, TimeLimit, TrainingDiverged, schedule_factor)
 from cnnlab.train.checkpoint import load_checkpoint
-from cnnlab.train.loop import Trainer, TensorLoader, TrainingInterrupted
+from cnnlab.train.interrupt import TrainingInterrupted
+from cnnlab.train.loop import Trainer
+from cnnlab.train.tensor_loader import TensorLoader
 from imagegen import draw
 
 SPEC = {
@@ -91,10 +93,10 @@ class Scripted(Callback):
 def test_model_learns_and_history_has_every_column(images):
     history = make_trainer(lr=1e-2).fit(*loaders(images), epochs=8)
     assert [h["epoch"] for h in history] == list(range(1, 9))
-    assert set(history[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr",
+    assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr",
                                "seconds", "images_per_s"}
-    assert history[-1]["val_acc"] >= 0.9
-    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert history[-1]["val_accuracy"] >= 0.9
+    assert history[-1]["loss"] < history[0]["loss"]
 
 
 def test_callback_hooks_run_in_order(images):
@@ -145,12 +147,12 @@ def test_restore_best_weights_also_when_training_runs_to_the_end(images):
 
 
 def test_early_stopping_on_a_real_metric(images):
-    """val_acc reaches its best and stays there; patience 2 ends training two epochs later."""
-    stop = EarlyStopping("val_acc", patience=2)
+    """val_accuracy reaches its best and stays there; patience 2 ends training two epochs later."""
+    stop = EarlyStopping("val_accuracy", patience=2)
     history = make_trainer([stop], lr=1e-2).fit(*loaders(images), epochs=40)
     assert len(history) < 40
     assert len(history) == stop.best.epoch + 2
-    assert max(h["val_acc"] for h in history) == stop.best.value >= 0.9
+    assert max(h["val_accuracy"] for h in history) == stop.best.value >= 0.9
 
 
 def test_nan_stops_cleanly_and_keeps_the_last_good_checkpoints(images, tmp_path):
@@ -252,7 +254,7 @@ def test_time_limit_stops_when_the_time_is_up_even_mid_epoch(images):
     trainer = make_trainer([TimeLimit(minutes=1e-9, first_plan=2), LRSchedule("cosine", 0.0)])
     history = trainer.fit(*loaders(images), epochs=50)
     assert trainer.step == 2 and trainer.total_steps == 2 and len(history) == 1  # a short epoch
-    assert history[0]["val_acc"] >= 0  # validated all the same
+    assert history[0]["val_accuracy"] >= 0  # validated all the same
 
 
 def test_time_limit_fits_the_schedule_into_the_budget(images):
@@ -273,7 +275,7 @@ def test_binary_sigmoid_model_trains(images):
     model = build_model(spec, seed=0)
     trainer = Trainer(model, torch.optim.Adam(model.parameters(), 3e-3))
     history = trainer.fit(*loaders(images), epochs=10)
-    assert history[-1]["val_acc"] >= 0.9 and math.isfinite(history[-1]["val_loss"])
+    assert history[-1]["val_accuracy"] >= 0.9 and math.isfinite(history[-1]["val_loss"])
 
 
 @pytest.mark.parametrize("interactive", [False, True])
@@ -283,7 +285,7 @@ def test_progress_bar_output(images, interactive):
     out = io.StringIO()
     make_trainer([ProgressBar(interactive=interactive, log_every=0, file=out)]).fit(*loaders(images), epochs=2)
     text = out.getvalue()
-    assert "epoch 2/2  train_loss" in text and "val_acc" in text and "img/s" in text
+    assert "epoch 2/2  loss" in text and "val_accuracy" in text and "img/s" in text
     if not interactive:  # a log gets progress lines within the epoch too
         assert "epoch 1 batch 1/6  loss" in text and "epoch ends in" in text
 
@@ -298,8 +300,8 @@ def test_tensorboard_logs_every_epoch_metric(images, tmp_path):
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     tags = set(events.Tags()["scalars"])
-    assert {"loss/train_loss", "loss/val_loss", "accuracy/train_acc", "accuracy/val_acc", "train/lr"} <= tags
-    assert [e.step for e in events.Scalars("accuracy/val_acc")] == [1, 2]
+    assert {"loss/loss", "loss/val_loss", "accuracy/accuracy", "accuracy/val_accuracy", "train/lr"} <= tags
+    assert [e.step for e in events.Scalars("accuracy/val_accuracy")] == [1, 2]
 
 
 @pytest.mark.parametrize("precision, channels_last", [("bf16", True), ("fp16", False)])
@@ -309,6 +311,6 @@ def test_mixed_precision_and_channels_last_paths(images, precision, channels_las
     trainer = Trainer(model, torch.optim.AdamW(model.parameters(), 1e-2), precision=precision,
                       channels_last=channels_last)
     history = trainer.fit(*loaders(images), epochs=6)
-    assert (trainer.scaler is not None) == (precision == "fp16")
-    assert history[-1]["train_loss"] < history[0]["train_loss"] and history[-1]["train_acc"] >= 0.9
+    assert trainer.scaler.is_enabled() == (precision == "fp16")
+    assert history[-1]["loss"] < history[0]["loss"] and history[-1]["accuracy"] >= 0.9
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32

@@ -35,7 +35,7 @@ def run(args) -> int:
     import sys
 
     from cnnlab.train.demo import demo
-    from cnnlab.train.loop import TrainingInterrupted
+    from cnnlab.train.interrupt import TrainingInterrupted
 
     try:
         run = demo(args.out, verbose=not args.quiet, epochs=args.epochs, model=args.model,

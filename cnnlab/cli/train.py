@@ -1,6 +1,7 @@
 """`cnnlab train`: train a CNN from scratch on a folder of labelled images."""
 
 import argparse
+from typing import Any
 
 from cnnlab.cli._common import add_subcommand
 
@@ -26,11 +27,83 @@ report.html. Ctrl-C stops after the current batch and saves; --resume continues 
 Multi-GPU: torchrun --nproc_per_node=4 -m cnnlab train DATA (PyTorch DDP)."""
 
 
-def _default(field: str) -> str:
+# The flags of TrainConfig's fields, by --help group, in the order shown: (field, flags, metavar).
+# Everything else -- help, default, type, choices -- comes from the field (its description) and
+# from the registries of optimisers, schedules and losses. A new TrainConfig field is a flag
+# once it is listed here.
+FLAGS = {
+    "model and training": [
+        ("model", ("-m", "--model"), "MODEL"), ("epochs", (), "N"), ("batch_size", ("--batch-size", "-b"), "N"),
+        ("img_size", (), "HxW"), ("optimizer", (), None), ("lr", (), "LR"), ("weight_decay", (), "WD"),
+        ("momentum", (), "M"), ("loss", (), None), ("label_smoothing", (), "EPS"), ("scheduler", (), None),
+        ("warmup", (), "FRACTION"), ("step_size", (), "N"), ("gamma", (), "F"), ("augment", (), "SPEC"),
+        ("patience", (), "N"), ("monitor", (), "METRIC"), ("time_limit", (), "MIN"), ("seed", (), "N")],
+    "data": [
+        ("val_split", (), "F"), ("label_regex", (), "REGEX"), ("channels", (), None), ("resize", (), None),
+        ("normalize", (), None), ("balanced", (), None), ("class_weights", (), None), ("workers", (), "N"),
+        ("cache_dir", (), "DIR")],
+    "device and output": [
+        ("device", (), "DEV"), ("precision", (), None), ("channels_last", (), None), ("out", (), "DIR"),
+        ("name", (), "NAME"), ("tensorboard", (), None), ("evaluate", ("--no-evaluate",), None)],
+}
+
+
+def _registry_help(field: str, description: str) -> tuple[str, tuple[str, ...] | None]:
+    """Help and choices of a field a registry names, or of one whose auto value a registry decides."""
+    from cnnlab.train.config import _registry
+
+    if field in ("optimizer", "scheduler", "loss"):
+        reg = _registry(field)
+        return f"{description} ({'; '.join(f'{e.name}: {e.help}' for e in reg)})", reg.names()
+    per = {"lr": ("optimizer", "lr"), "weight_decay": ("optimizer", "weight_decay"), "warmup": ("scheduler", "warmup")}
+    if field in per:
+        which, key = per[field]
+        values = [f"{e.defaults[key]:g} {e.name}" for e in _registry(which) if key in e.defaults]
+        return description.replace(f"per {'optimiser' if which == 'optimizer' else 'schedule'}",
+                                   ", ".join(values) + ("" if which == "optimizer" else ", 0 otherwise")), None
+    return description, None
+
+
+def add_config_flags(parser, fields: list[tuple[str, tuple[str, ...], str | None]], shown_defaults: bool = True) -> None:
+    """argparse options for TrainConfig ``fields``: flags not given are left out of the namespace."""
+    import typing
+
     from cnnlab.train.config import TrainConfig
 
-    value = TrainConfig.model_fields[field].default
-    return "auto" if value is None else str(value)
+    S = argparse.SUPPRESS  # options not given are left to the config file / defaults
+    for field, names, metavar in fields:
+        info = TrainConfig.model_fields[field]
+        help, choices = _registry_help(field, info.description or "")
+        names = names or ("--" + field.replace("_", "-"),)
+        ann = info.annotation
+        args = [ann] if typing.get_origin(ann) is typing.Literal else \
+            [a for a in typing.get_args(ann) if a is not type(None)] or [ann]
+        if bool in args:
+            if info.default is None:  # on, off, or auto
+                parser.add_argument(*names, dest=field, action=argparse.BooleanOptionalAction, default=S,
+                                    help=f"{help} (default: auto)")
+            elif info.default:  # --no-X
+                parser.add_argument(*names, dest=field, action="store_const", const=False, default=S,
+                                    help=f"do not {help[0].lower()}{help[1:]}")
+            else:
+                parser.add_argument(*names, dest=field, action="store_const", const=True, default=S, help=help)
+            continue
+        kw: dict[str, Any] = {}
+        literal = next((a for a in args if typing.get_origin(a) is typing.Literal), None)
+        if literal is not None:
+            choices = typing.get_args(literal)
+            kw["type"] = type(choices[0])
+        elif len(args) == 1 and args[0] in (int, float):  # 64x48 and the like: the config parses them
+            kw["type"] = args[0]
+        if choices:
+            kw["choices"] = list(choices)
+        elif metavar:
+            kw["metavar"] = metavar
+        if shown_defaults:
+            default = info.default
+            shown = ("auto" if "auto" in help else "none") if default is None else default
+            help = f"{help} (default: {shown})"
+        parser.add_argument(*names, dest=field, default=S, help=help, **kw)
 
 
 def register(sub) -> None:
@@ -40,88 +113,29 @@ def register(sub) -> None:
         "learning-rate schedules -> evaluation on the test split -> report. Every option can also "
         "be given in a YAML file (--config) under the same name with underscores (batch_size: 32).",
         EPILOG)
-    S = argparse.SUPPRESS  # options not given are left to the config file / defaults
+    from cnnlab.train.config import TrainConfig
 
-    def opt(group, *names, field, help, shown=None, **kw):
-        shown = shown or _default(field)
-        group.add_argument(*names, dest=field, default=S, help=f"{help} (default: {shown})", **kw)
-
-    def flag(group, name, field, help, value=True):
-        group.add_argument(name, dest=field, action="store_const", const=value, default=S, help=help)
-
-    p.add_argument("data", metavar="DATA", nargs="?", default=S,
-                   help="folder of class sub-folders, DATA/{train,val,test}/..., or a CSV file")
+    S = argparse.SUPPRESS
+    p.add_argument("data", metavar="DATA", nargs="?", default=S, help=TrainConfig.model_fields["data"].description)
     p.add_argument("--config", metavar="YAML", default=S, help="a YAML file of options (flags override it)")
-    g = p.add_argument_group("model and training")
-    opt(g, "-m", "--model", field="model", metavar="MODEL", help="a preset (see `cnnlab models`) or a model YAML file")
-    opt(g, "--epochs", field="epochs", type=int, metavar="N", help="maximum number of epochs")
-    opt(g, "--batch-size", "-b", field="batch_size", type=int, metavar="N", help="images per step")
-    opt(g, "--img-size", field="img_size", metavar="HxW",
-        help="resize images to this (64 or 64x48); auto: the model's, or the images' own when smaller")
-    opt(g, "--optimizer", field="optimizer", choices=["adam", "adamw", "sgd"], help="optimiser")
-    opt(g, "--lr", field="lr", type=float, metavar="LR",
-        help="peak learning rate; auto: 2e-3 adamw, 1e-3 adam, 0.05 sgd (see `cnnlab lr-find`)")
-    opt(g, "--weight-decay", field="weight_decay", type=float, metavar="WD",
-        help="weight decay; auto: 0.05 adamw, 0 adam, 5e-4 sgd")
-    opt(g, "--label-smoothing", field="label_smoothing", type=float, metavar="EPS", help="label smoothing")
-    opt(g, "--scheduler", field="scheduler", choices=["none", "cosine", "onecycle", "step", "plateau"],
-        help="learning-rate schedule")
-    opt(g, "--warmup", field="warmup", type=float, metavar="FRACTION",
-        help="fraction of training warming up the learning rate; auto: 0.25 onecycle, 0.05 cosine")
-    opt(g, "--augment", field="augment", metavar="SPEC",
-        help="none, light, standard, strong, or options like 'flip,rotation=15,zoom=0.1'")
-    opt(g, "--patience", field="patience", type=int, metavar="N",
-        help="stop after N epochs without improvement (0: never); the best weights are restored")
-    opt(g, "--monitor", field="monitor", metavar="METRIC", help="val_acc, val_loss, ...: picks the best weights")
-    opt(g, "--time-limit", field="time_limit", type=float, metavar="MIN",
-        help="train for this many minutes; the schedule is fitted to the time", shown="none")
-    opt(g, "--seed", field="seed", type=int, metavar="N", help="random seed (same seed, same run on the CPU)")
-    g = p.add_argument_group("data")
-    opt(g, "--val-split", field="val_split", type=float, metavar="F", help="fraction held out for validation")
-    opt(g, "--label-regex", field="label_regex", metavar="REGEX", help="take class names from file names", shown="none")
-    opt(g, "--channels", field="channels", type=int, choices=[1, 3], help="1 grayscale, 3 RGB; auto: from the images")
-    opt(g, "--resize", field="resize", choices=["stretch", "crop", "letterbox"], help="how images are resized")
-    opt(g, "--normalize", field="normalize", choices=["measured", "rescale"],
-        help="measured: the training images' mean/std; rescale: x/255 as in Keras")
-    flag(g, "--balanced", "balanced", "sample every class equally often")
-    flag(g, "--class-weights", "class_weights", "weigh the loss by inverse class frequency")
-    opt(g, "--workers", field="workers", type=int, metavar="N", help="processes decoding the images (once); auto: all cores")
-    opt(g, "--cache-dir", field="cache_dir", metavar="DIR", help="decoded-image cache; auto: ~/.cache/cnnlab")
-    g = p.add_argument_group("device and output")
-    opt(g, "--device", field="device", metavar="DEV", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
-    opt(g, "--precision", field="precision", choices=["auto", "fp32", "bf16", "fp16"],
-        help="auto: bf16 on GPUs that support it, else fp16 on GPUs, fp32 on the CPU")
-    opt(g, "--out", field="out", metavar="DIR", help="folder of runs")
-    opt(g, "--name", field="name", metavar="NAME", help="run name; auto: <data>-<model>, -2, -3... if taken")
-    g.add_argument("--resume", nargs="?", const=True, default=S, metavar="RUN",
-                   help="continue RUN (or --out/--name, or the most recent unfinished run) from its checkpoint")
-    flag(g, "--tensorboard", "tensorboard", "also log to RUN/tensorboard (needs the tensorboard package)")
-    flag(g, "--no-evaluate", "evaluate", "skip the test-split evaluation and the report at the end", False)
-    g.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+    for title, fields in FLAGS.items():
+        g = p.add_argument_group(title)
+        add_config_flags(g, fields)
+        if title == "device and output":
+            g.add_argument("--resume", nargs="?", const=True, default=S, metavar="RUN",
+                           help="continue RUN (or --out/--name, or the most recent unfinished run) from its "
+                                "checkpoint; options given with it must equal the run's")
+            g.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     p.set_defaults(func=run)
-
-
-def latest_unfinished(out: str):
-    """The run under ``out`` whose checkpoint was written last and is not finished."""
-    from pathlib import Path
-
-    from cnnlab.errors import CnnlabError
-    from cnnlab.train.checkpoint import load_checkpoint
-
-    candidates = sorted(Path(out).glob("*/resume.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in candidates:
-        state = load_checkpoint(path)
-        if not state["stopped"] and state["epoch"] < state["epochs"]:
-            return path.parent
-    raise CnnlabError(f"{out}: no unfinished run to resume (name one: --resume runs/NAME)")
 
 
 def run(args) -> int:
     import sys
     from pathlib import Path
 
+    from cnnlab.run import latest_unfinished
     from cnnlab.train.api import train
-    from cnnlab.train.loop import TrainingInterrupted
+    from cnnlab.train.interrupt import TrainingInterrupted
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "resume", "config", "data")}
     data = getattr(args, "data", None)

@@ -37,10 +37,25 @@ def as_size(size: int | Sequence[int]) -> tuple[int, int]:
     return (h, w)
 
 
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """A torch generator seeded from (seed, epoch) alone."""
-    state = np.random.SeedSequence([int(seed), int(epoch)]).generate_state(2, np.uint32)
-    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+SHUFFLE, TRAINING = 0, 1  # the random streams of an epoch: the loader's order; dropout and augmentation
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = SHUFFLE) -> int:
+    """A 64-bit seed from (seed, epoch, process rank, stream) alone: the one formula for all of them.
+
+    numpy's SeedSequence mixes the four numbers so that neighbouring epochs or ranks give
+    unrelated streams. (Rank 0's shuffle is SeedSequence([seed, epoch]), as it always was.)
+    """
+    entropy = [int(seed), int(epoch), int(rank), int(stream)]
+    while len(entropy) > 2 and entropy[-1] == 0:
+        entropy.pop()
+    state = np.random.SeedSequence(entropy).generate_state(2, np.uint32)
+    return int(state[0]) << 32 | int(state[1])
+
+
+def epoch_generator(seed: int, epoch: int, rank: int = 0, stream: int = SHUFFLE) -> torch.Generator:
+    """A CPU torch generator seeded by :func:`epoch_seed`."""
+    return torch.Generator().manual_seed(epoch_seed(seed, epoch, rank, stream))
 
 
 class ImageLoader:

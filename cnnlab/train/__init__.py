@@ -1,16 +1,28 @@
 """Training: the config, a small loop, callbacks, resumable checkpoints, the whole run.
 
 ==================  ===================================================================
-``api.train``       DATA + options -> a finished run folder (what ``cnnlab train`` does)
+``api``             ``train(DATA, **options)`` -> a finished run folder (``cnnlab train``);
+                    ``lr_find(DATA, **options)`` -> the range test's result (``cnnlab lr-find``)
 ``config``          TrainConfig: every option, from YAML, flags or keyword arguments
-``setup``           config -> data loaders, model, device, precision (the automatic choices)
+``setup``           config -> data loaders, model, device, precision (the automatic choices),
+                    and from them the optimiser, the loss and the Trainer (``setup.trainer()``)
+``optimizers``      the registry of ``--optimizer`` names (add yours there)
+``schedules``       the registry of ``--scheduler`` names and their learning-rate factors
+``losses``          the registry of ``--loss`` names
+``registry``        the Registry class the three use
 ``loop.Trainer``    the loop itself: ``Trainer(model, optimizer, callbacks=...).fit(train, val)``
 ``callbacks``       EarlyStopping, ModelCheckpoint, CSVLogger, LRSchedule, ReduceLROnPlateau,
                     TerminateOnNaN, TimeLimit, ProgressBar, TensorBoard; write your own
-``checkpoint``      the full training state in safetensors + JSON (no pickle), for --resume
-``lr_find``         the learning-rate range test (``cnnlab lr-find``)
+``resume``          what the resumable checkpoint holds and how a Trainer gets it back
+``checkpoint``      that state in safetensors + JSON (no pickle), for --resume
+``interrupt``       Ctrl-C: stop after the current batch, save, TrainingInterrupted
+``distributed``     torchrun: process group, sharded loaders, sums over processes
+``tensor_loader``   TensorLoader: batches from tensors in memory (Keras' ``fit(x, y)``)
+``lr_finder``       the learning-rate range test itself, its analysis and plot
 ``demo``            scikit-learn's digits as an image folder, trained end to end
 ==================  ===================================================================
+
+The run folder's life (new name, files before epoch 1, resume checks) is in :mod:`cnnlab.run`.
 """
 
 import sys
@@ -21,7 +33,8 @@ import types
 _LAZY = {name: "cnnlab.train.callbacks" for name in (
     "Callback", "CSVLogger", "EarlyStopping", "LRSchedule", "ModelCheckpoint", "ProgressBar",
     "ReduceLROnPlateau", "TensorBoard", "TerminateOnNaN", "TimeLimit", "TrainingDiverged")}
-_LAZY.update({name: "cnnlab.train.loop" for name in ("TensorLoader", "Trainer", "TrainingInterrupted")})
+_LAZY.update({"Trainer": "cnnlab.train.loop", "TensorLoader": "cnnlab.train.tensor_loader",
+              "TrainingInterrupted": "cnnlab.train.interrupt", "lr_find": "cnnlab.train.api"})
 
 
 def __getattr__(name: str):
@@ -31,7 +44,7 @@ def __getattr__(name: str):
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'cnnlab.train' has no attribute {name!r}")
 
-__all__ = ["train", "Trainer", "TensorLoader", "Callback", "EarlyStopping", "ModelCheckpoint", "CSVLogger",
+__all__ = ["train", "lr_find", "Trainer", "TensorLoader", "Callback", "EarlyStopping", "ModelCheckpoint", "CSVLogger",
            "LRSchedule", "ReduceLROnPlateau", "TerminateOnNaN", "TimeLimit", "ProgressBar", "TensorBoard",
            "TrainingDiverged", "TrainingInterrupted"]
 

@@ -2,7 +2,7 @@
 
     import cnnlab
     run = cnnlab.train("data/leaves", model="vgg_bn", epochs=20)
-    run.history()[-1]["val_acc"]
+    run.history()[-1]["val_accuracy"]
     model, meta = run.load_model("best")
 
     run = cnnlab.train(resume="runs/leaves-vgg_bn")     # after a crash or Ctrl-C
@@ -16,52 +16,24 @@ the best weights on it (``eval/test/``) and writes ``report.html``.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from cnnlab.errors import CnnlabError
-from cnnlab.io.fs import atomic_write_text
+from cnnlab.run import (RESUME_FILE, check_resumable, check_unfinished, new_run_dir, remove_stale_temporaries, start_run_folder,
+                        write_run_files)
 from cnnlab.train import callbacks as cb
-from cnnlab.train.config import TrainConfig, make_config
+from cnnlab.train.config import MONITORS, TrainConfig, make_config
 
-RESUME_FILE = "resume.safetensors"
 # What may change when resuming: where it runs, not what it computes.
 RESUME_OVERRIDES = ("device", "workers", "cache_dir", "evaluate", "tensorboard")
-MONITORS = ("val_acc", "val_loss", "train_acc", "train_loss")
+# Options decided from the data when left at None/auto: a resumed run keeps what was decided.
+AUTO = {"precision": "auto"}
 
 
 def say(msg: str, verbose: bool) -> None:
     if verbose:
         print(msg, flush=True)
-
-
-def new_run_dir(out: str | Path, name: str | None, base: str) -> Path:
-    """out/name (which must be new), or out/base, out/base-2, out/base-3... (the first free)."""
-    out = Path(out)
-    if name:
-        path = out / name
-        if path.exists() and not _abandoned(path):
-            raise CnnlabError(f"{path} already exists; continue it with --resume {path}, or pick another --name")
-        return path
-    path, i = out / base, 1
-    while path.exists():
-        i += 1
-        path = out / f"{base}-{i}"
-    return path
-
-
-def _abandoned(path: Path) -> bool:
-    """A run folder killed before it wrote config.yaml: an empty weights/ and temporary files."""
-    if not (path / "weights").is_dir():
-        return False
-    for p in path.iterdir():
-        empty_weights = p.name == "weights" and p.is_dir() and not any(p.iterdir())
-        if not (empty_weights or (p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp"))):
-            return False
-    return True
 
 
 def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[cb.Callback]:
@@ -71,17 +43,15 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
     then early stopping, the checkpoints and the logs.
     """
     cfg, hp = setup.cfg, setup.hparams
+    from cnnlab.train.schedules import SCHEDULES
+
     monitor = cfg.monitor
-    if not has_val and monitor.startswith("val_"):
-        monitor = "train_" + monitor[4:]
+    if not has_val and monitor.startswith("val_"):  # no validation data: val_accuracy -> accuracy
+        monitor = monitor[4:]
     callbacks: list[cb.Callback] = [cb.TerminateOnNaN()]
     if cfg.time_limit:
         callbacks.append(cb.TimeLimit(cfg.time_limit))
-    if cfg.scheduler in ("cosine", "onecycle", "step"):
-        callbacks.append(cb.LRSchedule(cfg.scheduler, hp["warmup"], hp["step_size"], cfg.gamma))
-    elif cfg.scheduler == "plateau":
-        callbacks.append(cb.ReduceLROnPlateau("val_loss" if has_val else "train_loss", factor=cfg.gamma,
-                                              patience=max(2, cfg.patience // 3)))
+    callbacks += SCHEDULES[cfg.scheduler].build(cfg, hp, has_val)
     if cfg.patience > 0:
         callbacks.append(cb.EarlyStopping(monitor, patience=cfg.patience, restore_best_weights=True))
     callbacks.append(cb.ModelCheckpoint(run_dir / "weights", monitor=monitor, meta=setup.meta()))
@@ -91,64 +61,6 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
     if verbose:
         callbacks.append(cb.ProgressBar())
     return callbacks
-
-
-def write_run_files(run_dir: Path, setup) -> None:
-    """config.yaml, model.yaml, classes.json, split.json, skipped.csv: all before epoch 1."""
-    try:
-        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # --out is a file, a read-only folder...
-        raise CnnlabError(f"cannot create the run folder {run_dir}: {e.strerror or e}") from None
-    atomic_write_text(run_dir / "config.yaml", setup.resolved_config().to_yaml())
-    atomic_write_text(run_dir / "model.yaml", setup.spec.to_yaml())
-    atomic_write_text(run_dir / "classes.json", json.dumps(list(setup.index.classes), indent=1) + "\n")
-    atomic_write_text(run_dir / "split.json", json.dumps(setup.index.to_json()) + "\n")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["split", "path", "reason"])
-    w.writerows(setup.bad_files)
-    atomic_write_text(run_dir / "skipped.csv", buf.getvalue())
-
-
-def _start_run_folder(run_dir: Path, setup) -> None:
-    """write_run_files into a new folder; if that fails (a full disk...), no half-made run is left."""
-    import shutil
-
-    existed = run_dir.exists()
-    if existed:  # abandoned (see new_run_dir): clear its temporary files
-        _remove_stale_temporaries(run_dir)
-    try:
-        write_run_files(run_dir, setup)
-    except BaseException:
-        if not existed:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-
-
-def _never_started(run_dir: Path) -> bool:
-    """A run killed before its first checkpoint: its files are written, no epoch ever began."""
-    return (not (run_dir / RESUME_FILE).exists() and not (run_dir / "history.csv").exists()
-            and not any((run_dir / "weights").glob("*.safetensors")))
-
-
-def _remove_stale_temporaries(run_dir: Path) -> None:
-    """Temporary files of writes that a crash cut short (``.name.XXXX.tmp``): never the real files.
-
-    This also checks, before any training, that the run folder can still be written to.
-    """
-    import os
-    import tempfile
-
-    try:
-        for folder in (run_dir, run_dir / "weights"):
-            for tmp in folder.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as e:
-        raise CnnlabError(f"cannot write in {run_dir} ({e.strerror or e}); copy the run to a folder "
-                          "you can write to and resume it there") from None
 
 
 def describe(setup) -> str:
@@ -202,6 +114,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
 def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | None, options: dict[str, Any]):
     """(run folder, setup, trainer, resuming?): a new run's folder and files, or a run to resume."""
     from cnnlab.train import distributed
+    from cnnlab.train.setup import build
 
     if resume is not None:
         run_dir = Path(resume)
@@ -213,7 +126,7 @@ def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | Non
         if not callbacks and cfg.monitor not in MONITORS:  # custom callbacks may log other metrics
             raise CnnlabError(f"--monitor {cfg.monitor!r} is not a metric a run logs; use one of "
                               f"{', '.join(MONITORS)}")
-        setup = _build(cfg, None, verbose)
+        setup = build(cfg, None, verbose)
         main = distributed.rank() == 0
         run_dir = None
         if main:  # under torchrun, the main process names the run and writes its files
@@ -221,77 +134,60 @@ def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | Non
 
             base = run_base or f"{Path(str(cfg.data)).stem or 'data'}-{load_spec(cfg.model).name}"
             run_dir = new_run_dir(cfg.out, cfg.name, base)
-            _start_run_folder(run_dir, setup)
+            start_run_folder(run_dir, setup)
         run_dir = Path(distributed.broadcast(str(run_dir) if main else None))
     resuming = distributed.broadcast((run_dir / RESUME_FILE).is_file())  # as the main process sees it
     has_val = setup.val_loader is not None
     verbose = verbose and distributed.rank() == 0
-    trainer = _trainer(setup, make_callbacks(setup, run_dir, verbose, has_val) + list(callbacks))
+    trainer = setup.trainer(make_callbacks(setup, run_dir, verbose, has_val) + list(callbacks))
     return run_dir, setup, trainer, resuming
-
-
-def _build(cfg: TrainConfig, index, verbose: bool):
-    """Data and model; under torchrun, one process per device, each with its shard."""
-    from cnnlab.train import distributed
-    from cnnlab.train.setup import build
-
-    device = distributed.init(cfg.device)
-    if device is None:
-        return build(cfg, index, verbose)
-    cfg = cfg.model_copy(update={"device": str(device)})
-    rank, world = distributed.rank(), distributed.world_size()
-    if rank != 0:
-        distributed.barrier()  # let the main process fill the decode cache first
-    setup = build(cfg, index, verbose and rank == 0)
-    if rank == 0:
-        distributed.barrier()
-    setup.train_loader = distributed.ShardedLoader(setup.train_loader, rank, world, train=True)
-    if setup.val_loader is not None:
-        setup.val_loader = distributed.ShardedLoader(setup.val_loader, rank, world, train=False)
-    return setup
-
-
-def _trainer(setup, callbacks):
-    from cnnlab.train.loop import Trainer
-    from cnnlab.train.setup import loss_for, make_optimizer
-
-    hp = setup.hparams
-    optimizer = make_optimizer(setup.model, setup.cfg.optimizer, hp["lr"], hp["weight_decay"],
-                               setup.cfg.momentum, setup.device)
-    return Trainer(setup.model, optimizer, loss_fn=loss_for(setup), device=setup.device,
-                   precision=setup.precision, channels_last=setup.channels_last,
-                   normalization=setup.normalization, augment=setup.augmenter, seed=setup.cfg.seed,
-                   callbacks=callbacks)
 
 
 def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose: bool):
     """The config and data of an existing run, exactly as it started."""
-    from cnnlab.data.datasets import DataIndex
-    from cnnlab.train.checkpoint import load_checkpoint
+    import json
 
-    if not (run_dir / "config.yaml").is_file():
-        raise CnnlabError(f"{run_dir}: not a cnnlab training run (no config.yaml), nothing to resume")
-    fresh = _never_started(run_dir)  # killed while setting up: it starts again from its config
-    if not fresh and not (run_dir / RESUME_FILE).is_file():
-        raise CnnlabError(f"{run_dir}: has no {RESUME_FILE} to resume from (was it trained by an older cnnlab?)")
+    from cnnlab.data.datasets import DataIndex
+    from cnnlab.train.setup import build
+
+    fresh = check_resumable(run_dir)
     if config is not None:
         raise CnnlabError("--resume takes the run's own config.yaml; do not pass --config")
-    changed = sorted(k for k, v in options.items() if v is not None and k not in RESUME_OVERRIDES)
-    if changed:
-        raise CnnlabError(f"--resume continues the run as it was configured; --{changed[0].replace('_', '-')} "
-                          f"cannot change (only {', '.join(RESUME_OVERRIDES)} can)")
+    saved = make_config(run_dir / "config.yaml")
+    _check_unchanged(saved, run_dir, {k: v for k, v in options.items() if k not in RESUME_OVERRIDES})
     cfg = make_config(run_dir / "config.yaml", **{k: v for k, v in options.items() if k in RESUME_OVERRIDES})
     if data is not None and Path(str(data)).resolve() != Path(str(cfg.data)).resolve():
         raise CnnlabError(f"{run_dir} was trained on {cfg.data}, not {data}")
     if not fresh:
-        state = load_checkpoint(run_dir / RESUME_FILE)
-        if state["stopped"] or state["epoch"] >= state["epochs"]:
-            raise CnnlabError(f"{run_dir} has finished ({state['epoch']} epochs); nothing to resume")
-    _remove_stale_temporaries(run_dir)
+        check_unfinished(run_dir)
+    remove_stale_temporaries(run_dir)
     if fresh:
-        return cfg, _build(cfg, None, verbose)
+        return cfg, build(cfg, None, verbose)
     index = DataIndex.from_json(json.loads((run_dir / "split.json").read_text()))
-    return cfg, _build(cfg, index, verbose)
+    return cfg, build(cfg, index, verbose)
+
+
+def _check_unchanged(saved: TrainConfig, run_dir: Path, given: dict[str, Any]) -> None:
+    """Options given with --resume must equal the run's: the same command may be repeated.
+
+    A value left to "auto" when the run started was resolved then (config.yaml holds what was
+    decided), so giving "auto" again is no change; --out/--name naming this run are none either.
+    """
+    given = {k: v for k, v in given.items() if v is not None and AUTO.get(k, object()) != v}
+    named = Path(str(given.pop("out", run_dir.parent))) / str(given.pop("name", run_dir.name))
+    if named.resolve() != run_dir.resolve():
+        raise CnnlabError(f"--resume {run_dir}: --out/--name name another run; give just --resume {run_dir}")
+    for key, value in given.items():
+        new = getattr(make_config(None, **{key: value}), key)  # as the config reads it (64 -> 64, "64x48"...)
+        if new != getattr(saved, key):
+            flag = "--" + key.replace("_", "-")
+            raise CnnlabError(f"--resume continues {run_dir} as it was configured: {flag} was "
+                              f"{_shown(getattr(saved, key))} there, not {_shown(new)} (leave it out, or start "
+                              f"a new run without --resume; only {', '.join(RESUME_OVERRIDES)} can change)")
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else str(value)
 
 
 def _finish(trainer, run_dir: Path, verbose: bool) -> None:
@@ -319,3 +215,26 @@ def _evaluate(run, has_test: bool, device, verbose: bool) -> None:
     else:
         write_report(run.path)
     say(f"report  {run.path / 'report.html'}", verbose)
+
+
+def lr_find(data: str | Path | None = None, *, config: str | Path | None = None, start_lr: float = 1e-7,
+            end_lr: float = 10.0, steps: int = 100, verbose: bool = True, **options: Any):
+    """The learning-rate range test on a fresh model, built as ``cnnlab.train`` would build it.
+
+    ``options`` are :class:`~cnnlab.train.config.TrainConfig` keys (``model``, ``optimizer``,
+    ``batch_size``...). Returns ``(result, setup)``: the
+    :class:`~cnnlab.train.lr_finder.LRFinderResult` (``result.suggested``, ``result.lrs``,
+    ``result.losses``) and the setup it ran on. Nothing is written; see ``cnnlab lr-find``
+    for the plot.
+    """
+    from cnnlab.train.lr_finder import range_test
+    from cnnlab.train.setup import build
+
+    if not 0 < start_lr < end_lr:
+        raise CnnlabError(f"--start-lr must be positive and below --end-lr, got {start_lr} and {end_lr}")
+    cfg = make_config(config, data=str(data) if data is not None else None, **options)
+    setup = build(cfg, verbose=verbose)
+    trainer = setup.trainer(lr=start_lr)
+    say(f"sweeping the learning rate from {start_lr:g} to {end_lr:g} over {steps} batches of "
+        f"{cfg.batch_size} ({setup.spec.name}, {cfg.optimizer}, {setup.device})", verbose)
+    return range_test(trainer, setup.train_loader, start_lr, end_lr, steps), setup

@@ -12,8 +12,9 @@ Every hook receives the trainer, which exposes everything a callback may read or
 ``trainer.model``, ``trainer.optimizer``, ``trainer.epoch`` (1-based), ``trainer.epochs``
 (planned), ``trainer.batch`` (1-based, within the epoch), ``trainer.step`` (optimiser steps
 so far), ``trainer.steps_per_epoch``, ``trainer.max_steps`` (set it to end training after
-that step, even mid-epoch), ``trainer.total_steps`` (the plan), ``trainer.logs`` (``train_loss``, ``train_acc``,
-``val_loss``, ``val_acc``, ``lr``, ``seconds``, ``images_per_s``), ``trainer.history`` (one
+that step, even mid-epoch), ``trainer.total_steps`` (the plan), ``trainer.logs`` (Keras' names:
+``loss``, ``accuracy``, ``val_loss``, ``val_accuracy``; and ``lr``, ``seconds``,
+``images_per_s``), ``trainer.history`` (one
 dict of logs per finished epoch) and ``trainer.stop_training`` (set it to stop after this
 epoch).
 
@@ -21,7 +22,7 @@ Write your own by subclassing :class:`Callback`::
 
     class PrintBest(Callback):
         def on_epoch_end(self, trainer):
-            print(trainer.epoch, max(h["val_acc"] for h in trainer.history))
+            print(trainer.epoch, max(h["val_accuracy"] for h in trainer.history))
 
 A callback that keeps state across epochs returns it from ``state_dict()`` (numbers,
 strings, lists, dicts, tensors) and takes it back in ``load_state_dict()``; it is then
@@ -42,11 +43,13 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io.fs import atomic_write_text
+from cnnlab.train.config import LOG_ALIASES
+from cnnlab.train.schedules import schedule_factor  # noqa: F401  (the LRSchedule factors)
 
 if TYPE_CHECKING:
     from cnnlab.train.loop import Trainer
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "images_per_s"]
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_s"]
 
 
 class Callback:
@@ -90,6 +93,7 @@ class _Best:
     """Tracks the best value of a metric: better() says whether a new value improves it."""
 
     def __init__(self, monitor: str, mode: str, min_delta: float):
+        monitor = LOG_ALIASES.get(monitor, monitor)  # 'val_acc' is 'val_accuracy'
         self.monitor, self.mode, self.min_delta = monitor, _mode(monitor, mode), abs(min_delta)
         self.value = math.inf if self.mode == "min" else -math.inf
         self.epoch = 0
@@ -187,7 +191,7 @@ class TerminateOnNaN(Callback):
                 self._fail(trainer, "the training loss")
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
-        for key in ("train_loss", "val_loss"):
+        for key in ("loss", "val_loss"):
             if key in trainer.logs and not math.isfinite(trainer.logs[key]):
                 self._fail(trainer, key)
 
@@ -273,39 +277,6 @@ class TimeLimit(Callback):
 # ---------------------------------------------------------------------------------------
 
 
-def schedule_factor(kind: str, progress: float, warmup: float = 0.0, epoch: int = 1,
-                    step_size: int = 10, gamma: float = 0.1) -> float:
-    """The learning rate as a fraction of the peak, at ``progress`` in [0, 1] of training.
-
-    * ``none``     1 throughout.
-    * ``cosine``   rises linearly over the first ``warmup`` fraction, then follows half a
-                   cosine down to 0 (Loshchilov & Hutter's SGDR without restarts).
-    * ``onecycle`` rises from 1/25 of the peak along a cosine over ``warmup``, then falls
-                   along a cosine to 1/25 of 1/10000 of it (Smith's one-cycle policy, as
-                   in ``torch.optim.lr_scheduler.OneCycleLR``).
-    * ``step``     multiplied by ``gamma`` every ``step_size`` epochs.
-    """
-    p = min(max(progress, 0.0), 1.0)
-
-    def cosine(start: float, end: float, t: float) -> float:  # from start to end as t: 0 -> 1
-        return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
-
-    if kind == "none":
-        return 1.0
-    if kind == "step":
-        return gamma ** ((epoch - 1) // max(step_size, 1))
-    if kind == "cosine":
-        if p < warmup:
-            return p / warmup
-        return cosine(1.0, 0.0, (p - warmup) / (1.0 - warmup))
-    if kind == "onecycle":
-        low, final = 1.0 / 25.0, 1.0 / 25.0 / 1e4
-        if p < warmup:
-            return cosine(low, 1.0, p / warmup)
-        return cosine(1.0, final, (p - warmup) / (1.0 - warmup))
-    raise CnnlabError(f"scheduler must be none, cosine, onecycle, step or plateau, got {kind!r}")
-
-
 class LRSchedule(Callback):
     """Sets every parameter group's learning rate before each batch: peak x factor.
 
@@ -316,7 +287,7 @@ class LRSchedule(Callback):
     """
 
     def __init__(self, kind: str = "cosine", warmup: float = 0.05, step_size: int = 10, gamma: float = 0.1):
-        schedule_factor(kind, 0.0)  # check the name now
+        schedule_factor(kind, 0.0)  # check the name now (see cnnlab.train.schedules)
         self.kind, self.warmup, self.step_size, self.gamma = kind, warmup, step_size, gamma
 
     def on_train_begin(self, trainer: "Trainer") -> None:
@@ -342,6 +313,7 @@ class ReduceLROnPlateau(Callback):
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
+        monitor = LOG_ALIASES.get(monitor, monitor)
         self.monitor, self.mode = monitor, _mode(monitor, mode)
         self.kwargs = dict(factor=factor, patience=patience, threshold=min_delta,
                            threshold_mode="abs", cooldown=cooldown, min_lr=min_lr)
@@ -467,7 +439,7 @@ class TensorBoard(Callback):
             return
         for key, value in trainer.logs.items():
             if key != "epoch" and isinstance(value, (int, float)):
-                group = "loss" if key.endswith("loss") else "accuracy" if key.endswith("acc") else "train"
+                group = "loss" if key.endswith("loss") else "accuracy" if key.endswith("accuracy") else "train"
                 self.writer.add_scalar(f"{group}/{key}", value, trainer.epoch)
         self.writer.flush()
 
@@ -535,7 +507,7 @@ class ProgressBar(Callback):
         loss, acc = trainer.running_metrics()
         lr = trainer.optimizer.param_groups[0]["lr"]
         speed = trainer.running_images / max(now - self._t0, 1e-9)
-        return f"loss {loss:.4f} acc {acc:.3f} lr {lr:.2e} {speed:,.0f} img/s"
+        return f"loss {loss:.4f} accuracy {acc:.3f} lr {lr:.2e} {speed:,.0f} img/s"
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         if self._progress is not None:
@@ -546,9 +518,9 @@ class ProgressBar(Callback):
 
 
 def format_logs(logs: dict[str, Any], epochs: int) -> str:
-    """One line: 'epoch 3/20  train_loss 0.512  train_acc 0.812 ... 412 img/s  14.2 s'."""
+    """One line: 'epoch 3/20  loss 0.512  accuracy 0.812 ... 412 img/s  14.2 s' (Keras' names)."""
     parts = [f"epoch {logs['epoch']}/{epochs}"]
-    for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         if key in logs:
             parts.append(f"{key} {logs[key]:.4f}")
     if "lr" in logs:

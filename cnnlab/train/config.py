@@ -25,63 +25,98 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cnnlab.errors import CnnlabError
 
 DEFAULT_MODEL = "vgg_bn"  # per minute of CPU the better preset (benchmarks/RESULTS.md, Training)
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULERS = ("none", "cosine", "onecycle", "step", "plateau")
 
-# Learning rate and weight decay when none is given, per optimiser (the peak of the schedule).
-DEFAULT_LR = {"adam": 1e-3, "adamw": 2e-3, "sgd": 0.05}
-DEFAULT_WEIGHT_DECAY = {"adam": 0.0, "adamw": 0.05, "sgd": 5e-4}
-DEFAULT_WARMUP = {"onecycle": 0.25, "cosine": 0.05}
+# What a run logs, in Keras' names; the metrics --monitor may name. Before cnnlab 0.x the
+# logs were called train_loss/train_acc/val_acc; those names are still accepted.
+MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
+LOG_ALIASES = {"train_loss": "loss", "train_acc": "accuracy", "val_acc": "val_accuracy"}
+
+
+def _registry(name: str):
+    """The registry of optimisers, schedules or losses (their modules import no torch)."""
+    if name == "optimizer":
+        from cnnlab.train.optimizers import OPTIMIZERS as reg
+    elif name == "scheduler":
+        from cnnlab.train.schedules import SCHEDULES as reg
+    else:
+        from cnnlab.train.losses import LOSSES as reg
+    return reg
 
 
 class TrainConfig(BaseModel):
-    """Every option of ``cnnlab train``; the field names are the YAML keys."""
+    """Every option of ``cnnlab train``; the field names are the YAML keys.
+
+    Each ``description`` is also the flag's ``--help`` (see :mod:`cnnlab.cli.train`), so it
+    is written for a user: what it does and what ``None`` ("auto") decides.
+    """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     # data
-    data: str | None = Field(None, description="folder of class sub-folders, split folders or a CSV")
-    val_split: float = Field(0.2, ge=0, lt=1, description="fraction of train held out when there is no val/")
-    label_regex: str | None = Field(None, description="take labels from file names with this pattern")
-    img_size: int | tuple[int, int] | None = Field(None, description="HxW the images are resized to; "
-                                                   "None: the model's, or smaller when the images are")
-    channels: Literal[1, 3] | None = Field(None, description="1 grayscale or 3 RGB; None: from the images")
-    resize: Literal["stretch", "crop", "letterbox"] = "stretch"
-    augment: str | dict[str, Any] = Field("standard", description="none|light|standard|strong, or options")
+    data: str | None = Field(None, description="folder of class sub-folders, DATA/{train,val,test}/..., or a CSV file")
+    val_split: float = Field(0.2, ge=0, lt=1, description="fraction of each class held out for validation "
+                             "when there is no val/ folder")
+    label_regex: str | None = Field(None, description="take class names from file names with this pattern")
+    img_size: int | tuple[int, int] | None = Field(None, description="resize images to this (64 or 64x48); "
+                                                   "auto: the model's, or the images' own when smaller")
+    channels: Literal[1, 3] | None = Field(None, description="1 grayscale, 3 RGB; auto: from the images")
+    resize: Literal["stretch", "crop", "letterbox"] = Field("stretch", description="how images are resized")
+    augment: str | dict[str, Any] = Field("standard", description="none, light, standard, strong, or options "
+                                          "like 'flip,rotation=15,zoom=0.1'")
     normalize: Literal["measured", "rescale"] = Field(
-        "measured", description="measured: the training images' mean/std; rescale: x/255 (Keras)")
+        "measured", description="measured: the training images' mean/std; rescale: x/255 as in Keras")
     balanced: bool = Field(False, description="sample every class equally often")
     class_weights: bool = Field(False, description="weigh the loss by inverse class frequency")
-    workers: int | None = Field(None, ge=0, description="processes decoding images (once); None: all cores")
-    cache_dir: str | None = Field(None, description="decode cache; None: $CNNLAB_CACHE or ~/.cache/cnnlab")
+    workers: int | None = Field(None, ge=0, description="processes decoding the images (once); auto: all cores")
+    cache_dir: str | None = Field(None, description="decoded-image cache; auto: $CNNLAB_CACHE or ~/.cache/cnnlab")
 
     # model and optimisation
-    model: str | dict[str, Any] = Field(DEFAULT_MODEL, description="a preset name, a model YAML file "
-                                        "or (from Python or a config file) the spec itself")
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
-    lr: float | None = Field(None, gt=0, description="peak learning rate; None: per optimiser")
-    weight_decay: float | None = Field(None, ge=0)
+    model: str | dict[str, Any] = Field(DEFAULT_MODEL, description="a preset (see `cnnlab models`), a model "
+                                        "YAML file or (from Python or a config file) the spec itself")
+    epochs: int = Field(30, ge=1, description="maximum number of epochs")
+    batch_size: int = Field(64, ge=1, description="images per step")
+    optimizer: str = Field("adamw", description="the optimiser")
+    lr: float | None = Field(None, gt=0, description="peak learning rate (see `cnnlab lr-find`); auto: per optimiser")
+    weight_decay: float | None = Field(None, ge=0, description="weight decay (not on biases and batch norm); "
+                                       "auto: per optimiser")
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Nesterov)")
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    scheduler: Literal["none", "cosine", "onecycle", "step", "plateau"] = "onecycle"
-    warmup: float | None = Field(None, ge=0, lt=1, description="fraction of training warming up the lr")
-    step_size: int | None = Field(None, ge=1, description="epochs between lr drops (scheduler step)")
-    gamma: float = Field(0.1, gt=0, le=1, description="lr factor of each drop (step, plateau)")
-    patience: int = Field(10, ge=0, description="early stopping patience in epochs; 0: off")
-    monitor: str = Field("val_acc", description="the metric for best weights and early stopping")
-    time_limit: float | None = Field(None, gt=0, description="minutes; fit the schedule into this time")
+    loss: str = Field("cross_entropy", description="the loss")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="label smoothing of the loss")
+    scheduler: str = Field("onecycle", description="learning-rate schedule")
+    warmup: float | None = Field(None, ge=0, lt=1, description="fraction of training warming up the learning "
+                                 "rate; auto: per schedule")
+    step_size: int | None = Field(None, ge=1, description="epochs between learning-rate drops (scheduler "
+                                  "step); auto: a third of the epochs")
+    gamma: float = Field(0.1, gt=0, le=1, description="learning-rate factor of each drop (step, plateau)")
+    patience: int = Field(10, ge=0, description="stop after N epochs without improvement of --monitor "
+                          "(0: never); the best weights are restored")
+    monitor: str = Field("val_accuracy", description="the metric that picks the best weights and early "
+                         "stopping: val_accuracy, val_loss, accuracy, loss (without validation data, "
+                         "val_X means X)")
+    time_limit: float | None = Field(None, gt=0, description="train for this many minutes; the schedule is "
+                                     "fitted to the time")
 
     # where and how
-    seed: int = 0
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    channels_last: bool | None = Field(None, description="None: on CUDA only")
-    out: str = "runs"
-    name: str | None = Field(None, description="run name; None: <data>-<model>, numbered if taken")
-    tensorboard: bool = False
+    seed: int = Field(0, description="random seed (same seed, same run on the CPU)")
+    device: str = Field("auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPUs that support it, else fp16 on GPUs, fp32 on the CPU")
+    channels_last: bool | None = Field(None, description="NHWC memory layout; auto: on CUDA only")
+    out: str = Field("runs", description="folder of runs")
+    name: str | None = Field(None, description="run name; auto: <data>-<model>, -2, -3... if taken")
+    tensorboard: bool = Field(False, description="also log to RUN/tensorboard (needs the tensorboard package)")
     evaluate: bool = Field(True, description="evaluate on the test split (if any) and write the report")
+
+    @field_validator("optimizer", "scheduler", "loss")
+    @classmethod
+    def _registered(cls, v: str, info) -> str:
+        return _registry(info.field_name).check(v)
+
+    @field_validator("monitor")
+    @classmethod
+    def _monitor(cls, v: str) -> str:
+        """Keras' names; the old train_acc/val_acc/train_loss are read as their new names."""
+        return LOG_ALIASES.get(v, v)
 
     @field_validator("img_size", mode="before")
     @classmethod
@@ -179,10 +214,11 @@ def make_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig
 
 
 def resolved_defaults(cfg: TrainConfig) -> dict[str, Any]:
-    """lr, weight decay, warm-up and step size for the options left at None."""
+    """lr, weight decay, warm-up and step size for the options left at None (from the registries)."""
+    opt, sched = _registry("optimizer")[cfg.optimizer], _registry("scheduler")[cfg.scheduler]
     return {
-        "lr": cfg.lr if cfg.lr is not None else DEFAULT_LR[cfg.optimizer],
-        "weight_decay": cfg.weight_decay if cfg.weight_decay is not None else DEFAULT_WEIGHT_DECAY[cfg.optimizer],
-        "warmup": cfg.warmup if cfg.warmup is not None else DEFAULT_WARMUP.get(cfg.scheduler, 0.0),
+        "lr": cfg.lr if cfg.lr is not None else opt.defaults["lr"],
+        "weight_decay": cfg.weight_decay if cfg.weight_decay is not None else opt.defaults["weight_decay"],
+        "warmup": cfg.warmup if cfg.warmup is not None else sched.defaults.get("warmup", 0.0),
         "step_size": cfg.step_size if cfg.step_size is not None else max(1, cfg.epochs // 3),
     }

@@ -126,3 +126,31 @@ class ShardedLoader:
         positions = self._positions()
         for b in range(len(self)):
             yield self.loader.batch(positions[b * self.batch_size:(b + 1) * self.batch_size])
+
+
+# -- the reductions the training loop needs (each a no-op without torchrun) ------------------
+
+
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True if ``flag`` is true on any process."""
+    if not is_initialized():
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def sum_metrics(seen: int, *sums: torch.Tensor) -> int:
+    """Add every process's running ``sums`` (in place) and images ``seen``; returns the total seen."""
+    if not is_initialized():
+        return seen
+    total = torch.tensor(float(seen), device=sums[0].device)
+    all_reduce_sum(*sums, total)
+    return int(total.item())
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Batch-norm statistics (and every other buffer) of the main process, everywhere."""
+    if is_initialized():
+        for buffer in model.buffers():
+            torch.distributed.broadcast(buffer, src=0)

@@ -62,6 +62,32 @@ class Setup:
             out += [("val", p, r) for p, r in self.val_loader.bad_files]
         return out
 
+    def optimizer(self, lr: float | None = None) -> torch.optim.Optimizer:
+        """The config's optimiser (see :mod:`cnnlab.train.optimizers`) at ``lr`` (default: the peak)."""
+        from cnnlab.train.optimizers import make_optimizer
+
+        return make_optimizer(self.model, self.cfg.optimizer, self.hparams["lr"] if lr is None else lr,
+                              self.hparams["weight_decay"], self.cfg, self.device)
+
+    def loss(self) -> nn.Module:
+        """The config's loss (see :mod:`cnnlab.train.losses`), with optional class weights."""
+        from cnnlab.data.normalize import class_weights
+        from cnnlab.train.losses import LOSSES
+
+        weights = None
+        if self.cfg.class_weights:
+            weights = class_weights(self.train_loader.labels, len(self.index.classes))
+        return LOSSES[self.cfg.loss].build(self.model, self.cfg.label_smoothing, weights)
+
+    def trainer(self, callbacks=(), lr: float | None = None):
+        """The :class:`~cnnlab.train.loop.Trainer` of this run: model, optimiser, loss, device..."""
+        from cnnlab.train.loop import Trainer
+
+        return Trainer(self.model, self.optimizer(lr), loss_fn=self.loss(), device=self.device,
+                       precision=self.precision, channels_last=self.channels_last,
+                       normalization=self.normalization, augment=self.augmenter, seed=self.cfg.seed,
+                       callbacks=callbacks)
+
     def resolved_config(self) -> TrainConfig:
         """The config with every automatic choice written in (saved as config.yaml)."""
         return self.cfg.model_copy(update={
@@ -122,27 +148,9 @@ def choose_device(cfg: TrainConfig) -> tuple[torch.device, str, bool]:
     return device, precision, channels_last
 
 
-def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float,
-                   momentum: float = 0.9, device: torch.device | None = None) -> torch.optim.Optimizer:
-    """Adam, AdamW or SGD (Nesterov); weight decay only on weight matrices and kernels."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    fast = {"fused": True} if device is not None and device.type == "cuda" else {}
-    if name == "adam":
-        return torch.optim.Adam(groups, lr=lr, **fast)
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, **fast)
-    if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
-    raise CnnlabError(f"optimizer must be one of adam, adamw, sgd, got {name!r}")
-
-
 def check_outputs(model: nn.Module, classes: list[str], source: str) -> None:
     """The model's output units must match the classes (one sigmoid unit for two classes)."""
-    from cnnlab.train.loop import is_binary
+    from cnnlab.train.losses import is_binary
 
     n = model.num_outputs
     if is_binary(model):
@@ -156,7 +164,27 @@ def check_outputs(model: nn.Module, classes: list[str], source: str) -> None:
 
 
 def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
-    """Discover the data (unless ``index`` is given), decode it, build model and loaders."""
+    """Discover the data (unless ``index`` is given), decode it, build model and loaders.
+
+    Under torchrun, each process builds its own, on its device, with its shard of the data
+    (the main process first, so that the others find the decode cache filled).
+    """
+    from cnnlab.train import distributed
+
+    device = distributed.init(cfg.device)
+    if device is None:
+        return _build(cfg, index, verbose)
+    cfg = cfg.model_copy(update={"device": str(device)})
+    rank, world = distributed.rank(), distributed.world_size()
+    if rank != 0:
+        distributed.barrier()  # let the main process fill the decode cache first
+    setup = _build(cfg, index, verbose and rank == 0, shard=(rank, world))
+    if rank == 0:
+        distributed.barrier()
+    return setup
+
+
+def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None = None) -> Setup:
     from cnnlab.data.augment import Augmenter, parse_augment
     from cnnlab.data.datasets import discover
     from cnnlab.data.loader import make_loader
@@ -189,17 +217,12 @@ def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
     normalization = (compute_mean_std(train_loader, max_images=5000) if cfg.normalize == "measured"
                      else Normalization.rescale(channels))
     augment = parse_augment(cfg.augment)
+    if shard is not None:  # this process's share of every epoch (torchrun)
+        from cnnlab.train.distributed import ShardedLoader
+
+        train_loader = ShardedLoader(train_loader, *shard, train=True)
+        if val_loader is not None:
+            val_loader = ShardedLoader(val_loader, *shard, train=False)
     return Setup(cfg, index, size, channels, model.spec, model, train_loader, val_loader, normalization,
                  None if augment.is_identity else Augmenter(augment), device, precision, channels_last,
                  resolved_defaults(cfg))
-
-
-def loss_for(setup: Setup) -> nn.Module:
-    """The loss of the config: cross-entropy with label smoothing and optional class weights."""
-    from cnnlab.data.normalize import class_weights
-    from cnnlab.train.loop import default_loss
-
-    weights = None
-    if setup.cfg.class_weights:
-        weights = class_weights(setup.train_loader.labels, len(setup.index.classes))
-    return default_loss(setup.model, setup.cfg.label_smoothing, weights)

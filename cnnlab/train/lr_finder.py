@@ -10,6 +10,9 @@ the steps overshoot and the loss explodes. Two classic picks from the curve:
 
 The suggestion is ``min/10``, a good peak rate for the one-cycle schedule ``cnnlab train``
 uses; ``steep`` is printed and plotted beside it. The model is thrown away afterwards.
+
+    result, setup = cnnlab.train.lr_find("data/flowers", model="vgg_bn", steps=100)
+    result.suggested          # a peak learning rate for cnnlab.train(..., lr=...)
 """
 
 from __future__ import annotations
@@ -67,16 +70,16 @@ def analyse(lrs: list[float], losses: list[float], skip_start: int = 5, skip_end
     return result
 
 
-def lr_find(trainer, loader, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
-            diverge: float = 4.0) -> LRFinderResult:
+def range_test(trainer, loader, start_lr: float = 1e-7, end_lr: float = 10.0, steps: int = 100,
+               diverge: float = 4.0) -> LRFinderResult:
     """Run the range test with ``trainer`` (its model and optimiser are changed: use fresh ones).
 
-    Stops early once the smoothed loss exceeds ``diverge`` times its minimum.
+    Stops early once the smoothed loss exceeds ``diverge`` times its minimum. The data-to-result
+    version is :func:`cnnlab.train.lr_find`.
     """
     steps = max(steps, 10)
     ratio = (end_lr / start_lr) ** (1 / (steps - 1))
     trainer.model.train()
-    trainer._reset_metrics()
     lrs, losses = [], []
     best, avg, beta = math.inf, 0.0, 0.98
     epoch = 0
@@ -84,7 +87,7 @@ def lr_find(trainer, loader, start_lr: float = 1e-7, end_lr: float = 10.0, steps
         epoch += 1
         if hasattr(loader, "set_epoch"):
             loader.set_epoch(epoch)
-        trainer._seed_epoch(epoch)
+        trainer.begin_epoch(epoch)
         for images, labels in loader:
             lr = start_lr * ratio ** len(lrs)
             for group in trainer.optimizer.param_groups:

@@ -1,0 +1,61 @@
+"""The optimisers ``--optimizer`` can name: one registry entry each.
+
+To add one, write a builder and register it with its help line and its defaults (the
+learning rate and weight decay used when the user gives none)::
+
+    @OPTIMIZERS.register("lion", "Lion (Chen et al. 2023), sign of momentum", lr=1e-4, weight_decay=0.1)
+    def _lion(groups, lr, cfg, device):
+        return Lion(groups, lr=lr)
+
+``groups`` are the parameter groups of :func:`param_groups` (decay on weights only), ``cfg``
+the :class:`~cnnlab.train.config.TrainConfig` (``cfg.momentum``...), ``device`` where it
+trains. ``cnnlab train --optimizer lion`` then works, and ``--help`` lists it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cnnlab.train.registry import Registry
+
+OPTIMIZERS: Registry = Registry("optimizer")
+
+
+def _fused(device) -> dict[str, Any]:
+    """Adam's fused CUDA kernel: one launch for all parameters."""
+    return {"fused": True} if device is not None and device.type == "cuda" else {}
+
+
+@OPTIMIZERS.register("adam", "Adam (Kingma & Ba)", lr=1e-3, weight_decay=0.0)
+def _adam(groups, lr, cfg, device):
+    import torch
+
+    return torch.optim.Adam(groups, lr=lr, **_fused(device))
+
+
+@OPTIMIZERS.register("adamw", "AdamW, decoupled weight decay (Loshchilov & Hutter)", lr=2e-3, weight_decay=0.05)
+def _adamw(groups, lr, cfg, device):
+    import torch
+
+    return torch.optim.AdamW(groups, lr=lr, **_fused(device))
+
+
+@OPTIMIZERS.register("sgd", "SGD with Nesterov momentum (--momentum)", lr=0.05, weight_decay=5e-4)
+def _sgd(groups, lr, cfg, device):
+    import torch
+
+    momentum = cfg.momentum if cfg is not None else 0.9
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+
+
+def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on weight matrices and kernels only, not on biases and batch-norm scales."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def make_optimizer(model, name: str, lr: float, weight_decay: float, cfg=None, device=None):
+    """The registered optimiser ``name`` over ``model``'s parameters."""
+    return OPTIMIZERS[name].build(param_groups(model, weight_decay), lr, cfg, device)

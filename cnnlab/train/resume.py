@@ -1,0 +1,112 @@
+"""What the resumable checkpoint holds, and how a :class:`~cnnlab.train.loop.Trainer` gets it back.
+
+After every epoch (and on Ctrl-C) the trainer saves :func:`state_dict`: model, optimiser,
+gradient scaler, every callback's state, the counters, the plan and the random generators.
+:func:`restore` puts it back, so a resumed run goes on with exactly the numbers an
+uninterrupted one would have had (bit for bit on the CPU).
+
+An epoch cut short by Ctrl-C is saved *partial*: the last finished epoch, plus what the
+unfinished one had done so far (batches, the augmentation generator, the running sums);
+:func:`restore_partial` continues that epoch at its next batch. The file format (safetensors
++ JSON, no pickle) is :mod:`cnnlab.train.checkpoint`'s.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+if TYPE_CHECKING:
+    from cnnlab.train.callbacks import Callback
+    from cnnlab.train.loop import Trainer
+
+
+def state_dict(trainer: "Trainer", partial: bool = False) -> dict[str, Any]:
+    """Everything needed to continue: model, optimiser, callbacks, counters, RNG."""
+    state: dict[str, Any] = {
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "scaler": trainer.scaler.state_dict() if trainer.scaler.is_enabled() else None,
+        "callbacks": {key: cb.state_dict() for key, cb in keyed_callbacks(trainer) if cb.state_dict()},
+        "epoch": trainer.epoch - 1 if partial else trainer.epoch,  # the last finished epoch
+        "step": trainer.step,
+        "epochs": trainer.epochs,
+        "max_steps": trainer.max_steps,
+        "history": trainer.history,
+        "rng": rng_state(),
+        "stopped": trainer.stop_training and not partial,  # finished: nothing to resume
+        "stop_reason": trainer.stop_reason,
+        "partial": None,
+    }
+    if partial:
+        state["partial"] = {
+            "batch": trainer.batch, "step": trainer.step, "generator": trainer.generator.get_state(),
+            "loss_sum": trainer._loss_sum, "correct_sum": trainer._correct_sum,
+            "seen": trainer._seen, "train_seconds": trainer._train_seconds,
+        }
+        state["step"] = trainer.step - trainer.batch
+    return state
+
+
+def keyed_callbacks(trainer: "Trainer") -> list[tuple[str, "Callback"]]:
+    """('EarlyStopping', cb), ('LRSchedule', cb), ('Mine#2', cb)...: how states are saved.
+
+    Callbacks without state (a progress bar) may differ between a run and its resume.
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for cb in trainer.callbacks:
+        name = type(cb).__name__
+        seen[name] = seen.get(name, 0) + 1
+        out.append((name if seen[name] == 1 else f"{name}#{seen[name]}", cb))
+    return out
+
+
+def save(trainer: "Trainer", path: str | Path, partial: bool = False) -> None:
+    """Write the checkpoint (the main process only, under torchrun)."""
+    if trainer.is_main:
+        save_checkpoint(path, state_dict(trainer, partial))
+
+
+def restore(trainer: "Trainer", path: str | Path) -> dict[str, Any] | None:
+    """Load the checkpoint into ``trainer``; returns the unfinished epoch's state, if any."""
+    state = load_checkpoint(path)
+    trainer.model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.scaler.is_enabled() and state["scaler"]:
+        trainer.scaler.load_state_dict(state["scaler"])
+    saved = dict(state["callbacks"])
+    for key, cb in keyed_callbacks(trainer):
+        if key in saved:
+            cb.load_state_dict(saved.pop(key))
+        elif cb.state_dict():
+            raise CnnlabError(f"{path}: has no state for the {key} callback; resume with the same callbacks")
+    if saved:
+        raise CnnlabError(f"{path}: was saved with a {next(iter(saved))} callback that is missing now; "
+                          "resume with the same callbacks")
+    trainer.epoch, trainer.step, trainer.history = state["epoch"], state["step"], state["history"]
+    trainer.stop_training, trainer.stop_reason = state["stopped"], state["stop_reason"]
+    trainer.epochs = state["epochs"]  # the plan continues as it was (TimeLimit may have changed it)
+    trainer.max_steps = state["max_steps"]
+    set_rng_state(state["rng"])
+    if state["partial"]:
+        state["partial"]["rng"] = state["rng"]
+    return state["partial"]
+
+
+def restore_partial(trainer: "Trainer", partial: dict[str, Any]) -> int:
+    """Continue an epoch that Ctrl-C cut short; returns the batches it had done."""
+    trainer.generator = torch.Generator()
+    trainer.generator.set_state(partial["generator"].cpu())
+    set_rng_state(partial["rng"])
+    trainer._loss_sum = partial["loss_sum"].to(trainer.device)
+    trainer._correct_sum = partial["correct_sum"].to(trainer.device)
+    trainer._seen, trainer._train_seconds = partial["seen"], partial["train_seconds"]
+    trainer._last_loss = torch.zeros((), device=trainer.device)
+    trainer.batch, trainer.step = partial["batch"], partial["step"]
+    return trainer.batch
