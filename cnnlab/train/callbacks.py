@@ -217,13 +217,13 @@ class TimeLimit(Callback):
         self.elapsed_before = 0.0  # seconds of earlier sessions (resume)
         self.max_epochs = 0
         self.val_seconds: list[float] = []
-        self._t0 = 0.0
+        self._t0: float | None = None  # the clock when this session began (a fake clock may start at 0)
         self._train_t = 0.0  # training-batch seconds in this session
         self._steps = 0  # steps in this session
         self._batch_t0 = 0.0
 
     def elapsed(self) -> float:
-        return self.elapsed_before + (self.clock() - self._t0 if self._t0 else 0.0)
+        return self.elapsed_before + (self.clock() - self._t0 if self._t0 is not None else 0.0)
 
     def on_train_begin(self, trainer: "Trainer") -> None:
         self._t0 = self.clock()
