@@ -1,6 +1,6 @@
 """`cnnlab evaluate`: accuracy, per-class metrics, confusion matrix, ROC-AUC, top losses."""
 
-from cnnlab.cli._common import add_subcommand, console, print_json
+from cnnlab.cli._common import add_keras_options, add_subcommand, console, print_json
 
 EPILOG = """\
 examples:
@@ -9,9 +9,11 @@ examples:
   cnnlab evaluate runs/cats --weights last --tta
   cnnlab evaluate runs/cats --data ~/new_photos     any labelled folder (class sub-folders)
   cnnlab evaluate runs/cats --format json | jq .accuracy
+  cnnlab evaluate model.h5 --data data/test      a Keras model file (.keras, .h5) or a .safetensors
+  cnnlab evaluate model.keras --data photos --rescale 1 --classes cat,dog
 
 Written to RUN/eval/<split>/ (with --data DIR: RUN/eval/<DIR's name>/, or <DIR's name>-<split>
-when DIR has train/val/test sub-folders):
+when DIR has train/val/test sub-folders; for a model file MODEL: MODEL-eval/<DIR's name>/ beside it):
   metrics.json                     accuracy, top-k accuracy, per_class {precision, recall, f1,
                                    support}, macro_avg, weighted_avg, confusion_matrix (rows =
                                    true class, in `classes` order), roc_auc, most_confused
@@ -32,7 +34,9 @@ def register(sub) -> None:
                        "the confusion matrix (counts and normalised), ROC-AUC (binary, or "
                        "one-vs-rest per class), the most confused class pairs and the top losses.",
                        EPILOG)
-    p.add_argument("run", metavar="RUN", help="a run directory written by `cnnlab train` (runs/NAME)")
+    p.add_argument("run", metavar="RUN_OR_MODEL",
+                   help="a run directory written by `cnnlab train` (runs/NAME), or a model file: "
+                        ".safetensors, or Keras .keras / .h5 (then --data is needed)")
     p.add_argument("--data", metavar="DIR",
                    help="evaluate on this labelled folder (or CSV) instead of the run's own split")
     p.add_argument("--split", choices=["test", "val", "train"], default="test",
@@ -45,6 +49,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-report", action="store_true", help="do not refresh RUN/report.html")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
+    add_keras_options(p)
     p.set_defaults(func=run)
 
 
@@ -54,7 +59,11 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
-    m = evaluate_run(args.run, args.split, args.weights, args.data, args.tta, batch_size=args.batch_size,
+    from cnnlab.eval.evaluate import data_classes
+    from cnnlab.io.models import from_args
+
+    run = from_args(args, data_classes=data_classes(args.data) if args.data else None)
+    m = evaluate_run(run, args.split, args.weights, args.data, args.tta, batch_size=args.batch_size,
                      device=args.device, report=not args.no_report)
     if args.format == "json":
         print_json(m)

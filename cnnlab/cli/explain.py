@@ -1,6 +1,6 @@
 """`cnnlab explain`: CNN Explainer for your own model, as one HTML file or a local server."""
 
-from cnnlab.cli._common import add_subcommand
+from cnnlab.cli._common import add_keras_options, add_subcommand
 
 EPILOG = """\
 examples:
@@ -8,6 +8,8 @@ examples:
   cnnlab explain runs/NAME --image cat.jpg --out cat.html
   cnnlab explain runs/NAME --serve               http://127.0.0.1:8000: upload images, pick examples
   cnnlab explain runs/NAME --serve --port 8080 --max-upload-mb 5
+  cnnlab explain model.h5 --image cat.jpg --classes cat,dog     a Keras model (.keras, .h5)
+  cnnlab explain model.keras --serve --image cat.jpg
 
 The page shows every layer's output for the image, channel by channel, and the class
 probabilities. Click a pixel of any heat map to see the arithmetic of that neuron: the
@@ -23,12 +25,14 @@ def register(sub) -> None:
                        "model at work on one image (CNN Explainer style, for your own model), or "
                        "serve it locally so that you can upload other images.",
                        EPILOG)
-    p.add_argument("run", metavar="RUN", help="a run directory written by `cnnlab train`")
+    p.add_argument("run", metavar="RUN", help="a run directory written by `cnnlab train`, or a model file "
+                                              "(.safetensors, Keras .keras/.h5; then --image is needed)")
     p.add_argument("--image", metavar="IMG",
                    help="the image to explain (default: the first image of the run's test split)")
     p.add_argument("--weights", default="best", metavar="best|last|PATH",
                    help="which weights of the run")
-    p.add_argument("--out", metavar="HTML", help="where to write the page (default: RUN/explainer.html)")
+    p.add_argument("--out", metavar="HTML", help="where to write the page (default: RUN/explainer.html; "
+                                                 "for a model file MODEL: MODEL-explainer.html beside it)")
     p.add_argument("--serve", action="store_true",
                    help="serve the page on a local web server instead of writing a file")
     p.add_argument("--host", default="127.0.0.1",
@@ -36,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8000, help="port for --serve")
     p.add_argument("--max-upload-mb", type=float, default=10, metavar="MB",
                    help="largest image upload --serve accepts")
+    add_keras_options(p)
     p.set_defaults(func=run)
 
 
@@ -49,7 +54,9 @@ def run(args) -> int:
         raise CnnlabError(f"{args.image}: no such image file")
     if not 0 < args.max_upload_mb <= 1024:
         raise CnnlabError(f"--max-upload-mb must be between 0 and 1024, got {args.max_upload_mb:g}")
-    explainer = Explainer(args.run, args.weights)
+    from cnnlab.io.models import from_args
+
+    explainer = Explainer(from_args(args), args.weights)
     if args.serve:
         if args.out:
             raise CnnlabError("--out writes a file and --serve serves the page: choose one")
@@ -63,7 +70,10 @@ def run(args) -> int:
         serve(explainer, host=args.host, port=args.port, image=args.image,
               max_upload_mb=args.max_upload_mb)
         return 0
-    out = Path(args.out) if args.out else explainer.run.path / "explainer.html"
+    source = explainer.run.path
+    default = (source.with_name(f"{source.stem}-explainer.html") if getattr(explainer.run, "is_file", False)
+               else source / "explainer.html")
+    out = Path(args.out) if args.out else default
     path = explainer.export(out, image=args.image)
     size = path.stat().st_size / 1e6
     print(f"wrote {path} ({size:.1f} MB): open it in any browser, no network needed")

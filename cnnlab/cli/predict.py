@@ -2,7 +2,7 @@
 
 import sys
 
-from cnnlab.cli._common import add_subcommand, console
+from cnnlab.cli._common import add_keras_options, add_subcommand, console
 
 EPILOG = """\
 examples:
@@ -12,6 +12,8 @@ examples:
   cnnlab predict runs/cats ~/holiday --out preds.csv      or preds.json
   cnnlab predict runs/cats photo.jpg --tta --weights last
   cnnlab predict cats.safetensors photo.jpg               a weights file someone shared
+  cnnlab predict model.h5 photos/ --classes cat,dog       a Keras model (.keras or .h5)
+  cnnlab predict model.onnx photos/                       an exported ONNX file (onnxruntime)
 
 Each file gets one row: path, label, confidence, the top-k labels with their
 probabilities, and error. A file that cannot be read (corrupt, not an image) gets its
@@ -27,7 +29,8 @@ def register(sub) -> None:
                        "the label, its confidence and the top-k classes with probabilities, as a "
                        "table or written to a CSV or JSON file.", EPILOG)
     p.add_argument("run", metavar="RUN", help="a run directory written by `cnnlab train` (runs/NAME), or "
-                                              "a weights file of one (best.safetensors) on its own")
+                                              "a model file: a weights file of one (best.safetensors), a "
+                                              "Keras .keras/.h5 file, or an ONNX file from `cnnlab export`")
     p.add_argument("paths", metavar="PATH", nargs="+", help="image files, folders (recursive) or glob patterns")
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="how many of the most probable classes to list")
     p.add_argument("--tta", action="store_true",
@@ -37,6 +40,7 @@ def register(sub) -> None:
                    help="the run's best or last weights, or a .safetensors file")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    add_keras_options(p)
     p.set_defaults(func=run)
 
 
@@ -50,8 +54,15 @@ def run(args) -> int:
         raise CnnlabError(f"--out {args.out}: the file name must end in .csv or .json")
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
-    rows = predict(args.run, args.paths, top_k=args.top_k, tta=args.tta, weights=args.weights,
-                   batch_size=args.batch_size, device=args.device)
+    from cnnlab.io.models import from_args
+
+    if str(args.run).lower().endswith(".onnx"):
+        from cnnlab.export.onnx import predict_onnx
+
+        rows = predict_onnx(args.run, args.paths, top_k=args.top_k, tta=args.tta, batch_size=args.batch_size)
+    else:
+        rows = predict(from_args(args), args.paths, top_k=args.top_k, tta=args.tta, weights=args.weights,
+                       batch_size=args.batch_size, device=args.device)
     if args.out:
         write_predictions(rows, args.out)
         print(f"{len(rows)} predictions written to {args.out}", file=sys.stderr)

@@ -8,10 +8,11 @@ examples:
   cnnlab summary tinyvgg --format json      machine-readable, same numbers
   cnnlab summary my_model.yaml --input 128x128x3 --classes 2
   cnnlab summary runs/NAME/weights/best.safetensors
+  cnnlab summary model.keras                 a Keras model file (.keras or .h5), read without Keras
 
 Parameters are counted as Keras counts them: Conv2D (K*K*C_in+1)*filters, Dense
 (inputs+1)*units, BatchNormalization 4*C of which 2*C (moving mean and variance) are
-non-trainable."""
+non-trainable. For a Keras file the totals are those of Keras' own model.summary()."""
 
 
 def register(sub) -> None:
@@ -21,8 +22,8 @@ def register(sub) -> None:
                        "non-trainable parameters, MACs, activation memory and receptive field.",
                        EPILOG)
     p.add_argument("model", metavar="MODEL",
-                   help="a preset name (see `cnnlab models`), a model YAML file, or a "
-                        ".safetensors file written by cnnlab")
+                   help="a preset name (see `cnnlab models`), a model YAML file, a "
+                        ".safetensors file written by cnnlab, or a Keras .keras/.h5 model file")
     p.add_argument("--input", metavar="HxWxC", help="input size, e.g. 64x64x3 (default: the spec's)")
     p.add_argument("--classes", type=int, metavar="N", help="number of classes for `units: classes`")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
@@ -37,6 +38,14 @@ def run(args) -> int:
         from cnnlab.io.weights import read_metadata
 
         source = read_metadata(source)["spec"]
+    elif str(source).lower().endswith((".keras", ".h5", ".hdf5")):
+        from cnnlab.io.models import open_model
+
+        if args.input or args.classes:
+            from cnnlab.errors import CnnlabError
+
+            raise CnnlabError(f"{source}: a Keras model has its own input size and classes; drop --input/--classes")
+        source = open_model(source, quiet=True).model
     s = summary(source, input=args.input, classes=args.classes)
     if args.format == "json":
         print_json(s.to_dict())

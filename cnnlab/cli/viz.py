@@ -2,7 +2,7 @@
 
 import argparse
 
-from cnnlab.cli._common import add_subcommand
+from cnnlab.cli._common import add_keras_options, add_subcommand
 
 EPILOG = """\
 examples:
@@ -10,6 +10,7 @@ examples:
   cnnlab viz filters runs/NAME                        the first layer's filters as RGB patches
   cnnlab viz featuremaps runs/NAME photo.jpg          every conv/pool layer's output
   cnnlab viz gradcam runs/NAME photo.jpg              where the evidence for the class is
+  cnnlab viz gradcam model.h5 photo.jpg               a Keras model file works wherever a run does
   cnnlab viz augment data/leaves                      augmented training samples
 
 Each command writes one figure (PNG by default; .svg and .pdf work too) and prints its path."""
@@ -155,9 +156,18 @@ def register(sub) -> None:
 
 
 def _model_args(p) -> None:
-    p.add_argument("run", metavar="RUN", help="a run directory (runs/NAME) or a .safetensors weights file")
+    p.add_argument("run", metavar="RUN", help="a run directory (runs/NAME), a .safetensors weights file, "
+                                              "or a Keras model file (.keras, .h5)")
     p.add_argument("--weights", default="best", metavar="W",
                    help="best, last, or a path to a .safetensors file of the run")
+    add_keras_options(p)
+
+
+def _model(args):
+    """RUN as given, or a Keras/safetensors model file opened with --classes/--rescale."""
+    from cnnlab.io.models import from_args
+
+    return from_args(args)
 
 
 def _save(fig, args) -> int:
@@ -220,7 +230,7 @@ def run_filters(args) -> int:
     from cnnlab.viz.filters import plot_filters
 
     _check_out(args)
-    fig = plot_filters(args.run, args.layer, view=args.view, max_filters=args.max_filters,
+    fig = plot_filters(_model(args), args.layer, view=args.view, max_filters=args.max_filters,
                        max_channels=args.max_channels, weights=args.weights)
     return _save(fig, args)
 
@@ -230,7 +240,7 @@ def run_featuremaps(args) -> int:
 
     layers = [n for item in args.layers or [] for n in item.split(",") if n] or None
     _check_out(args)
-    fig = plot_featuremaps(args.run, args.image, layers, max_channels=args.max_channels, weights=args.weights)
+    fig = plot_featuremaps(_model(args), args.image, layers, max_channels=args.max_channels, weights=args.weights)
     return _save(fig, args)
 
 
@@ -238,7 +248,7 @@ def run_gradcam(args) -> int:
     from cnnlab.viz.gradcam import plot_gradcam
 
     _check_out(args)
-    fig = plot_gradcam(args.run, args.images, args.cls, args.layer, weights=args.weights, alpha=args.alpha)
+    fig = plot_gradcam(_model(args), args.images, args.cls, args.layer, weights=args.weights, alpha=args.alpha)
     return _save(fig, args)
 
 

@@ -93,6 +93,13 @@ def _items_from_data(data: str | Path, split: str, classes: list[str]) -> tuple[
     return mapped, unknown, split
 
 
+def data_classes(data: str | Path) -> list[str]:
+    """The class names of a labelled folder (sorted, as Keras' flow_from_directory orders them)."""
+    from cnnlab.data.datasets import discover
+
+    return list(discover(data, val_split=0.0).classes)
+
+
 def eval_name(split: str, data: str | Path | None) -> str:
     """The folder under RUN/eval/: the split; for ``data=DIR``, DIR's name (and the split used).
 
@@ -176,10 +183,19 @@ def evaluate_run(
     RUN/report.html afterwards.
     """
     from cnnlab.device import pick_device
+    from cnnlab.io.models import is_model_file, open_model
 
-    run = run if isinstance(run, Run) else Run(run)
     dev = pick_device(device)
-    model, meta = run.load_model(weights, device=dev)
+    source = None
+    if is_model_file(run):  # a model file on its own (.safetensors, .keras, .h5): needs --data
+        if data is None:
+            raise CnnlabError(f"{getattr(run, 'path', run)}: a model file has no data of its own; "
+                              "evaluate it on a labelled folder with --data DIR")
+        source = open_model(run, data_classes=data_classes(data), device=dev)
+        model, meta, weights = source.model, source.meta, source.path.name
+    else:
+        run = run if isinstance(run, Run) else Run(run)
+        model, meta = run.load_model(weights, device=dev)
     classes = list(meta["classes"])
     if data is None:
         items, unknown = _items_from_run(run, split), {}
@@ -190,7 +206,7 @@ def evaluate_run(
         raise CnnlabError(f"{run.path / 'split.json'}: {bad_labels[0]} has a label outside the model's "
                           f"{len(classes)} classes")
 
-    pre = run.preprocessor(meta)
+    pre = source.preprocessor() if source else run.preprocessor(meta)
     probs, ok, errors = predict_files(model, pre, [p for p, _ in items], tta=tta, batch_size=batch_size,
                                       device=dev)
     if not ok:
@@ -204,9 +220,13 @@ def evaluate_run(
     probs_all = dict(zip(ok, probs))
     losses_all = dict(zip(ok, image_losses(y_true, probs)))
     top = _top_losses(items, probs_all, losses_all, ok, classes)
-    out = run.eval_dir(eval_name(split, data))
+    if source is not None:  # written beside the model file: model.h5 -> model-eval/<data>/
+        out = source.path.with_name(f"{source.path.stem}-eval") / eval_name(split, data)
+        report = False
+    else:
+        out = run.eval_dir(eval_name(split, data))
     result = {
-        "run": str(run.path),
+        "run": str(source.path if source else run.path),
         "eval_dir": str(out),
         "split": split,
         "data": str(data) if data is not None else None,

@@ -11,9 +11,9 @@ row::
 A file that cannot be read (corrupt, not an image, missing) gets a row with ``label``
 empty and the reason in ``error``; the other files still get their predictions.
 
-The model comes from a run directory or from a weights file alone: a ``.safetensors``
+The model comes from a run directory or from a model file alone: a ``.safetensors``
 file written by cnnlab holds the spec, the classes and the preprocessing, so it can be
-shared on its own.
+shared on its own; a Keras ``.keras``/``.h5`` file is read too (cnnlab.io.keras).
 """
 
 from __future__ import annotations
@@ -79,12 +79,12 @@ def collect_files(paths: Iterable[str | Path]) -> list[tuple[str, str]]:
 
 
 def load_predictor(run: str | Path | Run, weights: str = "best", device="cpu"):
-    """(model, metadata, preprocessor) from a run directory or a cnnlab .safetensors file."""
-    from cnnlab.io.weights import load_weights
+    """(model, metadata, preprocessor) from a run directory or a model file (.safetensors, .keras, .h5)."""
+    from cnnlab.io.models import is_model_file, open_model
 
-    if not isinstance(run, Run) and Path(run).is_file() and Path(run).suffix == ".safetensors":
-        model, meta = load_weights(run, device=device)
-        return model, meta, Preprocessor.from_meta(meta)
+    if not isinstance(run, Run) and is_model_file(run):
+        f = open_model(run, device=device)
+        return f.model, f.meta, f.preprocessor()
     run = run if isinstance(run, Run) else Run(run)
     model, meta = run.load_model(weights, device=device)
     return model, meta, run.preprocessor(meta)
@@ -102,7 +102,7 @@ def predict(
 ) -> list[dict[str, Any]]:
     """One dict per file (see the module docstring), in the order the files were found.
 
-    ``run`` is a run directory or a .safetensors weights file; ``top_k`` labels are listed
+    ``run`` is a run directory, a model file (.safetensors, .keras, .h5) or a ModelFile; ``top_k`` labels are listed
     per file (at most the number of classes); ``tta`` averages each image with its mirror
     image; ``weights`` is best, last or a path (for a run directory).
     """

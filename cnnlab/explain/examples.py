@@ -56,6 +56,8 @@ def with_thumbnails(examples: list[dict[str, Any]], preprocessor) -> list[dict[s
 def default_image(run) -> Path:
     """The image shown when the user names none: the first example of the run's split."""
     examples = example_files(run, per_class=1)
+    if not examples and getattr(run, "is_file", False):
+        raise CnnlabError(f"{run.path}: a model file has no images of its own; name one with --image")
     if not examples:
         raise CnnlabError(f"{run.path}: its split.json lists no image that still exists; "
                           "name one with --image")

@@ -14,7 +14,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from cnnlab.model.layers import Activation, Dense
+from cnnlab.model.layers import Activation, Dense, Softmax
 from cnnlab.model.spec import ModelSpec, TracedLayer, load_spec, trace
 
 
@@ -30,7 +30,10 @@ class CNN(nn.Module):
         last = len(self.traced) - 1
         for i, t in enumerate(self.traced):
             layer = t.layer
-            if i == last and getattr(layer, "activation", None) in ("softmax", "sigmoid"):
+            if i == last and isinstance(layer, Softmax):  # Keras' Softmax layer ends the model
+                self.output_activation = "softmax"
+                layer = Activation(None)
+            elif i == last and getattr(layer, "activation", None) in ("softmax", "sigmoid"):
                 self.output_activation = layer.activation
                 if isinstance(layer, (Dense, Activation)):
                     layer = dataclasses.replace(layer, activation=None)

@@ -49,6 +49,26 @@ def _pair(v: Any) -> tuple[int, int]:
     raise ValueError(f"expected an integer or [height, width], got {v!r}")
 
 
+def _zero_padding(v: Any) -> tuple:
+    """Keras' ZeroPadding2D padding: 1, [1, 2] or [[top, bottom], [left, right]] (0 allowed).
+
+    Symmetric padding is kept as (rows, columns); asymmetric as ((top, bottom), (left, right)).
+    """
+    def count(x: Any) -> int:
+        if isinstance(x, bool) or not isinstance(x, int) or x < 0:
+            raise ValueError(f"expected 1, [1, 2] or [[top, bottom], [left, right]], got {v!r}")
+        return x
+
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (count(v), count(v))
+    if isinstance(v, (list, tuple)) and len(v) == 2:
+        if all(isinstance(p, (list, tuple)) for p in v) and all(len(p) == 2 for p in v):
+            (t, b), (l, r) = [(count(p[0]), count(p[1])) for p in v]
+            return (t, l) if (t, l) == (b, r) else ((t, b), (l, r))
+        return (count(v[0]), count(v[1]))
+    raise ValueError(f"expected 1, [1, 2] or [[top, bottom], [left, right]], got {v!r}")
+
+
 def _positive_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ValueError(f"expected a positive integer, got {v!r}")
@@ -118,6 +138,11 @@ def _activation(v: Any) -> str | None:
 
 def make_activation(name: str | None) -> nn.Module:
     return nn.Identity() if name is None else ACTIVATIONS[name]()
+
+
+def _plain(v: Any) -> Any:
+    """Tuples (nested too) as lists, so that YAML and JSON write them plainly."""
+    return [_plain(x) for x in v] if isinstance(v, (tuple, list)) else v
 
 
 def arg(check: Callable[[Any], Any], help: str, default: Any = MISSING) -> Any:
@@ -222,7 +247,7 @@ class Layer:
             if f.name == "name" and v is None:
                 continue
             if f.default is MISSING or v != f.default:
-                out[f.name] = list(v) if isinstance(v, tuple) else v
+                out[f.name] = _plain(v)
         return out
 
     # -- what each layer defines ----------------------------------------------------------
@@ -550,15 +575,22 @@ class GlobalMaxPooling2D(_GlobalPool):
 @dataclass
 class ZeroPadding2D(Layer):
     doc: ClassVar[str] = "Adds rows and columns of zeros around the image."
-    padding: tuple[int, int] = arg(_pair, "rows (top and bottom) and columns (left and right)", (1, 1))
+    padding: tuple = arg(_zero_padding, "rows (top and bottom) and columns (left and right): 1, "
+                                        "[1, 2], or [[top, bottom], [left, right]]", (1, 1))
     name: str | None = None
 
+    def _pads(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right)."""
+        (t, b), (l, r) = [(p, p) if isinstance(p, int) else p for p in self.padding]
+        return t, b, l, r
+
     def output_shape(self, shape: Shape) -> Shape:
-        return (shape[0] + 2 * self.padding[0], shape[1] + 2 * self.padding[1], shape[2])
+        t, b, l, r = self._pads()
+        return (shape[0] + t + b, shape[1] + l + r, shape[2])
 
     def build(self, shape: Shape) -> nn.Module:
-        ph, pw = self.padding
-        return ZeroPad((pw, pw, ph, ph))
+        t, b, l, r = self._pads()
+        return ZeroPad((l, r, t, b))
 
 
 @register
@@ -750,3 +782,257 @@ class ResidualBlock(Layer):
         return ResidualModule(
             seq(self._parts(shape)), seq(shortcut) if shortcut else nn.Identity(), self.activation
         )
+
+
+# ---------------------------------------------------------------------------------------
+# Layers that models written with Keras use: preprocessing inside the model, activation
+# layers with their own arguments, and Residual for a functional model's Add. They are
+# what `cnnlab.io.keras` maps a .keras/.h5 file onto; a spec may use them too.
+# ---------------------------------------------------------------------------------------
+
+
+def _number_or_list(v: Any) -> float | tuple[float, ...]:
+    """A number, or one number per channel."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    if isinstance(v, (list, tuple)) and v and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in v
+    ):
+        return tuple(float(x) for x in v)
+    raise ValueError(f"expected a number or a list of numbers (one per channel), got {v!r}")
+
+
+def _channel_values(v: float | tuple[float, ...], c: int, what: str) -> torch.Tensor:
+    """A number or per-channel list as a (C, 1, 1) tensor (or (C,) for flat inputs)."""
+    if isinstance(v, tuple) and len(v) not in (1, c):
+        raise SpecError(f"its {what} has {len(v)} values but the input has {c} channels")
+    return torch.tensor(v if isinstance(v, tuple) else (v,), dtype=torch.float32)
+
+
+class Affine(nn.Module):
+    """x * scale + offset per channel (Rescaling), or (x - mean) / std (Normalization)."""
+
+    def __init__(self, scale: torch.Tensor, offset: torch.Tensor, image: bool):
+        super().__init__()
+        shape = (1, -1, 1, 1) if image else (1, -1)
+        self.register_buffer("scale", scale.reshape(shape), persistent=False)
+        self.register_buffer("offset", offset.reshape(shape), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset
+
+
+@register
+@dataclass
+class Rescaling(Layer):
+    doc: ClassVar[str] = "x * scale + offset: Keras' Rescaling(1./255) turns pixels 0-255 into 0-1."
+    needs: ClassVar[str] = "any"
+    scale: float | tuple[float, ...] = arg(_number_or_list, "factor (or one per channel)")
+    offset: float | tuple[float, ...] = arg(_number_or_list, "added after scaling (or one per channel)", 0.0)
+    name: str | None = None
+
+    def output_shape(self, shape: Shape) -> Shape:
+        _channel_values(self.scale, shape[-1], "scale")
+        _channel_values(self.offset, shape[-1], "offset")
+        return shape
+
+    def build(self, shape: Shape) -> nn.Module:
+        c = shape[-1]
+        return Affine(_channel_values(self.scale, c, "scale"), _channel_values(self.offset, c, "offset"),
+                      len(shape) == 3)
+
+
+@register
+@dataclass
+class Normalization(Layer):
+    doc: ClassVar[str] = ("(x - mean) / sqrt(variance) per channel, with Keras' statistics "
+                          "(the values its adapt() measured).")
+    needs: ClassVar[str] = "any"
+    mean: float | tuple[float, ...] = arg(_number_or_list, "mean of each channel")
+    variance: float | tuple[float, ...] = arg(_number_or_list, "variance of each channel")
+    stored: bool = arg(_bool, "Keras keeps mean, variance and count as weights (adapt()): 2*C+1 "
+                              "non-trainable parameters in its summary", False)
+    name: str | None = None
+
+    def output_shape(self, shape: Shape) -> Shape:
+        _channel_values(self.mean, shape[-1], "mean")
+        _channel_values(self.variance, shape[-1], "variance")
+        return shape
+
+    def params(self, shape: Shape) -> list[ParamGroup]:
+        if not self.stored:
+            return []
+        c = shape[-1]
+        return [ParamGroup("mean,variance,count", f"2*{c}+1", 2 * c + 1, False)]
+
+    def build(self, shape: Shape) -> nn.Module:
+        c = shape[-1]
+        mean = _channel_values(self.mean, c, "mean")
+        # Keras 3: (x - mean) / maximum(sqrt(variance), epsilon), epsilon = 1e-7.
+        std = _channel_values(self.variance, c, "variance").sqrt().clamp(min=1e-7)
+        return Affine(1.0 / std, -mean / std, len(shape) == 3)
+
+
+class KerasReLU(nn.Module):
+    """Keras' ReLU layer: x above threshold (capped at max_value), else negative_slope * (x - threshold)."""
+
+    def __init__(self, max_value: float | None, negative_slope: float, threshold: float):
+        super().__init__()
+        self.max_value, self.negative_slope, self.threshold = max_value, negative_slope, threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.where(x >= self.threshold, x, self.negative_slope * (x - self.threshold))
+        return y if self.max_value is None else y.clamp(max=self.max_value)
+
+
+class SoftmaxModule(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(x, dim=1)
+
+
+def _optional_number(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected a number or null, got {v!r}")
+    return float(v)
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected a number, got {v!r}")
+    return float(v)
+
+
+@register
+@dataclass
+class ReLU(Layer):
+    doc: ClassVar[str] = "Rectified linear unit as a layer, with Keras' optional cap, slope and threshold."
+    needs: ClassVar[str] = "any"
+    max_value: float | None = arg(_optional_number, "largest output (6 gives ReLU6); null: none", None)
+    negative_slope: float = arg(_number, "slope below the threshold", 0.0)
+    threshold: float = arg(_number, "values below it are cut", 0.0)
+    name: str | None = None
+
+    def build(self, shape: Shape) -> nn.Module:
+        return KerasReLU(self.max_value, self.negative_slope, self.threshold)
+
+
+@register
+@dataclass
+class LeakyReLU(Layer):
+    doc: ClassVar[str] = "x for x > 0, negative_slope * x below (Keras' default slope 0.3)."
+    needs: ClassVar[str] = "any"
+    negative_slope: float = arg(_number, "slope for negative inputs", 0.3)
+    name: str | None = None
+
+    def build(self, shape: Shape) -> nn.Module:
+        return KerasReLU(None, self.negative_slope, 0.0)
+
+
+@register
+@dataclass
+class Softmax(Layer):
+    doc: ClassVar[str] = "Softmax over the classes as a layer of its own (the last axis)."
+    needs: ClassVar[str] = "flat"
+    name: str | None = None
+
+    def build(self, shape: Shape) -> nn.Module:
+        return SoftmaxModule()
+
+
+def _branch(v: Any) -> tuple[tuple[str, "Layer"], ...]:
+    """A list of spec layer entries ('- Conv2D: {...}') -> ((name, layer), ...)."""
+    if isinstance(v, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[1], Layer) for p in v):
+        return v
+    if not isinstance(v, list):
+        raise ValueError(f"expected a list of layers, got {v!r}")
+    out: list[tuple[str, Layer]] = []
+    for i, entry in enumerate(v, start=1):
+        if isinstance(entry, str):
+            entry = {entry: {}}
+        if not isinstance(entry, dict) or len(entry) != 1:
+            raise ValueError(f"layer {i} must be written as 'LayerName: {{arguments}}', got {entry!r}")
+        (kind, args), = entry.items()
+        if kind not in LAYERS or kind == "Residual":
+            raise ValueError(f"layer {i}: unknown layer type {kind!r} inside a branch")
+        try:
+            layer = LAYERS[kind].from_args(dict(args or {}))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"layer {i} ({kind}): {e}") from None
+        name = layer.name or f"{_snake_name(kind)}_{len(out)}"
+        if any(name == n for n, _ in out):
+            raise ValueError(f"layer {i} ({kind}): the name {name!r} is used twice")
+        out.append((name, layer))
+    return tuple(out)
+
+
+def _snake_name(kind: str) -> str:
+    import re
+
+    return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", kind).lower()
+
+
+@register
+@dataclass
+class Residual(Layer):
+    doc: ClassVar[str] = (
+        "main(x) + shortcut(x): Keras' Add of two branches from one tensor (a residual "
+        "connection of a functional model). An empty shortcut is the identity."
+    )
+    needs: ClassVar[str] = "any"
+    main: tuple = arg(_branch, "the layers of one branch, in order")
+    shortcut: tuple = arg(_branch, "the layers of the other branch ([] = x itself)", ())
+    name: str | None = None
+
+    def to_args(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in ("main", "shortcut"):
+            entries = []
+            for name, layer in getattr(self, key):
+                args = layer.to_args()
+                args["name"] = name
+                entries.append({type(layer).__name__: args})
+            out[key] = entries
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+    def _walk(self, parts, shape: Shape) -> tuple[list[tuple[str, "Layer", Shape]], Shape]:
+        out, s = [], shape
+        for name, layer in parts:
+            out.append((name, layer, s))
+            s = layer.output_shape(s)
+        return out, s
+
+    def children(self, shape: Shape) -> list[tuple[str, "Layer", Shape]]:
+        return self._walk(self.main, shape)[0] + self._walk(self.shortcut, shape)[0]
+
+    def output_shape(self, shape: Shape) -> Shape:
+        _, a = self._walk(self.main, shape)
+        _, b = self._walk(self.shortcut, shape)
+        if a != b:
+            raise SpecError(f"its branches end in different shapes, {a} and {b}, which cannot be added")
+        return a
+
+    def params(self, shape: Shape) -> list[ParamGroup]:
+        return [g for _, layer, s in self.children(shape) for g in layer.params(s)]
+
+    def macs(self, shape: Shape, out: Shape) -> int:
+        return sum(layer.macs(s, layer.output_shape(s)) for _, layer, s in self.children(shape))
+
+    def rf(self) -> tuple[int, int]:
+        k, s = 1, 1
+        for _, layer in self.main:
+            lk, ls = layer.rf()
+            k, s = k + (max(lk, 1) - 1) * s, s * ls
+        return k, s
+
+    def build(self, shape: Shape) -> nn.Module:
+        def seq(parts) -> nn.Module:
+            if not parts:
+                return nn.Identity()
+            mods = OrderedDict((name, layer.build(s)) for name, layer, s in self._walk(parts, shape)[0])
+            return nn.Sequential(mods)
+
+        return ResidualModule(seq(self.main), seq(self.shortcut), None)

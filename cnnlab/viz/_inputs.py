@@ -1,6 +1,7 @@
 """What the model-based figures take: a model and an image, in whichever form is at hand.
 
-A model can be a run directory, a ``.safetensors`` file, or a CNN already in memory; an
+A model can be a run directory, a model file (``.safetensors``, Keras ``.keras``/``.h5``),
+or a CNN already in memory; an
 image can be a file (read exactly as in training, using the weights' metadata) or a
 tensor that is already preprocessed (C, H, W).
 """
@@ -60,19 +61,19 @@ class Loaded:
 
 
 def load(model, weights: str = "best") -> Loaded:
-    """A run directory, a .safetensors file, or a CNN -> Loaded (model in eval mode)."""
+    """A run directory, a model file (.safetensors, .keras, .h5), or a CNN -> Loaded (eval mode)."""
     if isinstance(model, Loaded):
         return model
     if isinstance(model, torch.nn.Module):
         model.eval()
         meta = {"classes": None}
         return Loaded(model, meta, getattr(getattr(model, "spec", None), "name", "model"))
-    path = Path(model)
-    if path.suffix == ".safetensors":
-        from cnnlab.io.weights import load_weights
+    from cnnlab.io.models import is_model_file, open_model
 
-        m, meta = load_weights(path)
-        return Loaded(m.eval(), meta, path.stem)
+    if is_model_file(model):  # .safetensors, .keras, .h5 (or one opened already)
+        f = open_model(model)
+        return Loaded(f.model.eval(), f.meta, f.name)
+    path = Path(model)
     from cnnlab.run import Run
 
     run = Run(path)
