@@ -1,0 +1,250 @@
+"""Keras model files (.keras, legacy .h5) read by cnnlab without Keras, checked against Keras.
+
+The oracle is Keras 3 itself (torch backend): it builds and saves real models of every
+layer type cnnlab reads; cnnlab's probabilities must equal Keras' model.predict to 1e-4
+and its summary totals Keras' count_params(). Hostile files must be refused with one
+sentence and exit code 2, without running anything in them.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import kerasmodels as km
+from cnnlab.cli import main
+from cnnlab.io.models import open_model
+from cnnlab.model.summary import summary
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """{name: (keras model, {".keras": path, ".h5": path})} for the test models."""
+    root = tmp_path_factory.mktemp("keras")
+    seq = km.every_layer_sequential()
+    res, _ = km.residual_functional()
+    lecture = km.lecture_model()
+    out = {}
+    for name, m in (("every", seq), ("residual", res), ("lecture", lecture)):
+        paths = {}
+        for suffix in (".keras", ".h5"):
+            p = root / f"{name}{suffix}"
+            m.save(p)
+            paths[suffix] = p
+        out[name] = (m, paths)
+    return out
+
+
+def cnnlab_probs(f, images: np.ndarray) -> np.ndarray:
+    """cnnlab's own pipeline: uint8 image -> Preprocessor -> model -> probabilities."""
+    pre = f.preprocessor()
+    x = torch.stack([pre.to_tensor(a) for a in images])
+    return f.model.predict_proba(x).numpy()
+
+
+def keras_input(f, images: np.ndarray) -> np.ndarray:
+    """What the Keras user fed their model: raw pixels, or pixels * rescale (ImageDataGenerator)."""
+    return images.astype("float32") * (1.0 if "own" in f.meta["preprocessing"] else f.meta["rescale"])
+
+
+@pytest.mark.parametrize("name", ["every", "residual", "lecture"])
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_predictions_and_counts_equal_keras(saved, name, suffix):
+    model, paths = saved[name]
+    f = open_model(paths[suffix], quiet=True)
+    images = km.pixels(model.input_shape[1:], n=6, seed=1)
+    expected = model.predict(keras_input(f, images), verbose=0)
+    got = cnnlab_probs(f, images)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    assert np.ptp(expected, axis=0).max() > 0.05  # the images give different answers: a real check
+
+    s = summary(f.model)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert s.total_params == model.count_params()
+    assert s.trainable_params == trainable
+    assert s.non_trainable_params == model.count_params() - trainable
+
+
+def test_preprocessing_and_class_names(saved, tmp_path, capsys):
+    model, paths = saved["lecture"]
+    f = open_model(paths[".h5"])
+    err = capsys.readouterr().err
+    assert "1/255" in err and "class_0, class_1" in err  # says what it used
+    assert f.meta["classes"] == ["class_0", "class_1"]
+    # The model has no Rescaling layer: --rescale is what the user's generator did.
+    images = km.pixels((32, 32, 3), n=4, seed=3)
+    g = open_model(paths[".h5"], rescale=1 / 128, classes="cat,dog", quiet=True)
+    assert g.meta["classes"] == ["cat", "dog"]
+    np.testing.assert_allclose(cnnlab_probs(g, images),
+                               model.predict(images.astype("float32") / 128, verbose=0), atol=1e-4)
+    # classes.json beside the file (a list, or Keras' class_indices mapping).
+    copy = tmp_path / "model.h5"
+    copy.write_bytes(paths[".h5"].read_bytes())
+    (tmp_path / "classes.json").write_text(json.dumps({"dog": 1, "cat": 0}))
+    assert open_model(copy, quiet=True).meta["classes"] == ["cat", "dog"]
+    # A Rescaling layer inside the model: raw pixels go in and --rescale is ignored, with a note.
+    every = open_model(saved["every"][1][".keras"], rescale=0.5)
+    assert "--rescale is ignored" in capsys.readouterr().err
+    assert every.meta["rescale"] == 1.0
+
+
+def test_keras_file_in_every_command(saved, tmp_path, split_folder, capsys):
+    """The lecture's model.h5 opens in summary, predict, evaluate --data, viz and explain."""
+    model, paths = saved["lecture"]
+    h5 = tmp_path / "model.h5"
+    h5.write_bytes(paths[".h5"].read_bytes())
+    test_dir = split_folder / "test"
+
+    assert main(["summary", str(h5), "--format", "json"]) == 0
+    totals = json.loads(capsys.readouterr().out)
+    assert totals["total_params"] == model.count_params()
+
+    out = tmp_path / "preds.json"
+    assert main(["predict", str(h5), str(test_dir), "--classes", "hbar,vbar", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    files = sorted(test_dir.rglob("*.png"))
+    assert len(rows) == len(files)
+    from PIL import Image
+
+    arrays = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in files])  # 32x32 already
+    expected = model.predict(arrays.astype("float32") / 255, verbose=0)
+    by_path = {r["path"]: r for r in rows}
+    for p, e in zip(files, expected):
+        r = by_path[str(p)]
+        assert r["label"] == ["hbar", "vbar"][int(e.argmax())]
+        assert abs(r["confidence"] - float(e.max())) < 1e-4
+
+    assert main(["evaluate", str(h5), "--data", str(test_dir), "--format", "json"]) == 0
+    m = json.loads(capsys.readouterr().out)
+    assert m["classes"] == ["hbar", "vbar"]  # the data folder's names, Keras' order
+    labels = np.array([0 if p.parent.name == "hbar" else 1 for p in files])
+    assert m["accuracy"] == pytest.approx(float((expected.argmax(1) == labels).mean()))
+    assert (tmp_path / "model-eval" / "data-test" / "metrics.json").is_file()
+
+    for cmd in (["viz", "gradcam", str(h5), str(files[0])], ["viz", "featuremaps", str(h5), str(files[0])],
+                ["viz", "filters", str(h5)]):
+        png = tmp_path / f"{cmd[1]}.png"
+        assert main([*cmd, "--out", str(png)]) == 0, cmd
+        assert png.stat().st_size > 1000
+
+    page = tmp_path / "page.html"
+    assert main(["explain", str(h5), "--image", str(files[0]), "--out", str(page)]) == 0
+    assert page.stat().st_size > 1000
+    assert main(["explain", str(h5)]) == 2
+    assert "--image" in capsys.readouterr().err
+
+
+def test_explain_serve_app_takes_a_keras_file(saved, split_folder):
+    from fastapi.testclient import TestClient
+
+    from cnnlab.explain import Explainer
+    from cnnlab.explain.server import create_app as make_app
+
+    image = sorted((split_folder / "test").rglob("*.png"))[0]
+    app = make_app(Explainer(open_model(saved["lecture"][1][".keras"], classes="hbar,vbar", quiet=True)),
+                   image=str(image))
+    client = TestClient(app)
+    assert client.get("/").status_code == 200
+    with open(image, "rb") as fh:
+        r = client.post("/api/explain", files={"file": ("x.png", fh, "image/png")})
+    assert r.status_code == 200, r.text
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile files: one sentence, exit 2, nothing executed.
+# ---------------------------------------------------------------------------------------
+
+
+def refused(capsys, path: Path, *fragments: str) -> str:
+    code = main(["summary", str(path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("cnnlab: error: ") and "\n" not in err and "Traceback" not in err, err
+    for frag in fragments:
+        assert frag in err, err
+    return err
+
+
+def test_lambda_layer_is_refused_and_not_run(tmp_path, capsys):
+    k = km.keras()
+    marker = tmp_path / "ran"
+
+    def touch(x):
+        marker.touch()
+        return x * 2
+
+    m = k.Sequential([k.Input((4, 4, 3)), k.layers.Lambda(touch, name="sneaky"), k.layers.Flatten(),
+                      k.layers.Dense(2)])
+    p = tmp_path / "lambda.keras"
+    m.save(p)
+    marker.unlink(missing_ok=True)
+    refused(capsys, p, "'sneaky'", "Lambda")
+    assert not marker.exists()
+
+
+def test_custom_class_is_refused(saved, tmp_path, capsys):
+    src = saved["lecture"][1][".keras"]
+    p = tmp_path / "custom.keras"
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(p, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "config.json":
+                cfg = json.loads(data)
+                cfg["config"]["layers"][2].update(module="mylib", class_name="MyPool", registered_name="Custom>MyPool")
+                data = json.dumps(cfg).encode()
+            zout.writestr(info, data)
+    refused(capsys, p, "Custom>MyPool")
+
+
+def test_zip_bomb_is_refused_without_unpacking(tmp_path, capsys):
+    p = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(p, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("metadata.json", "{}")
+        with z.open("config.json", "w", force_zip64=True) as f:
+            chunk = b" " * (1 << 20)
+            for _ in range(80):  # 80 MiB of spaces: about 80 KB on disk
+                f.write(chunk)
+    assert p.stat().st_size < 1 << 20
+    refused(capsys, p, "zip bomb")
+
+
+def test_truncated_h5_is_refused(saved, tmp_path, capsys):
+    data = saved["every"][1][".h5"].read_bytes()
+    p = tmp_path / "truncated.h5"
+    p.write_bytes(data[: len(data) // 2])
+    refused(capsys, p, str(p))
+
+
+def test_weights_that_do_not_fit_the_config(saved, tmp_path, capsys):
+    p = tmp_path / "mismatch.h5"
+    p.write_bytes(saved["lecture"][1][".h5"].read_bytes())
+    with h5py.File(p, "r+") as f:
+        conv = next(n for n in f["model_weights"] if n.startswith("conv2d"))
+        g = f["model_weights"][conv]
+        name = [n.decode() if isinstance(n, bytes) else n for n in g.attrs["weight_names"]][0]
+        del g[name]
+        g.create_dataset(name, data=np.zeros((5, 5, 3, 8), "float32"))
+    refused(capsys, p, f"layer {conv!r}", "(5, 5, 3, 8)", "(3, 3, 3, 8)")
+
+
+def test_pickle_renamed_h5_is_refused_and_not_unpickled(tmp_path, capsys):
+    marker = tmp_path / "unpickled"
+
+    class Boom:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    p = tmp_path / "model.h5"
+    p.write_bytes(pickle.dumps(Boom()))
+    refused(capsys, p, "pickle")
+    for cmd in (["predict", str(p), str(tmp_path)], ["evaluate", str(p), "--data", str(tmp_path)]):
+        assert main(cmd) == 2
+    assert not marker.exists()
