@@ -17,7 +17,7 @@ from cnnlab.errors import CnnlabError
 
 # The order of `cnnlab --help`; modules not named here come after, alphabetically.
 ORDER = ["demo", "train", "evaluate", "predict", "summary", "models", "layers", "data", "viz",
-         "explain", "lr_find", "doctor"]
+         "explain", "export", "lr_find", "doctor"]
 
 DESCRIPTION = """\
 cnnlab: from a folder of labelled images to a trained, evaluated and understood CNN.

@@ -124,13 +124,20 @@ def predict(
                                       tta=tta, batch_size=batch_size, device=dev)
     row_probs = {readable[j]: p for j, p in zip(ok, probs)}
     row_errors = {readable[j]: reason for j, reason in errors.items()}
+    return prediction_rows(files, row_probs, row_errors, classes, k)
+
+
+def prediction_rows(files: list[tuple[str, str]], probs: dict[int, np.ndarray], errors: dict[int, str],
+                    classes: list[str], top_k: int) -> list[dict[str, Any]]:
+    """One row per file of collect_files(): the top-k of ``probs[i]``, or why file i has none."""
+    k = min(top_k, len(classes))
     rows = []
     for i, (path, err) in enumerate(files):
-        if i not in row_probs:
+        if i not in probs:
             rows.append({"path": path, "label": "", "confidence": None, "top_k": [],
-                         "error": err or row_errors.get(i, "not read")})
+                         "error": err or errors.get(i, "not read")})
             continue
-        p = row_probs[i]
+        p = probs[i]
         best = np.argsort(-p, kind="stable")[:k]
         rows.append({"path": path, "label": classes[best[0]], "confidence": float(p[best[0]]),
                      "top_k": [{"label": classes[c], "probability": float(p[c])} for c in best],
