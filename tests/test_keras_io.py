@@ -248,3 +248,38 @@ def test_pickle_renamed_h5_is_refused_and_not_unpickled(tmp_path, capsys):
     for cmd in (["predict", str(p), str(tmp_path)], ["evaluate", str(p), "--data", str(tmp_path)]):
         assert main(cmd) == 2
     assert not marker.exists()
+
+
+def test_tf_keras2_h5_layout(saved, tmp_path):
+    """The file the lecture's TF-Keras 2 ModelCheckpoint("model.h5") writes: Keras 2 config
+    names (batch_input_shape, alpha), weight names 'conv2d/kernel:0', bytes attributes.
+    Written here with h5py from the Keras 3 model's own weights; Keras 3 is the oracle."""
+    model, _ = saved["lecture"]
+    layers = [{"class_name": "InputLayer", "config": {"batch_input_shape": [None, 32, 32, 3],
+                                                       "dtype": "float32", "name": "conv2d_input"}}]
+    p = tmp_path / "tf2.h5"
+    with h5py.File(p, "w") as f:
+        f.attrs["keras_version"] = b"2.15.0"
+        f.attrs["backend"] = b"tensorflow"
+        g = f.create_group("model_weights")
+        names = []
+        for layer in model.layers:
+            cfg = {k: v for k, v in layer.get_config().items() if k not in ("dtype",)}
+            cfg["dtype"] = "float32"
+            layers.append({"class_name": type(layer).__name__, "config": cfg})
+            lg = g.create_group(layer.name)
+            wnames = []
+            for v in layer.weights:
+                wname = f"{layer.name}/{v.path.rsplit('/', 1)[-1]}:0"
+                lg.create_dataset(wname, data=np.asarray(v.numpy()))
+                wnames.append(wname.encode())
+            lg.attrs["weight_names"] = wnames
+            names.append(layer.name.encode())
+        g.attrs["layer_names"] = names
+        f.attrs["model_config"] = json.dumps({"class_name": "Sequential",
+                                              "config": {"name": "sequential", "layers": layers}}).encode()
+    f = open_model(p, quiet=True)
+    images = km.pixels((32, 32, 3), n=5, seed=4)
+    np.testing.assert_allclose(cnnlab_probs(f, images), model.predict(images.astype("float32") / 255, verbose=0),
+                               atol=1e-4)
+    assert summary(f.model).total_params == model.count_params()

@@ -23,6 +23,7 @@ from Keras' (h, w, c) flatten order to torch's (c, h, w), so the numbers are Ker
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sys
@@ -535,8 +536,16 @@ def spec_from_keras(kf: KerasFile):
             out.append((node.name, layer))
     if not out:
         raise _refuse(kf.path, "the model has no layers cnnlab can build")
+    # The last Dense gives the classes: `units: classes`, so that training on other data
+    # (`cnnlab train --model model.keras`) gets a head of the right size.
+    dense = [i for i, (_, lay) in enumerate(out) if isinstance(lay, L.Dense)]
+    classes = None
+    if dense and isinstance(out[dense[-1]][1].units, int) and out[dense[-1]][1].units > 1:
+        i = dense[-1]
+        classes = out[i][1].units
+        out[i] = (out[i][0], dataclasses.replace(out[i][1], units="classes"))
     name = str((inner.get("name") if isinstance(inner, dict) else None) or kf.path.stem)
-    return ModelSpec(input=shape, layers=out, classes=None, name=kf.path.stem,
+    return ModelSpec(input=shape, layers=out, classes=classes, name=kf.path.stem,
                      description=f"read from {kf.path.name} (Keras {kf.keras_version or '?'} model {name!r})",
                      source=str(kf.path))
 
@@ -731,7 +740,6 @@ def load_keras(path: str | Path, *, classes: list[str] | None = None, rescale: f
     if n == 1 and model.output_activation == "sigmoid":
         n = 2
     names, names_from = class_names(path, n, classes, data_classes)
-    spec.classes = model.num_outputs
     inside = preprocessing_inside(spec)
     c = spec.input[2]
     if inside is not None:

@@ -169,7 +169,7 @@ def load_spec(
     input: Any = None,
     classes: int | None = None,
 ) -> ModelSpec:
-    """A ModelSpec from a preset name, a YAML file, a dict or a ModelSpec.
+    """A ModelSpec from a preset name, a YAML file, a Keras .keras/.h5 file, a dict or a ModelSpec.
 
     ``input`` ('64x64x3' or [64, 64, 3]) and ``classes`` override the spec's own.
     """
@@ -187,6 +187,10 @@ def load_spec(
             raise SpecError(f"{text_source}: no such model file or preset (presets: {presets})")
         elif path.is_dir():
             raise SpecError(f"{text_source}: is a folder, not a model YAML file")
+        if path.suffix.lower() in (".keras", ".h5", ".hdf5"):  # a Keras model's architecture
+            from cnnlab.io.keras import read_keras_file, spec_from_keras
+
+            return _override(spec_from_keras(read_keras_file(path)), input, classes)
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
@@ -199,6 +203,10 @@ def load_spec(
         spec = spec_from_dict(data, source=str(path))
         if path.parent == PRESET_DIR:
             spec.name = path.stem
+    return _override(spec, input, classes)
+
+
+def _override(spec: ModelSpec, input: Any, classes: int | None) -> ModelSpec:
     if input is not None:
         spec = spec.with_(input=parse_input(input, "--input"))
     if classes is not None:
