@@ -50,15 +50,15 @@ FLAGS = {
 
 def _registry_help(field: str, description: str) -> tuple[str, tuple[str, ...] | None]:
     """Help and choices of a field a registry names, or of one whose auto value a registry decides."""
-    from cnnlab.train.config import _registry
+    from cnnlab.train.config import registry
 
     if field in ("optimizer", "scheduler", "loss"):
-        reg = _registry(field)
+        reg = registry(field)
         return f"{description} ({'; '.join(f'{e.name}: {e.help}' for e in reg)})", reg.names()
     per = {"lr": ("optimizer", "lr"), "weight_decay": ("optimizer", "weight_decay"), "warmup": ("scheduler", "warmup")}
     if field in per:
         which, key = per[field]
-        values = [f"{e.defaults[key]:g} {e.name}" for e in _registry(which) if key in e.defaults]
+        values = [f"{e.defaults[key]:g} {e.name}" for e in registry(which) if key in e.defaults]
         return description.replace(f"per {'optimiser' if which == 'optimizer' else 'schedule'}",
                                    ", ".join(values) + ("" if which == "optimizer" else ", 0 otherwise")), None
     return description, None

@@ -26,13 +26,13 @@ from cnnlab.errors import CnnlabError
 
 DEFAULT_MODEL = "vgg_bn"  # per minute of CPU the better preset (benchmarks/RESULTS.md, Training)
 
-# What a run logs, in Keras' names; the metrics --monitor may name. Before cnnlab 0.x the
-# logs were called train_loss/train_acc/val_acc; those names are still accepted.
+# What a run logs, in Keras' names; the metrics --monitor may name. Earlier versions called the
+# logs train_loss/train_acc/val_acc; those names are still accepted (and old history.csv read).
 MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
 LOG_ALIASES = {"train_loss": "loss", "train_acc": "accuracy", "val_acc": "val_accuracy"}
 
 
-def _registry(name: str):
+def registry(name: str):
     """The registry of optimisers, schedules or losses (their modules import no torch)."""
     if name == "optimizer":
         from cnnlab.train.optimizers import OPTIMIZERS as reg
@@ -110,7 +110,7 @@ class TrainConfig(BaseModel):
     @field_validator("optimizer", "scheduler", "loss")
     @classmethod
     def _registered(cls, v: str, info) -> str:
-        return _registry(info.field_name).check(v)
+        return registry(info.field_name).check(v)
 
     @field_validator("monitor")
     @classmethod
@@ -215,7 +215,7 @@ def make_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig
 
 def resolved_defaults(cfg: TrainConfig) -> dict[str, Any]:
     """lr, weight decay, warm-up and step size for the options left at None (from the registries)."""
-    opt, sched = _registry("optimizer")[cfg.optimizer], _registry("scheduler")[cfg.scheduler]
+    opt, sched = registry("optimizer")[cfg.optimizer], registry("scheduler")[cfg.scheduler]
     return {
         "lr": cfg.lr if cfg.lr is not None else opt.defaults["lr"],
         "weight_decay": cfg.weight_decay if cfg.weight_decay is not None else opt.defaults["weight_decay"],
