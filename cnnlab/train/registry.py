@@ -13,7 +13,7 @@ inside their builders.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Iterator
 
 from cnnlab.errors import CnnlabError
 
@@ -28,10 +28,7 @@ class Entry:
     defaults: dict[str, Any] = field(default_factory=dict)  # e.g. lr, weight_decay, warmup
 
 
-E = TypeVar("E", bound=Entry)
-
-
-class Registry(Generic[E]):
+class Registry:
     """name -> :class:`Entry`, in the order registered (the order ``--help`` lists them).
 
     ``what`` is the option that names an entry ("optimizer"), used in error messages.
@@ -73,16 +70,8 @@ class Registry(Generic[E]):
     def names(self) -> tuple[str, ...]:
         return tuple(self._entries)
 
-    def default(self, key: str, name: str, fallback: Any = None) -> Any:
-        """The entry's default for ``key`` (e.g. the lr of an optimiser), or ``fallback``."""
-        return self[name].defaults.get(key, fallback)
-
     def check(self, name: str) -> str:
         """``name`` if registered; else a ValueError for pydantic ('must be one of ...')."""
         if name not in self._entries:
             raise ValueError(f"must be one of {', '.join(self._entries)}, got {name!r}")
         return name
-
-    def help(self) -> str:
-        """'adam: ..., adamw: ..., sgd: ...': what ``--help`` says about the choices."""
-        return "; ".join(f"{e.name}: {e.help}" for e in self)
