@@ -283,3 +283,38 @@ def test_tf_keras2_h5_layout(saved, tmp_path):
     np.testing.assert_allclose(cnnlab_probs(f, images), model.predict(images.astype("float32") / 255, verbose=0),
                                atol=1e-4)
     assert summary(f.model).total_params == model.count_params()
+
+
+def test_train_from_a_keras_file(saved, tmp_path, split_folder, capsys):
+    """train --model model.keras --init-weights model.keras: Keras' architecture and weights, fed
+    as Keras fed them (x/255). With a learning rate of 1e-9 the run's best weights still give
+    Keras' own predictions; on data with another number of classes the head starts fresh."""
+    from cnnlab.run import Run
+
+    model, paths = saved["lecture"]
+    src = str(paths[".keras"])
+    args = ["train", str(split_folder), "--model", src, "--init-weights", src, "--epochs", "1", "--lr", "1e-9",
+            "--augment", "none", "--no-evaluate", "--out", str(tmp_path / "runs"), "--workers", "0"]
+    assert main([*args, "--name", "same"]) == 0
+    assert "initial weights from" in capsys.readouterr().err
+    run_model, meta = Run(tmp_path / "runs" / "same").load_model("best")
+    assert meta["normalization"]["std"] == [1.0, 1.0, 1.0]  # x/255, the lecture's rescale
+    files = sorted((split_folder / "test").rglob("*.png"))
+    from cnnlab.eval.predict import predict
+
+    rows = {r["path"]: r for r in predict(tmp_path / "runs" / "same", [str(p) for p in files], top_k=2)}
+    from PIL import Image
+
+    arrays = np.stack([np.asarray(Image.open(p).convert("RGB")) for p in files]).astype("float32") / 255
+    expected = model.predict(arrays, verbose=0)
+    for p, e in zip(files, expected):
+        probs = {t["label"]: t["probability"] for t in rows[str(p)]["top_k"]}
+        np.testing.assert_allclose([probs["hbar"], probs["vbar"]], e, atol=1e-4)
+
+    from imagegen import make_split_folder
+
+    three = make_split_folder(tmp_path / "three", ("hbar", "vbar", "cross"), {"train": 6, "val": 3, "test": 0})
+    args[1] = str(three)
+    assert main([*args, "--name", "three"]) == 0
+    err = capsys.readouterr().err
+    assert "kept fresh (other shape): dense" in err, err

@@ -11,6 +11,7 @@ examples:
                                                   augmentation, early stopping, best/last weights
   cnnlab train data/flowers --model resnet_small --epochs 50 --img-size 96
   cnnlab train data/dogs-vs-cats --model my_cnn.yaml --augment "flip,rotation=15,zoom=0.1"
+  cnnlab train data/cats --model model.keras --init-weights model.keras   fine-tune your Keras model
   cnnlab train data/leaves --config run.yaml --lr 3e-4     flags override the file
   cnnlab train data/cifar10 --time-limit 10                fit the schedule into 10 minutes
   cnnlab train --resume runs/flowers-vgg_bn                continue after Ctrl-C or a crash
@@ -33,7 +34,7 @@ Multi-GPU: torchrun --nproc_per_node=4 -m cnnlab train DATA (PyTorch DDP)."""
 # once it is listed here.
 FLAGS = {
     "model and training": [
-        ("model", ("-m", "--model"), "MODEL"), ("epochs", (), "N"), ("batch_size", ("--batch-size", "-b"), "N"),
+        ("model", ("-m", "--model"), "MODEL"), ("init_weights", (), "FILE"), ("epochs", (), "N"), ("batch_size", ("--batch-size", "-b"), "N"),
         ("img_size", (), "HxW"), ("optimizer", (), None), ("lr", (), "LR"), ("weight_decay", (), "WD"),
         ("momentum", (), "M"), ("loss", (), None), ("label_smoothing", (), "EPS"), ("scheduler", (), None),
         ("warmup", (), "FRACTION"), ("step_size", (), "N"), ("gamma", (), "F"), ("augment", (), "SPEC"),

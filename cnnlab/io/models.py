@@ -100,3 +100,28 @@ def from_args(args, data_classes: list[str] | None = None, device="cpu"):
         return open_model(source, classes=getattr(args, "keras_classes", None),
                           rescale=getattr(args, "rescale", None), data_classes=data_classes, device=device)
     return source
+
+
+def init_weights(model, path, verbose: bool = True) -> tuple[list[str], list[str]]:
+    """Copy into ``model`` every tensor of the model file ``path`` with the same name and shape.
+
+    Returns (loaded, kept fresh). A new head (other classes) or another input size changes
+    some shapes: those tensors keep the model's own initialisation, and are named.
+    """
+    import sys
+
+    from cnnlab.errors import CnnlabError
+
+    src = open_model(path, quiet=True).model.state_dict()
+    own = model.state_dict()
+    loaded = [k for k, v in src.items() if k in own and own[k].shape == v.shape]
+    fresh = [k for k in own if k not in loaded and not k.endswith("num_batches_tracked")]
+    if not [k for k in loaded if not k.endswith("num_batches_tracked")]:
+        raise CnnlabError(f"--init-weights {path}: none of its tensors fits this model (different layer names "
+                          "or shapes); use the file's own architecture with --model")
+    model.load_state_dict({**own, **{k: src[k] for k in loaded}})
+    if verbose:
+        layers = sorted({k.split(".")[1] for k in fresh if k.startswith("layers.")})
+        kept = f"; kept fresh (other shape): {', '.join(layers)}" if layers else ""
+        print(f"cnnlab: initial weights from {path}: {len(loaded)} of {len(own)} tensors{kept}", file=sys.stderr)
+    return loaded, fresh

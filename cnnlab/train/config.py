@@ -63,8 +63,10 @@ class TrainConfig(BaseModel):
     resize: Literal["stretch", "crop", "letterbox"] = Field("stretch", description="how images are resized")
     augment: str | dict[str, Any] = Field("standard", description="none, light, standard, strong, or options "
                                           "like 'flip,rotation=15,zoom=0.1'")
-    normalize: Literal["measured", "rescale"] = Field(
-        "measured", description="measured: the training images' mean/std; rescale: x/255 as in Keras")
+    normalize: Literal["auto", "measured", "rescale"] = Field(
+        "auto", description="measured: the training images' mean/std; rescale: x/255 as in Keras; auto: "
+        "measured, but for a Keras --model what Keras fed it (raw pixels when it has its own Rescaling "
+        "layer, else x/255)")
     balanced: bool = Field(False, description="sample every class equally often")
     class_weights: bool = Field(False, description="weigh the loss by inverse class frequency")
     workers: int | None = Field(None, ge=0, description="processes decoding the images (once); auto: all cores")
@@ -72,7 +74,11 @@ class TrainConfig(BaseModel):
 
     # model and optimisation
     model: str | dict[str, Any] = Field(DEFAULT_MODEL, description="a preset (see `cnnlab models`), a model "
-                                        "YAML file or (from Python or a config file) the spec itself")
+                                        "YAML file, a Keras .keras/.h5 model (its architecture) or (from "
+                                        "Python or a config file) the spec itself")
+    init_weights: str | None = Field(None, description="start from the weights of this file: a Keras .keras/"
+                                     ".h5 model or a cnnlab .safetensors; tensors of another shape (a new "
+                                     "head for other classes) keep their fresh start")
     epochs: int = Field(30, ge=1, description="maximum number of epochs")
     batch_size: int = Field(64, ge=1, description="images per step")
     optimizer: str = Field("adamw", description="the optimiser")

@@ -163,6 +163,19 @@ def check_outputs(model: nn.Module, classes: list[str], source: str) -> None:
                         "write `units: classes` in the last Dense layer")
 
 
+def keras_normalization(cfg: TrainConfig, spec, channels: int):
+    """--normalize auto for a Keras --model: what Keras fed it, raw pixels 0-255 when it starts
+    with its own Rescaling/Normalization layer, else x/255. None: not a Keras model."""
+    from cnnlab.data.normalize import Normalization
+    from cnnlab.io.keras import is_keras_file, preprocessing_inside
+
+    if cfg.normalize != "auto" or not isinstance(cfg.model, str) or not is_keras_file(cfg.model):
+        return None
+    if preprocessing_inside(spec) is not None:
+        return Normalization((0.0,) * channels, (1 / 255,) * channels)
+    return Normalization.rescale(channels)
+
+
 def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
     """Discover the data (unless ``index`` is given), decode it, build model and loaders.
 
@@ -200,6 +213,10 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
     size, channels = choose_input(cfg, base.input, index.splits["train"])
     model = build_model(base, input=(*size, channels), classes=len(index.classes), seed=cfg.seed)
     check_outputs(model, index.classes, base.source)
+    if cfg.init_weights:
+        from cnnlab.io.models import init_weights
+
+        init_weights(model, cfg.init_weights, verbose=verbose)
     device, precision, channels_last = choose_device(cfg)
 
     workers = cfg.workers if cfg.workers is not None else (os.cpu_count() or 1)
@@ -214,8 +231,12 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
     val_loader = make_loader(val_items, batch_size=cfg.batch_size * 2, **common) if val_items else None
     if val_loader is not None and val_loader.num_samples == 0:
         val_loader = None
-    normalization = (compute_mean_std(train_loader, max_images=5000) if cfg.normalize == "measured"
-                     else Normalization.rescale(channels))
+    keras_norm = keras_normalization(cfg, base, channels)
+    if keras_norm is not None:
+        normalization = keras_norm
+    else:
+        normalization = (Normalization.rescale(channels) if cfg.normalize == "rescale"
+                         else compute_mean_std(train_loader, max_images=5000))
     augment = parse_augment(cfg.augment)
     if shard is not None:  # this process's share of every epoch (torchrun)
         from cnnlab.train.distributed import ShardedLoader
