@@ -318,3 +318,42 @@ def test_train_from_a_keras_file(saved, tmp_path, split_folder, capsys):
     assert main([*args, "--name", "three"]) == 0
     err = capsys.readouterr().err
     assert "kept fresh (other shape): dense" in err, err
+
+
+def test_weights_found_by_keras_object_paths(saved, tmp_path):
+    """Without the layer names in model.weights.h5 (older Keras 3 files), Keras' own numbering of
+    the groups (conv2d, conv2d_1, ... over the model's layers) finds each layer's variables."""
+    import io
+
+    model, paths = saved["residual"]
+    p = tmp_path / "unnamed.keras"
+    with zipfile.ZipFile(paths[".keras"]) as zin, zipfile.ZipFile(p, "w") as zout:
+        for info in zin.infolist():
+            data = zin.read(info)
+            if info.filename == "model.weights.h5":
+                buf = io.BytesIO(data)
+                with h5py.File(buf, "r+") as h5:
+                    for key in h5["layers"]:
+                        h5["layers"][key]["vars"].attrs.pop("name", None)
+                data = buf.getvalue()
+            zout.writestr(info, data)
+    f = open_model(p, quiet=True)
+    images = km.pixels((10, 10, 3), n=4, seed=6)
+    np.testing.assert_allclose(cnnlab_probs(f, images), model.predict(images.astype("float32"), verbose=0),
+                               atol=1e-4)
+
+
+def test_augmentation_model_inside_is_dropped(tmp_path):
+    """The tutorials' data_augmentation = Sequential([RandomFlip, ...]) as a first layer: it does
+    nothing at inference, so cnnlab leaves it out and predicts what Keras predicts."""
+    k = km.keras()
+    L = k.layers
+    augment = k.Sequential([L.RandomFlip("horizontal"), L.RandomRotation(0.1)], name="data_augmentation")
+    m = km.randomize(k.Sequential([k.Input((12, 12, 3)), augment, L.Rescaling(1 / 255), L.Conv2D(4, 3),
+                                   L.GlobalAveragePooling2D(), L.Dense(3, activation="softmax")]), 7)
+    p = tmp_path / "aug.keras"
+    m.save(p)
+    f = open_model(p, quiet=True)
+    assert [type(layer).__name__ for _, layer in f.model.spec.layers][0] == "Rescaling"
+    images = km.pixels((12, 12, 3), n=4, seed=8)
+    np.testing.assert_allclose(cnnlab_probs(f, images), m.predict(images.astype("float32"), verbose=0), atol=1e-4)

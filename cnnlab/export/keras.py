@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import time
 import zipfile
 from pathlib import Path
@@ -23,16 +22,10 @@ import numpy as np
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io.fs import atomic_path
-from cnnlab.io.keras import _flat_perms, torch_to_keras
+from cnnlab.io.keras import _flat_perms, keras_snake, torch_to_keras
 from cnnlab.model import layers as L
 
 KERAS_VERSION = "3.5.0"  # the format version written (Keras 3.x reads it)
-
-
-def keras_snake(name: str) -> str:
-    """Keras' object paths: Conv2D -> conv2d, BatchNormalization -> batch_normalization, ReLU -> re_lu."""
-    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
 
 def _act(a: str | None) -> str:

@@ -104,7 +104,34 @@ def _json(path: Path, text: str | bytes, what: str) -> dict[str, Any]:
     return data
 
 
-def _weights_v3(h5) -> dict[str, list[np.ndarray]]:
+def keras_snake(name: str) -> str:
+    """Keras' object paths: Conv2D -> conv2d, BatchNormalization -> batch_normalization, ReLU -> re_lu."""
+    import re
+
+    s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
+
+
+def _object_paths(config: dict[str, Any]) -> dict[str, str]:
+    """{path in model.weights.h5: layer name}, as Keras numbers them: the snake_case class name
+    plus a counter, over the model's layers (a Sequential's InputLayer is not one of them).
+    Used when a file's groups do not carry the layer's name as an attribute."""
+    inner = config.get("config", {})
+    layers = inner if isinstance(inner, list) else inner.get("layers", [])
+    sequential = _class(config) == "Sequential"
+    counts: dict[str, int] = {}
+    out = {}
+    for e in layers:
+        if sequential and _class(e) == "InputLayer":
+            continue
+        base = keras_snake(_class(e))
+        out[base if base not in counts else f"{base}_{counts[base]}"] = str(
+            e.get("name") or (e.get("config") or {}).get("name"))
+        counts[base] = counts.get(base, 0) + 1
+    return out
+
+
+def _weights_v3(h5, paths: dict[str, str]) -> dict[str, list[np.ndarray]]:
     """model.weights.h5 of a .keras file: layers/<path>/vars/<i>, the group named by its attribute."""
     out: dict[str, list[np.ndarray]] = {}
     root = h5.get("layers")
@@ -115,7 +142,7 @@ def _weights_v3(h5) -> dict[str, list[np.ndarray]]:
         vars_ = group.get("vars")
         if vars_ is None:
             continue
-        name = _text(vars_.attrs.get("name", key))
+        name = _text(vars_.attrs["name"]) if "name" in vars_.attrs else paths.get(key, key)
         arrays = [np.asarray(vars_[str(i)]) for i in range(len(vars_))]
         if arrays:
             out[name] = arrays
@@ -149,7 +176,7 @@ def _read_keras_zip(path: Path) -> KerasFile:
             h5py = _h5py()
             try:
                 with h5py.File(io.BytesIO(raw), "r") as h5:
-                    weights = _weights_v3(h5)
+                    weights = _weights_v3(h5, _object_paths(config))
             except OSError as e:
                 raise _refuse(path, f"its model.weights.h5 cannot be read ({e})") from None
         elif any(n.endswith(".npz") or n == "model.weights.npz" for n in infos):

@@ -385,12 +385,15 @@ CX.inputDetail = function (sel) {
 
 CX.padDetail = function (sel) {
   const L = CX.layer(sel.li), P = CX.inputOf(sel.li), [, H, W] = P.out.shape;
-  const [ph, pw] = Array.isArray(L.args.padding) ? L.args.padding : [1, 1];
-  const y = sel.y - ph, x = sel.x - pw, inside = y >= 0 && x >= 0 && y < H && x < W;
+  // padding: 1, [rows, columns], or Keras' asymmetric [[top, bottom], [left, right]]
+  const pads = Array.isArray(L.args.padding) ? L.args.padding : [1, 1];
+  const [[pt, pb], [pl, pr]] = pads.map((p) => (Array.isArray(p) ? p : [p, p]));
+  const y = sel.y - pt, x = sel.x - pl, inside = y >= 0 && x >= 0 && y < H && x < W;
   const v = inside ? CX.at(P.out, sel.ch, y, x) : 0;
   return [
     CX.title(L.name, CX.el("span", { class: "ltype" }, L.type), CX.where(sel)),
-    CX.para(`Adds ${ph} row(s) of zeros above and below and ${pw} column(s) left and right.`),
+    CX.para(pt === pb && pl === pr ? `Adds ${pt} row(s) of zeros above and below and ${pl} column(s) left and right.`
+      : `Adds rows of zeros, ${pt} above and ${pb} below, and columns, ${pl} left and ${pr} right.`),
     CX.el("div", { class: "equation" }, inside ? `= ${P.name} channel ${sel.ch}, row ${y}, column ${x} = ` :
       "a padding zero = ", CX.el("b", {}, CX.num(v, "activation"))),
     CX.check(v, CX.valueAt(L.out, sel)),

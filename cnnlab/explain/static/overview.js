@@ -314,7 +314,8 @@ CX.highlight = function (sel) {
   let win = { y0: sel.y, x0: sel.x, h: 1, w: 1 };  // element-wise layers: the same place
   if (L.kind === "conv" || L.kind === "pool") win = CX.window(L, sel.y, sel.x);
   if (L.kind === "pad") {
-    const [ph, pw] = Array.isArray(L.args.padding) ? L.args.padding : [1, 1];
+    const pads = Array.isArray(L.args.padding) ? L.args.padding : [1, 1];  // [[top, bottom], [left, right]] too
+    const [ph, pw] = pads.map((p) => (Array.isArray(p) ? p[0] : p));
     win = { y0: sel.y - ph, x0: sel.x - pw, h: 1, w: 1 };
   }
   const channels = L.kind === "conv" ? CX.inputChannels(L, sel.ch) : [sel.ch];
