@@ -357,3 +357,14 @@ def test_augmentation_model_inside_is_dropped(tmp_path):
     assert [type(layer).__name__ for _, layer in f.model.spec.layers][0] == "Rescaling"
     images = km.pixels((12, 12, 3), n=4, seed=8)
     np.testing.assert_allclose(cnnlab_probs(f, images), m.predict(images.astype("float32"), verbose=0), atol=1e-4)
+
+
+def test_gradcam_of_a_keras_resnet_looks_at_its_last_block(saved):
+    """The default Grad-CAM layer of a functional Keras model is its last residual block (the
+    last Add, before the global pooling), as for cnnlab's own ResidualBlock."""
+    from cnnlab.viz import _inputs
+    from cnnlab.viz._model import gradcam_layer
+
+    f = open_model(saved["residual"][1][".keras"], quiet=True)
+    t = gradcam_layer(_inputs.load(f).model)
+    assert t.type == "Residual" and t.output_shape == (5, 5, 6)

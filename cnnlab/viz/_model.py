@@ -15,10 +15,10 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.model.layers import KerasConv
 
-CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "ResidualBlock")
+CONV_TYPES = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "ResidualBlock", "Residual")
 POOL_TYPES = ("MaxPooling2D", "AveragePooling2D")
 # Layers that change values but not the spatial map: Grad-CAM looks past them to the end of a block.
-ELEMENTWISE_TYPES = ("BatchNormalization", "Activation", "Dropout", "SpatialDropout2D")
+ELEMENTWISE_TYPES = ("BatchNormalization", "Activation", "Dropout", "SpatialDropout2D", "ReLU", "LeakyReLU")
 
 
 def unknown(name: str, choices: list[str], what: str) -> CnnlabError:
