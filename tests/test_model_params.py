@@ -98,13 +98,14 @@ def test_residual_block_identity_and_projection():
     assert torch_count(cnnlab.build_model(model_spec)) == s.total_params
 
 
-@pytest.mark.parametrize("preset", ["seed", "tinyvgg", "vgg_bn", "resnet_small"])
+@pytest.mark.parametrize("preset", ["seed", "tinyvgg", "vgg_bn", "resnet_small", "airbench"])
 def test_presets_summary_equals_torch_and_forward_shapes(preset):
     model = cnnlab.build_model(preset, classes=4).eval()
     s = summary(model)
     assert torch_count(model) == s.total_params
     assert s.layers[-1].output_shape == (4,)
-    feats = model.features(torch.zeros(2, 3, 64, 64))
+    h, w, c = model.input_shape
+    feats = model.features(torch.zeros(2, c, h, w))
     for row, (name, out) in zip(s.layers, feats.items()):
         keras = tuple(out.shape[1:]) if out.dim() == 2 else (out.shape[2], out.shape[3], out.shape[1])
         assert row.name == name and keras == row.output_shape

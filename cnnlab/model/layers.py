@@ -367,6 +367,41 @@ class ZeroPad(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------
+# Kernel initialisers (Keras' names where Keras has one).
+# ---------------------------------------------------------------------------------------
+
+INITIALIZERS = ("default", "dirac", "he_normal", "he_uniform", "glorot_uniform", "glorot_normal")
+
+
+@torch.no_grad()
+def initialize_kernel(weight: torch.Tensor, kind: str) -> None:
+    """Set a conv kernel (out, in, kh, kw) in place.
+
+    * ``default``: torch's own (Kaiming uniform with a = sqrt(5)), what cnnlab always used.
+    * ``dirac``: the first min(out, in) filters copy their input channel through unchanged
+      (a 1 at the kernel centre), the others keep the default start. A deep plain CNN then
+      starts close to an identity map, which trains fast without residual connections
+      (Zagoruyko & Komodakis 2017, "DiracNets"; used this way by Jordan's airbench 2024).
+    * ``he_*`` / ``glorot_*``: Keras' initialisers (He et al. 2015; Glorot & Bengio 2010).
+    """
+    if kind == "default":
+        return
+    if kind == "dirac":
+        n = min(weight.shape[0], weight.shape[1])
+        nn.init.dirac_(weight[:n])
+    elif kind == "he_normal":
+        nn.init.kaiming_normal_(weight, nonlinearity="relu")
+    elif kind == "he_uniform":
+        nn.init.kaiming_uniform_(weight, nonlinearity="relu")
+    elif kind == "glorot_uniform":
+        nn.init.xavier_uniform_(weight)
+    elif kind == "glorot_normal":
+        nn.init.xavier_normal_(weight)
+    else:  # the argument checker makes this unreachable from a spec
+        raise ValueError(f"unknown kernel_initializer {kind!r}")
+
+
+# ---------------------------------------------------------------------------------------
 # The layers.
 # ---------------------------------------------------------------------------------------
 
@@ -382,6 +417,8 @@ class Conv2D(Layer):
     activation: str | None = arg(_activation, "activation applied to the output", None)
     use_bias: bool = arg(_bool, "add one bias per filter", True)
     dilation_rate: tuple[int, int] = arg(_pair, "spacing between kernel taps", (1, 1))
+    kernel_initializer: str = arg(_choice(*INITIALIZERS), "how the kernels start: " + ", ".join(INITIALIZERS),
+                                  "default")
     name: str | None = None
 
     def output_shape(self, shape: Shape) -> Shape:
@@ -414,6 +451,7 @@ class Conv2D(Layer):
             sym, pad = _pad_spec(shape, self.kernel_size, self.strides, self.dilation_rate)
         conv = nn.Conv2d(shape[2], self.filters, self.kernel_size, self.strides, sym,
                          self.dilation_rate, bias=self.use_bias)
+        initialize_kernel(conv.weight, self.kernel_initializer)
         return KerasConv(conv, pad, self.activation)
 
 
@@ -600,19 +638,23 @@ class BatchNormalization(Layer):
     needs: ClassVar[str] = "any"
     momentum: float = arg(_rate, "Keras momentum of the moving averages (0.99 = slow)", 0.99)
     epsilon: float = arg(_positive_float, "added to the variance", 0.001)
+    scale: bool = arg(_bool, "learn a scale γ; false: γ stays 1 (Keras' scale=False; airbench)", True)
     name: str | None = None
 
     def params(self, shape: Shape) -> list[ParamGroup]:
         c = shape[-1]
-        return [
-            ParamGroup("γ,β", f"2*{c}", 2 * c, True),
-            ParamGroup("moving μ,σ²", f"2*{c}", 2 * c, False),
-        ]
+        learned = ParamGroup("γ,β", f"2*{c}", 2 * c, True) if self.scale else ParamGroup("β", f"{c}", c, True)
+        return [learned, ParamGroup("moving μ,σ²", f"2*{c}", 2 * c, False)]
 
     def build(self, shape: Shape) -> nn.Module:
         # Keras' momentum weighs the old average; torch's weighs the new batch.
         cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
-        return cls(shape[-1], eps=self.epsilon, momentum=1.0 - self.momentum)
+        bn = cls(shape[-1], eps=self.epsilon, momentum=1.0 - self.momentum)
+        if not self.scale:
+            # No γ at all (F.batch_norm takes weight=None as 1), so nothing can train it and
+            # the weights file holds 3*C values, as Keras' BatchNormalization(scale=False).
+            bn.register_parameter("weight", None)
+        return bn
 
 
 @register
@@ -1036,3 +1078,124 @@ class Residual(Layer):
             return nn.Sequential(mods)
 
         return ResidualModule(seq(self.main), seq(self.shortcut), None)
+
+
+# ---------------------------------------------------------------------------------------
+# Layers of the fast CIFAR recipe (see cnnlab/train/recipes.py).
+# ---------------------------------------------------------------------------------------
+
+
+class WhiteningConv(nn.Module):
+    """A frozen k x k convolution whose kernels whiten the image patches it sees.
+
+    ``fit(x)`` sets the kernels from a batch of (normalised) training images: with Σ the
+    covariance of all k x k x C patches (D = k*k*C values each), Σ = V diag(λ) Vᵀ, the
+    filters are the rows of diag(1/sqrt(λ + ε)) Vᵀ -- PCA whitening -- so the D output
+    channels are uncorrelated with unit variance (ε keeps the noisiest directions from
+    being blown up). The bias starts at -W·mean, so the outputs start centred; it trains,
+    the kernels never do. With ``negate`` the D negated filters follow (2*D channels), so
+    an activation after the stem keeps both signs of each component.
+    """
+
+    def __init__(self, conv: nn.Conv2d, epsilon: float, negate: bool, activation: str | None):
+        super().__init__()
+        self.conv = conv
+        self.conv.weight.requires_grad_(False)
+        self.epsilon, self.negate = epsilon, negate
+        self.act = make_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv(x))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> torch.Tensor:
+        """Set the kernels (and bias) from images x (N, C, H, W); returns the eigenvalues."""
+        k = self.conv.kernel_size
+        patches = F.unfold(x.double(), k).transpose(1, 2).reshape(-1, x.shape[1] * k[0] * k[1])
+        mean = patches.mean(0)
+        centred = patches - mean
+        cov = centred.T @ centred / (len(patches) - 1)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)  # ascending
+        eigenvalues, eigenvectors = eigenvalues.flip(0), eigenvectors.flip(1)  # strongest first
+        w = eigenvectors.T / torch.sqrt(eigenvalues.clamp(min=0) + self.epsilon)[:, None]
+        if self.negate:
+            w = torch.cat([w, -w])
+        weight = self.conv.weight
+        weight.copy_(w.reshape(weight.shape).to(weight.dtype))  # unfold's order is (C, kh, kw)
+        if self.conv.bias is not None:
+            self.conv.bias.copy_((-w @ mean).to(self.conv.bias.dtype))
+        return eigenvalues
+
+
+@register
+@dataclass
+class PatchWhitening(Layer):
+    doc: ClassVar[str] = (
+        "Frozen k x k convolution whose kernels whiten the image patches, computed from the "
+        "training images when training starts (stem of airbench, Jordan 2024; after tysam-code's "
+        "hlb-CIFAR10 and Page's ResNet speed runs)."
+    )
+    patch_size: tuple[int, int] = arg(_pair, "patch (kernel) height and width", (2, 2))
+    epsilon: float = arg(_positive_float, "added to each eigenvalue before 1/sqrt (limits the gain)", 5e-4)
+    negate: bool = arg(_bool, "also output the negated filters (doubles the channels)", True)
+    activation: str | None = arg(_activation, "activation applied to the output", None)
+    use_bias: bool = arg(_bool, "a bias per output channel (trained; the kernels are frozen)", True)
+    name: str | None = None
+
+    def _filters(self, shape: Shape) -> int:
+        d = self.patch_size[0] * self.patch_size[1] * shape[2]
+        return 2 * d if self.negate else d
+
+    def output_shape(self, shape: Shape) -> Shape:
+        return Conv2D(self._filters(shape), self.patch_size).output_shape(shape)
+
+    def params(self, shape: Shape) -> list[ParamGroup]:
+        (kh, kw), cin, n = self.patch_size, shape[2], self._filters(shape)
+        groups = [ParamGroup("kernel (frozen)", f"{kh}*{kw}*{cin}*{n}", kh * kw * cin * n, False)]
+        if self.use_bias:
+            groups.append(ParamGroup("bias", f"{n}", n, True))
+        return groups
+
+    def macs(self, shape: Shape, out: Shape) -> int:
+        return out[0] * out[1] * out[2] * self.patch_size[0] * self.patch_size[1] * shape[2]
+
+    def rf(self) -> tuple[int, int]:
+        return self.patch_size[0], 1
+
+    def build(self, shape: Shape) -> nn.Module:
+        conv = nn.Conv2d(shape[2], self._filters(shape), self.patch_size, bias=self.use_bias)
+        with torch.no_grad():  # until fit(): an unwhitened but harmless start
+            if conv.bias is not None:
+                conv.bias.zero_()
+        return WhiteningConv(conv, self.epsilon, self.negate, self.activation)
+
+
+def data_init(model: nn.Module, images: torch.Tensor) -> list[str]:
+    """Fit every data-initialised layer (PatchWhitening) of a CNN to a batch of its inputs.
+
+    ``images``: normalised float (N, C, H, W), the model's own input. The batch runs through
+    the layers in order, so a whitening layer deeper in the model sees its real input.
+    Returns the names of the layers that were fitted.
+    """
+    layers = getattr(model, "layers", None)
+    if layers is None:
+        return []
+    fitted: list[str] = []
+    names = [n for n, m in layers.items() if hasattr(m, "fit")]
+    if not names:
+        return fitted
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            x = images.float()
+            for name, layer in layers.items():
+                if hasattr(layer, "fit"):
+                    layer.fit(x)
+                    fitted.append(name)
+                if len(fitted) == len(names):
+                    break
+                x = layer(x)
+    finally:
+        model.train(was_training)
+    return fitted
