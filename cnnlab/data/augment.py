@@ -14,6 +14,16 @@ reflect       dcba|abcd|dcba        grid_sample(padding_mode="reflection")
 wrap          abcd|abcd|abcd        sample coordinates taken modulo the image size
 ============  ===================  =============================================
 
+Two fast whole-pixel options come before the warp, for small images such as CIFAR's:
+``translate=t`` shifts each image by a random whole number of pixels in [-t, t] on each
+axis, filling from a reflection of the image (the "pad and random crop" of ResNet-era
+CIFAR training, done as one gather, no resampling), and ``alternate_flip`` mirrors each
+image in every other epoch instead of at random: half of the images (chosen by the
+parity of their pixel sum, so the same images every epoch) in odd epochs, the other half in
+even ones, so two consecutive epochs always see both views of every image -- the
+"derandomised flip" of Jordan 2024 (airbench), which trains like more epochs of random
+flips. It needs the epoch: the trainer calls ``augmenter.set_epoch(epoch)``.
+
 Then brightness (a random factor per image, as Keras) and random erasing (a random
 rectangle of noise, Zhong et al. 2017). All randomness comes from the ``generator`` passed
 in, so the same generator state gives the same batch.
@@ -55,6 +65,8 @@ class AugmentConfig:
     cval: float = 0.0  # the colour of fill_mode="constant"
     random_resized_crop: tuple[float, float] | None = None  # area fraction, e.g. (0.5, 1.0)
     random_erasing: float = 0.0  # probability of erasing one rectangle per image
+    translate: int = 0  # whole pixels, drawn in [-t, t] on each axis, reflect-filled
+    alternate_flip: bool = False  # mirror each image every other epoch (Jordan 2024)
 
     @property
     def geometric(self) -> bool:
@@ -64,7 +76,8 @@ class AugmentConfig:
 
     @property
     def is_identity(self) -> bool:
-        return not (self.geometric or self.brightness_range or self.random_erasing)
+        return not (self.geometric or self.brightness_range or self.random_erasing
+                    or self.translate or self.alternate_flip)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -87,6 +100,8 @@ PRESETS: dict[str, AugmentConfig] = {
     "strong": AugmentConfig(rotation_range=30, width_shift_range=0.2, height_shift_range=0.2,
                             shear_range=15, zoom_range=(0.75, 1.25), horizontal_flip=True,
                             brightness_range=(0.7, 1.3), fill_mode="reflect", random_erasing=0.25),
+    # Small photos (CIFAR): 2-pixel reflect translation + derandomised flip (airbench).
+    "cifar": AugmentConfig(translate=2, alternate_flip=True),
 }
 
 # Short names accepted in "flip,rotation=15,zoom=0.1" (the Keras names work too).
@@ -96,7 +111,7 @@ ALIASES = {
     "width_shift": "width_shift_range", "height_shift": "height_shift_range",
     "shear": "shear_range", "zoom": "zoom_range", "brightness": "brightness_range",
     "fill": "fill_mode", "crop": "random_resized_crop", "erasing": "random_erasing",
-    "erase": "random_erasing",
+    "erase": "random_erasing", "shift_px": "translate", "alt_flip": "alternate_flip",
 }
 SHORTHANDS = ("shift",)  # shift=x sets both width_shift_range and height_shift_range
 
@@ -146,8 +161,10 @@ def _set(cfg: dict[str, Any], key: str, value: Any) -> None:
     if name not in cfg:
         raise CnnlabError(f"unknown augmentation option {key!r}; allowed: {_allowed()}")
     try:
-        if name in ("horizontal_flip", "vertical_flip"):
+        if name in ("horizontal_flip", "vertical_flip", "alternate_flip"):
             cfg[name] = _bool(key, value)
+        elif name == "translate":
+            cfg[name] = 2 if (value is True or value == "") else int(value)
         elif name == "zoom_range":
             cfg[name] = _range(key, value, around=1.0) or (1.0, 1.0)
         elif name == "brightness_range":
@@ -165,7 +182,8 @@ def _set(cfg: dict[str, Any], key: str, value: Any) -> None:
             cfg[name] = float(value)
     except (TypeError, ValueError):
         raise CnnlabError(f"augmentation {key} got {value!r}, which is not a number") from None
-    if name in ("rotation_range", "width_shift_range", "height_shift_range", "shear_range") and cfg[name] < 0:
+    if name in ("rotation_range", "width_shift_range", "height_shift_range", "shear_range",
+                "translate") and cfg[name] < 0:
         raise CnnlabError(f"augmentation {key} must not be negative, got {value!r}")
     if name == "random_erasing" and not 0 <= cfg[name] <= 1:
         raise CnnlabError(f"augmentation {key} is a probability in [0, 1], got {value!r}")
@@ -216,6 +234,11 @@ class Augmenter:
 
     def __init__(self, config: AugmentConfig | str | dict | None = None):
         self.config = parse_augment(config)
+        self.epoch = 1
+
+    def set_epoch(self, epoch: int) -> None:
+        """The (1-based) epoch, for ``alternate_flip``."""
+        self.epoch = int(epoch)
 
     def __repr__(self) -> str:
         return f"Augmenter({self.config.describe()})"
@@ -229,6 +252,10 @@ class Augmenter:
         if cfg.is_identity or x.shape[0] == 0:
             return x
         rand = _Random(generator, x.shape[0])
+        if cfg.alternate_flip:
+            x = alternate_flip(x, self.epoch)
+        if cfg.translate:
+            x = translate(x, cfg.translate, rand)
         if cfg.geometric:
             x = warp(x, self.matrices(rand, x.shape[-2], x.shape[-1]), cfg.fill_mode, cfg.cval)
         if cfg.brightness_range:
@@ -291,6 +318,41 @@ class Augmenter:
             top, left, rh, rw = int(y0[i]), int(x0[i]), int(eh[i]), int(ew[i])
             x[i, :, top:top + rh, left:left + rw] = rand.noise((c, rh, rw)).to(x.device, x.dtype)
         return x
+
+
+def alternate_flip(x: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Mirror the images whose pixel-sum parity differs from the epoch's (1-based) parity.
+
+    The parity of the sum of the 0..255 pixel values is a fixed coin per image, about half
+    heads, that needs no index: so each image is mirrored in every other epoch.
+    """
+    # In float32 the sum of whole numbers below 2**24 is exact (an image of 32x32x3 pixels
+    # sums to at most 783,360); larger images use float64.
+    dtype = torch.float32 if x[0].numel() * 255 < 2**24 else torch.float64
+    pixels = (x.to(dtype) * 255).round_() if x.is_floating_point() else x.to(dtype)
+    parity = pixels.sum(dim=(1, 2, 3)) % 2
+    flip = (parity != epoch % 2).view(-1, 1, 1, 1)
+    return torch.where(flip, x.flip(3), x)
+
+
+def translate(x: torch.Tensor, pixels: int, rand: "_Random") -> torch.Tensor:
+    """Shift each image by whole pixels (dy, dx) drawn in [-pixels, pixels], reflect-filled.
+
+    The image is reflect-padded by ``pixels`` and a window of its own size is cut at a
+    random offset: one gather for the whole batch. Shifts larger than the image (minus one)
+    are limited to what reflection can fill.
+    """
+    n, c, h, w = x.shape
+    p = min(pixels, h - 1, w - 1)
+    if p < 1:
+        return x
+    padded = F.pad(x, (p, p, p, p), mode="reflect").permute(0, 2, 3, 1)  # (N, H+2p, W+2p, C)
+    dy = (rand.uniform(0, 1) * (2 * p + 1)).floor().long().clamp(max=2 * p).to(x.device)
+    dx = (rand.uniform(0, 1) * (2 * p + 1)).floor().long().clamp(max=2 * p).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (N, H, 1)
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
+    out = padded[torch.arange(n, device=x.device)[:, None, None], rows, cols]  # (N, H, W, C)
+    return out.permute(0, 3, 1, 2)  # channels_last memory, NCHW shape
 
 
 class _Random:
