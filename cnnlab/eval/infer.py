@@ -5,9 +5,10 @@ training) by a background thread, so the next batch is being decoded while the m
 runs on the current one. A file that cannot be read is reported, not raised: the other
 files still get their probabilities.
 
-Test-time augmentation (TTA): the probabilities of the image and of its horizontal
-mirror are averaged -- a cheap, often small gain for photos, where left and right are
-interchangeable (a flipped cat is still a cat). It doubles the model's work.
+Test-time augmentation (TTA, see :mod:`cnnlab.eval.tta`): ``flip`` averages the
+probabilities of the image and of its horizontal mirror -- a cheap, often small gain for
+photos, where left and right are interchangeable (a flipped cat is still a cat); it doubles
+the model's work. ``flip+translate`` adds 1-pixel shifts (six views, as airbench).
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from cnnlab.eval.tta import tta_mode, tta_probabilities
+
 BATCH_SIZE = 64
 
 
 @torch.inference_mode()
-def batch_probabilities(model, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """Class probabilities for a batch (N, C, H, W); with ``tta`` averaged with the mirror image."""
-    probs = model.probabilities(model(x))
-    if tta:
-        probs = (probs + model.probabilities(model(torch.flip(x, dims=[3])))) / 2
-    return probs
+def batch_probabilities(model, x: torch.Tensor, tta: bool | str = False) -> torch.Tensor:
+    """Class probabilities for a batch (N, C, H, W); ``tta``: a mode of :mod:`cnnlab.eval.tta`
+    (True is ``flip``: averaged with the mirror image)."""
+    if tta_mode(tta) == "none":
+        return model.probabilities(model(x))
+    return tta_probabilities(model, x, tta)
 
 
 def predict_files(
@@ -36,7 +39,7 @@ def predict_files(
     preprocessor,
     paths: Sequence[str | Path],
     *,
-    tta: bool = False,
+    tta: bool | str = False,
     batch_size: int = BATCH_SIZE,
     device: str | torch.device = "cpu",
 ) -> tuple[np.ndarray, list[int], dict[int, str]]:
