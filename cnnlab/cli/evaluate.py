@@ -22,7 +22,8 @@ when DIR has train/val/test sub-folders; for a model file MODEL: MODEL-eval/<DIR
 and RUN/report.html is refreshed.
 
 --tta (test-time augmentation) averages the probabilities of each image and of its
-horizontal mirror image: often a little more accurate, twice the compute. With --data,
+horizontal mirror image: often a little more accurate, twice the compute;
+--tta-mode flip+translate also shifts by one pixel (6 views, 6x the compute). With --data,
 the folder's class names are matched to the model's; images of other classes are left
 out and named."""
 
@@ -45,6 +46,9 @@ def register(sub) -> None:
                    help="the run's best or last weights, or a .safetensors file")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average each image with its horizontal flip")
+    p.add_argument("--tta-mode", choices=["flip", "flip+translate"], default=None,
+                   help="which TTA (implies --tta): flip+translate adds 1-pixel shifts, 6 views "
+                        "(for small images such as CIFAR's)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--no-report", action="store_true", help="do not refresh RUN/report.html")
@@ -63,7 +67,8 @@ def run(args) -> int:
     from cnnlab.io.models import from_args
 
     run = from_args(args, data_classes=data_classes(args.data) if args.data else None)
-    m = evaluate_run(run, args.split, args.weights, args.data, args.tta, batch_size=args.batch_size,
+    m = evaluate_run(run, args.split, args.weights, args.data, args.tta_mode or args.tta,
+                     batch_size=args.batch_size,
                      device=args.device, report=not args.no_report)
     if args.format == "json":
         print_json(m)

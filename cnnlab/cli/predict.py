@@ -20,7 +20,7 @@ probabilities, and error. A file that cannot be read (corrupt, not an image) get
 reason in `error` and no label; the other files are still predicted. Images are
 prepared exactly as in training (same size, resize policy and normalisation, read from
 the weights file, which is all predict needs). --tta averages each image with its
-horizontal mirror image."""
+horizontal mirror image; --tta-mode flip+translate adds 1-pixel shifts (6 views)."""
 
 
 def register(sub) -> None:
@@ -35,6 +35,9 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=3, metavar="K", help="how many of the most probable classes to list")
     p.add_argument("--tta", action="store_true",
                    help="test-time augmentation: average each image with its horizontal flip")
+    p.add_argument("--tta-mode", choices=["flip", "flip+translate"], default=None,
+                   help="which TTA (implies --tta): flip+translate adds 1-pixel shifts, 6 views "
+                        "(for small images such as CIFAR's)")
     p.add_argument("--out", metavar="FILE", help="write the rows to FILE.csv or FILE.json instead of a table")
     p.add_argument("--weights", default="best", metavar="best|last|FILE",
                    help="the run's best or last weights, or a .safetensors file")
@@ -61,7 +64,8 @@ def run(args) -> int:
 
         rows = predict_onnx(args.run, args.paths, top_k=args.top_k, tta=args.tta, batch_size=args.batch_size)
     else:
-        rows = predict(from_args(args), args.paths, top_k=args.top_k, tta=args.tta, weights=args.weights,
+        rows = predict(from_args(args), args.paths, top_k=args.top_k, tta=args.tta_mode or args.tta,
+                       weights=args.weights,
                        batch_size=args.batch_size, device=args.device)
     if args.out:
         write_predictions(rows, args.out)

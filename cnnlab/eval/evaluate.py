@@ -27,6 +27,7 @@ import numpy as np
 
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.eval import plots
+from cnnlab.eval.tta import tta_mode
 from cnnlab.eval.infer import BATCH_SIZE, predict_files
 from cnnlab.eval.metrics import compute_metrics, image_losses
 from cnnlab.io.fs import atomic_write_text
@@ -232,7 +233,8 @@ def evaluate_run(
         "data": str(data) if data is not None else None,
         "weights": weights,
         "epoch": meta.get("epoch"),
-        "tta": bool(tta),
+        "tta": tta_mode(tta) != "none",
+        "tta_mode": tta_mode(tta),
         **metrics,
         "top_losses": top,
         "unreadable": [{"path": items[i][0], "error": reason} for i, reason in sorted(errors.items())],
