@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import struct
 import threading
 import time
@@ -124,13 +130,91 @@ def test_bad_uploads_get_a_clear_4xx_and_the_server_stays_up(server, data, statu
     assert upload(server, png_bytes(draw("hbar"))).status_code == 200
 
 
-def test_oversized_body_is_refused_from_its_header(server):
-    """A declared 50 MB body is refused before it is sent in full."""
-    with socket.create_connection(("127.0.0.1", int(server.rsplit(":", 1)[1])), timeout=10) as s:
-        s.sendall(b"POST /api/explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
-                  b"Content-Length: 50000000\r\n\r\n" + b"\0" * 1000)
-        reply = s.recv(4096).decode("latin-1")
-    assert reply.startswith("HTTP/1.1 413")
+def raw_request(url: str, head: bytes, body_parts, timeout: float = 30) -> tuple[str, str]:
+    """Send a request by hand (no ``Expect: 100-continue``), the whole body, then read the reply.
+
+    Returns (status line, body). A server that closes before the body is sent resets the
+    connection, which raises ConnectionResetError/BrokenPipeError here (the failure the
+    413 drain prevents).
+    """
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head)
+        for part in body_parts:
+            s.sendall(part)
+        reply = b""
+        while chunk := s.recv(65536):
+            reply += chunk
+            if b"\r\n\r\n" in reply:
+                header, _, rest = reply.partition(b"\r\n\r\n")
+                length = [int(line.split(b":")[1]) for line in header.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")]
+                if length and len(rest) >= length[0]:
+                    break
+    header, _, rest = reply.partition(b"\r\n\r\n")
+    return header.split(b"\r\n")[0].decode("latin-1"), rest.decode("utf-8", "replace")
+
+
+LIMIT = int(0.5 * 1024 * 1024)  # the module's server: max_upload_mb=0.5
+
+
+# 8 MB: more than the kernel's socket buffers hold, so a server that stops reading and closes
+# resets the connection before the client has sent it all. "Connection: close" is what
+# urllib and HTTP/1.0 clients send: the server closes after its answer, unread bytes or not.
+BIG = 8 * 1024 * 1024
+
+
+def test_an_over_limit_body_sent_whole_gets_the_413_message_not_a_reset(server):
+    """Content-Length 8 MB (over the 0.5 MB limit), sent in full without Expect: 100-continue."""
+    body = b"\x89PNG" + b"\0" * BIG
+    head = (b"POST /api/explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    status, text = raw_request(server, head, [body[i:i + 65536] for i in range(0, len(body), 65536)])
+    assert status.startswith("HTTP/1.1 413"), status
+    assert "larger than 0.5 MB" in text
+
+
+def test_an_over_limit_chunked_body_gets_the_413_message(server):
+    """No Content-Length: the limit is counted while the chunks stream in."""
+    chunk = b"\0" * 65536
+    parts = [b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(BIG // len(chunk))] + [b"0\r\n\r\n"]
+    head = (b"POST /api/explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nConnection: close\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    status, text = raw_request(server, head, parts)
+    assert status.startswith("HTTP/1.1 413"), status
+    assert "larger than 0.5 MB" in text
+    assert httpx.get(server + "/api/health", timeout=30).status_code == 200
+
+
+def test_a_chunked_body_under_the_limit_is_read_whole(server, explainer):
+    image = draw("vbar", (32, 32), np.random.default_rng(8))
+    data = png_bytes(image)
+    parts = [b"%x\r\n" % len(data[i:i + 100]) + data[i:i + 100] + b"\r\n" for i in range(0, len(data), 100)]
+    head = (b"POST /api/explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+    status, text = raw_request(server, head, parts + [b"0\r\n\r\n"])
+    assert status.startswith("HTTP/1.1 200"), status
+    assert json.loads(text)["logits"] == explainer.payload_for_array(image, "upload")["logits"]
+
+
+def test_a_file_over_the_limit_inside_a_body_under_it_is_refused_after_parsing(server):
+    """The body passes the streamed check (limit + form overhead), the file itself does not."""
+    data = b"\x89PNG" + b"\0" * (LIMIT + 1000)
+    request = httpx.Request("POST", f"{server}/api/explain", files={"file": ("big.png", data, "image/png")})
+    from cnnlab.explain.server import MULTIPART_OVERHEAD
+
+    assert LIMIT < len(request.read()) < LIMIT + MULTIPART_OVERHEAD  # so only the post-parse check can refuse it
+    r = upload(server, data, "big.png")
+    assert r.status_code == 413 and "larger than 0.5 MB" in r.json()["detail"]
+
+
+def test_an_absurd_declared_size_is_refused_from_its_header(server):
+    """A declared 500 MB body is refused at once, without waiting for it (nor draining it)."""
+    head = (b"POST /api/explain HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Content-Length: 500000000\r\n\r\n")
+    status, text = raw_request(server, head, [b"\0" * 1000], timeout=10)
+    assert status.startswith("HTTP/1.1 413"), status
+    assert "larger than 0.5 MB" in text
 
 
 def test_missing_form_field(server):
@@ -154,13 +238,48 @@ def test_concurrent_uploads_each_get_their_own_answer(server, explainer):
     assert httpx.get(server + "/api/health").status_code == 200
 
 
-def test_binds_to_loopback_by_default():
-    import inspect
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a TCP socket in LISTEN state on `port`, from /proc/net/tcp{,6}."""
+    found = set()
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                local, state = line.split()[1], line.split()[3]
+                address, hex_port = local.split(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: TCP_LISTEN
+                    raw = bytes.fromhex(address)
+                    # the kernel writes each 32-bit word in host (little-endian) order
+                    raw = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))
+                    found.add(socket.inet_ntop(socket.AF_INET if size == 4 else socket.AF_INET6, raw))
+    return found
 
-    from cnnlab.explain import server as srv
 
-    assert inspect.signature(srv.serve).parameters["host"].default == "127.0.0.1"
-    from cnnlab.cli import build_parser
-
-    args = build_parser().parse_args(["explain", "runs/x", "--serve"])
-    assert args.host == "127.0.0.1" and args.port == 8000 and args.max_upload_mb == 10
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="reads the listening sockets from Linux's /proc")
+def test_binds_to_loopback_by_default(trained_run):
+    """`cnnlab explain RUN --serve --port 0` (no --host) listens on 127.0.0.1 only, and says where."""
+    proc = subprocess.Popen([sys.executable, "-m", "cnnlab", "explain", str(trained_run), "--serve", "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"at http://([\d.]+):(\d+)/", line)
+        assert match, line + proc.stdout.read() if proc.poll() is not None else line
+        host, port = match[1], int(match[2])
+        assert host == "127.0.0.1" and port > 0
+        deadline = time.monotonic() + 30
+        while True:  # uvicorn listens once the app has started
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and proc.poll() is None, "the server did not answer"
+            time.sleep(0.1)
+        assert listening_addresses(port) == {"127.0.0.1"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

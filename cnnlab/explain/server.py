@@ -7,7 +7,11 @@
 
 Safety, because a browser tab (or anything else on the machine) can send anything:
 the server binds to 127.0.0.1 unless told otherwise; a body larger than the upload limit
-is refused with 413 before it is read in full; a file that is not an image gets 415, a
+is refused with 413 and never kept: up to ``DRAIN_BYTES`` more are read and thrown away
+first, so that a client which sends its whole body before reading the answer (no
+``Expect: 100-continue``: curl with a small file, urllib, HTTP/1.0) gets the 413 message
+instead of a connection reset, while a body declared larger than that is refused at once
+from its header; a file that is not an image gets 415, a
 decompression bomb 413 and a corrupt image 400, each with one sentence saying why (the
 same checks as training, cnnlab.data.decode); nothing a request sends is kept. The model
 computes one image at a time (a lock), requests wait their turn in uvicorn's thread
@@ -32,6 +36,10 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD_MB = 10
 MAX_CONNECTIONS = 64
 MULTIPART_OVERHEAD = 64 * 1024  # form boundaries and headers around the file
+# An over-limit body is read and discarded up to this much beyond the limit before the 413
+# goes out: closing a socket with unread bytes in it makes the kernel send a reset, which
+# the client sees instead of the answer. (Like nginx's lingering close, but bounded in bytes.)
+DRAIN_BYTES = 32 * 1024 * 1024
 
 
 def status_for(error: BadImage) -> int:
@@ -66,19 +74,28 @@ def create_app(explainer, *, image: str | Path | None = None,
 
     app = FastAPI(title="cnnlab explain", docs_url=None, redoc_url=None, openapi_url=None)
 
-    def too_large() -> HTTPException:
-        return HTTPException(413, f"the upload is larger than {max_upload_mb:g} MB; send a smaller image")
+    def too_large(close: bool = False) -> HTTPException:
+        # close: the rest of the body is not read, so the connection cannot carry another request
+        return HTTPException(413, f"the upload is larger than {max_upload_mb:g} MB; send a smaller image",
+                             headers={"Connection": "close"} if close else None)
 
     async def read_body(request: Request) -> bytes:
-        """The request body, refusing (413) as soon as it passes the limit."""
+        """The request body; past the limit, the rest is read and thrown away (up to DRAIN_BYTES), then 413."""
+        most = limit + MULTIPART_OVERHEAD
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
-            raise too_large()
-        body = bytearray()
+        if declared and declared.isdigit() and int(declared) > most + DRAIN_BYTES:
+            raise too_large(close=True)
+        body, seen = bytearray(), 0
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit + MULTIPART_OVERHEAD:
-                raise too_large()
+            seen += len(chunk)
+            if seen > most + DRAIN_BYTES:
+                raise too_large(close=True)
+            if seen <= most:
+                body += chunk
+            elif body:
+                body = bytearray()  # over the limit: nothing more is kept
+        if seen > most:
+            raise too_large()
         return bytes(body)
 
     async def uploaded_file(request: Request) -> tuple[bytes, str]:
@@ -148,8 +165,12 @@ def create_app(explainer, *, image: str | Path | None = None,
     return app
 
 
-def check_address(host: str, port: int) -> None:
-    """Raise CnnlabError, in one sentence, if the server could not listen on host:port."""
+def listening_socket(host: str, port: int):
+    """A socket bound to host:port (port 0: a free one), for uvicorn to listen on.
+
+    Binding here, before the model is loaded into a server, turns a taken port or an
+    unknown host into one sentence (CnnlabError), and tells the real port for --port 0.
+    """
     import socket
 
     from cnnlab.errors import CnnlabError
@@ -158,25 +179,36 @@ def check_address(host: str, port: int) -> None:
         raise CnnlabError(f"--port must be between 0 and 65535, got {port}")
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, proto) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
-            sock.bind(address)
+        sock = socket.socket(family, kind, proto)
     except OSError as e:
         raise CnnlabError(f"cannot serve on {host} port {port}: {e.strerror or e}; "
+                          "pick another --host") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        sock.bind(address)
+    except OSError as e:
+        sock.close()
+        raise CnnlabError(f"cannot serve on {host} port {port}: {e.strerror or e}; "
                           "pick another --port (or --host)") from None
+    return sock
 
 
 def serve(explainer, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
           image: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> None:
-    """Run the server until Ctrl+C."""
+    """Run the server until Ctrl+C (``port=0``: a free port, printed with the address)."""
     import uvicorn
 
-    check_address(host, port)
-    app = create_app(explainer, image=image, max_upload_mb=max_upload_mb)
-    shown = f"[{host}]" if ":" in host else host
-    print(f"cnnlab explain: serving {explainer.run.name} at http://{shown}:{port}/  (Ctrl+C to stop)",
-          flush=True)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"cnnlab explain: warning: bound to {host}, so other machines on the network can "
-              "reach this page and upload images", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", limit_concurrency=MAX_CONNECTIONS)
+    sock = listening_socket(host, port)
+    try:
+        app = create_app(explainer, image=image, max_upload_mb=max_upload_mb)
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        print(f"cnnlab explain: serving {explainer.run.name} at http://{shown}:{bound_port}/  (Ctrl+C to stop)",
+              flush=True)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"cnnlab explain: warning: bound to {host}, so other machines on the network can "
+                  "reach this page and upload images", flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", limit_concurrency=MAX_CONNECTIONS))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
