@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import pickle
 import shutil
@@ -163,8 +162,8 @@ def test_yaml_from_strangers_is_parsed_safely(tmp_path, capsys, image_folder, cl
     assert not (tmp_path / "runs").exists()
 
 
-def test_a_poisoned_decode_cache_entry_is_not_unpickled(tmp_path, image_folder):
-    """Someone plants an object array that unpickles to code where the cache will look."""
+def test_a_poisoned_decode_cache_entry_is_not_unpickled(tmp_path, image_folder, monkeypatch):
+    """Someone replaces a real cache entry with an object array that unpickles to code."""
     from cnnlab.data import cache
     from cnnlab.data.decode import load_image
     from cnnlab.data.loader import make_loader
@@ -172,18 +171,25 @@ def test_a_poisoned_decode_cache_entry_is_not_unpickled(tmp_path, image_folder):
     marker = tmp_path / "code-ran"
     paths = sorted(str(p) for p in image_folder.rglob("*.png"))
     items = [(p, 0) for p in paths]
-    # Where make_loader will look: the same key it computes.
-    keys = [cache.file_key(p) for p in paths]
-    digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:32]
-    folder = tmp_path / "cache" / f"16x16x3-stretch-v{cache.CACHE_VERSION}"
-    folder.mkdir(parents=True)
+    make_loader(items, size=16, cache_dir=tmp_path / "cache", progress=False)  # the real entry
+    (entry,) = (tmp_path / "cache").glob("*/*.npy")  # where the loader keeps these files
     evil = np.empty(len(paths), dtype=object)
     evil[:] = [Payload(marker)] * len(paths)
-    np.save(folder / f"{digest}.npy", evil, allow_pickle=True)
-    (folder / f"{digest}.json").write_text(json.dumps({"version": cache.CACHE_VERSION, "keys": keys, "bad": {}}))
+    np.save(entry, evil, allow_pickle=True)  # same name, beside its (untouched) .json
 
+    opened = []
+    real_load = np.load
+
+    def spy(file, *args, **kwargs):
+        opened.append(Path(file))
+        return real_load(file, *args, **kwargs)
+
+    monkeypatch.setattr(cache.np, "load", spy)
     loader = make_loader(items, size=16, cache_dir=tmp_path / "cache", progress=False)
-    assert not marker.exists()
+    assert entry in opened  # the loader did look at the planted file...
+    assert not marker.exists()  # ...and did not unpickle it
+    rebuilt = real_load(entry, mmap_mode="r")  # it was decoded again in its place
+    assert rebuilt.dtype == np.uint8 and rebuilt.shape == (len(paths), 3, 16, 16)
     x, _ = loader.batch(np.arange(2))
     assert torch.equal(x[0], torch.from_numpy(load_image(paths[0], (16, 16))).permute(2, 0, 1))
 
@@ -192,15 +198,18 @@ def test_a_poisoned_decode_cache_entry_is_not_unpickled(tmp_path, image_folder):
 
 
 def test_serve_binds_to_loopback_unless_told(trained_run, monkeypatch, capsys):
+    """The socket handed to uvicorn: 127.0.0.1 by default; 0.0.0.0 only when asked, with a warning.
+
+    (tests/test_explain_server.py starts the real server and reads its listening address.)"""
     import uvicorn
 
-    calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    bound = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: bound.append(sockets[0].getsockname()))
     assert main(["explain", str(trained_run), "--serve", "--port", "0"]) == 0
-    assert calls[0]["host"] == "127.0.0.1"
+    assert bound[0][0] == "127.0.0.1" and bound[0][1] > 0
     assert "warning" not in capsys.readouterr().out
     assert main(["explain", str(trained_run), "--serve", "--port", "0", "--host", "0.0.0.0"]) == 0
-    assert calls[1]["host"] == "0.0.0.0"
+    assert bound[1][0] == "0.0.0.0"
     assert "other machines on the network can reach this page" in capsys.readouterr().out
 
 

@@ -43,7 +43,8 @@ def workspace(tmp_path_factory):
 
 
 def args(ws: Path, name: str, *extra: str) -> list[str]:
-    return ["train", str(ws / "data"), "--model", str(ws / "tiny.yaml"), "--epochs", "5",
+    # --device cpu: the runs must match bit for bit, and `auto` would pick a GPU where there is one
+    return ["train", str(ws / "data"), "--model", str(ws / "tiny.yaml"), "--epochs", "5", "--device", "cpu",
             "--batch-size", "4", "--seed", "3", "--workers", "0", "--cache-dir", str(ws / "cache"),
             "--out", str(ws / "runs"), "--name", name, "--no-evaluate", *extra]
 
@@ -65,7 +66,7 @@ def test_a_run_folder_has_everything(workspace, tmp_path, capsys):
     (data / "train" / "hbar" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     out = tmp_path / "runs"
     code = main(["train", str(data), "--model", str(workspace / "tiny.yaml"), "--epochs", "3",
-                 "--workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+                 "--device", "cpu", "--workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
                  "--no-evaluate"])  # the evaluation at the end is tested with the demo
     assert code == 0
     run = out / "data-tiny"  # <data folder>-<model name>
@@ -97,7 +98,7 @@ def test_a_run_folder_has_everything(workspace, tmp_path, capsys):
 
     # The same command again gets a new folder instead of overwriting this one.
     assert main(["train", str(data), "--model", str(workspace / "tiny.yaml"), "--epochs", "1", "-q",
-                 "--workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
+                 "--device", "cpu", "--workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
                  "--no-evaluate"]) == 0
     assert (out / "data-tiny-2" / "weights" / "last.safetensors").is_file()
 
