@@ -65,6 +65,38 @@ def test_binary_auc_by_hand():
     assert m["accuracy"] == pytest.approx(5 / 7)
 
 
+def test_f1_is_the_harmonic_mean_when_precision_and_recall_differ():
+    """10 images; true a a a a b b c c c c, predicted a a a b b b a a c c."""
+    y = [0, 0, 0, 0, 1, 1, 2, 2, 2, 2]
+    pred = [0, 0, 0, 1, 1, 1, 0, 0, 2, 2]
+    probs = np.full((10, 3), 0.2)
+    probs[np.arange(10), pred] = 0.6
+    m = compute_metrics(y, probs, ["a", "b", "c"])
+    assert m["confusion_matrix"] == [[3, 1, 0], [0, 2, 0], [2, 0, 2]]
+    # a: TP 3, FP 2 (two c's), FN 1 -> P 3/5, R 3/4, F1 = 2PR/(P+R) = (9/10)/(27/20) = 2/3
+    #    (the arithmetic mean would be 0.675)
+    # b: TP 2, FP 1, FN 0 -> P 2/3, R 1,   F1 = (4/3)/(5/3) = 4/5  (arithmetic: 5/6)
+    # c: TP 2, FP 0, FN 2 -> P 1,   R 1/2, F1 = 1/(3/2) = 2/3      (arithmetic: 3/4)
+    assert m["per_class"]["a"] == pytest.approx({"precision": 3 / 5, "recall": 3 / 4, "f1": 2 / 3, "support": 4})
+    assert m["per_class"]["b"] == pytest.approx({"precision": 2 / 3, "recall": 1.0, "f1": 4 / 5, "support": 2})
+    assert m["per_class"]["c"] == pytest.approx({"precision": 1.0, "recall": 1 / 2, "f1": 2 / 3, "support": 4})
+    # macro: plain means over the classes; F1 the mean of the F1s (32/45), not the harmonic
+    # mean of macro P and R (204/271)
+    assert m["macro_avg"] == pytest.approx({"precision": 34 / 45, "recall": 3 / 4, "f1": 32 / 45, "support": 10})
+    # weighted by support 4, 2, 4: P (12/5 + 4/3 + 4)/10 = 58/75, R 7/10, F1 (8/3 + 8/5 + 8/3)/10 = 52/75
+    assert m["weighted_avg"] == pytest.approx({"precision": 58 / 75, "recall": 7 / 10, "f1": 52 / 75, "support": 10})
+    assert m["accuracy"] == pytest.approx(7 / 10)
+    # scikit-learn, a second oracle
+    from sklearn.metrics import precision_recall_fscore_support
+
+    for avg, key in ((None, None), ("macro", "macro_avg"), ("weighted", "weighted_avg")):
+        p, r, f, _ = precision_recall_fscore_support(y, pred, average=avg, zero_division=0)
+        got = [m["per_class"][c] for c in "abc"] if avg is None else [m[key]]
+        assert [g["precision"] for g in got] == pytest.approx(np.atleast_1d(p))
+        assert [g["recall"] for g in got] == pytest.approx(np.atleast_1d(r))
+        assert [g["f1"] for g in got] == pytest.approx(np.atleast_1d(f))
+
+
 def _pairwise_auc(scores: np.ndarray, positive: np.ndarray) -> float:
     pos, neg = scores[positive], scores[~positive]
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
