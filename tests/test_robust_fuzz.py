@@ -13,8 +13,9 @@ and every damaged file goes through the three real entry points of the data path
   catch-all "cannot decode: SomeError" fallback, which would mean a decoder bug.
 
 The cases run in a child process (this file run as a script) so that a hang is caught:
-each case has an alarm, and the whole child a wall-clock timeout. The cases are bounded
-by count and by a time budget; a failing case's file is kept under pytest's tmp_path.
+each case has an alarm, and the whole child a wall-clock timeout. Those times only guard
+against hangs: the cases are a fixed, seeded set (CASES of them, the same on any machine,
+about 3 s on a busy 2-core box); a failing case's file is kept under pytest's tmp_path.
 """
 
 from __future__ import annotations
@@ -25,15 +26,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 SEED = 20240611
-MAX_CASES = 800
-BUDGET_S = 15.0  # the child stops starting new cases after this
+CASES = 400  # every run checks exactly these (seeded) cases
 CASE_ALARM_S = 5  # one case may take this long before it counts as a hang
+CHILD_TIMEOUT_S = 300  # the whole child, a hang guard only (it takes seconds)
 SIZE = (24, 32)  # (height, width) asked of the loader
 
 
@@ -153,15 +153,12 @@ def check_one(path: Path) -> dict:
     return result
 
 
-def child(folder: Path, seed: int, max_cases: int, budget_s: float) -> None:
+def child(folder: Path, seed: int, cases: int) -> None:
     """Print one JSON line per case ("start" first, so a hang names its case)."""
     signal.signal(signal.SIGALRM, _on_alarm)
     seeds = [(p.name, p.read_bytes()) for p in seed_files(folder / "seeds")]
     rng = np.random.default_rng(seed)
-    t0 = time.monotonic()
-    for i in range(max_cases):
-        if time.monotonic() - t0 > budget_s:
-            break
+    for i in range(cases):
         name, data = seeds[i % len(seeds)]
         damaged, how = mutate(data, rng)
         path = folder / f"case{i:04d}{Path(name).suffix}"
@@ -183,10 +180,10 @@ def child(folder: Path, seed: int, max_cases: int, budget_s: float) -> None:
 
 
 def test_damaged_jpeg_and_png_never_crash_or_hang_the_loader(tmp_path):
-    cmd = [sys.executable, __file__, str(tmp_path), str(SEED), str(MAX_CASES), str(BUDGET_S)]
+    cmd = [sys.executable, __file__, str(tmp_path), str(SEED), str(CASES)]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BUDGET_S + 60, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env)
         out, err, code = proc.stdout, proc.stderr, proc.returncode
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
@@ -202,7 +199,7 @@ def test_damaged_jpeg_and_png_never_crash_or_hang_the_loader(tmp_path):
     problems = [(started[i], d["problem"]) for i, d in done.items() if d["problem"]]
     assert not problems, "\n".join(f"{s['path']} ({s['seed']}, {s['how']}): {p}" for s, p in problems[:10])
     outcomes = [d["outcome"] for d in done.values()]
-    assert len(done) >= 100, f"only {len(done)} cases ran within {BUDGET_S} s"
+    assert sorted(done) == list(range(CASES)), f"{len(done)} of {CASES} cases ran"
     # Both sides must be exercised: damage the loader survives, and damage it reports.
     assert outcomes.count("decoded") >= 10 and outcomes.count("bad") >= 10, outcomes
     reasons = {d["reason"].split(":")[0] for d in done.values() if d["reason"]}
@@ -219,4 +216,4 @@ def test_mutations_are_seeded_and_change_the_file():
 
 
 if __name__ == "__main__":
-    child(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+    child(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))
