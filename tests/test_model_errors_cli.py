@@ -164,7 +164,8 @@ def test_weights_round_trip(tmp_path):
     cnnlab.save_weights(path, model, {"classes": ["a", "b", "c"]})
     loaded, meta = cnnlab.load_weights(path)
     assert meta["classes"] == ["a", "b", "c"] and meta["spec"]["classes"] == 3
-    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
+    assert len(model.state_dict()) == len(loaded.state_dict())
+    for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(a, b)
     assert not list(tmp_path.glob(".*tmp"))  # no temporary file left behind
 

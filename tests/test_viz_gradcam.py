@@ -88,7 +88,7 @@ def test_gradcam_finds_the_patch_not_the_bright_distractor(patch_model):
 
 
 def test_gradcam_equals_captum(patch_model):
-    captum = pytest.importorskip("captum.attr")
+    import captum.attr as captum  # declared in [dev]: a broken install must fail, not skip
     x = scene(np.random.default_rng(2), 1, 2)
     for layer in ("conv2d_1", "max_pooling2d", "conv2d"):
         ours = gradcam(patch_model, x, cls=1, layer=layer)
