@@ -174,6 +174,36 @@ def test_unwritable_cache_falls_back_to_memory(tmp_path, capsys):
     assert "keeping images in memory" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("where", ["free-space check", "fallocate"])
+def test_a_full_disk_falls_back_to_memory(tmp_path, capsys, monkeypatch, where):
+    """ENOSPC while the cache entry is made (README: the decode cache falls back to memory).
+
+    Either the free-space check sees too little room, or the disk claims room that is not
+    there and fallocate fails; both leave no file behind and the batches hold the pixels.
+    """
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    if where == "free-space check":
+        usage = namedtuple("usage", "total used free")
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100, 100))
+    else:
+        def full(fd, offset, length):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    items = items_of(solid_folder(tmp_path / "d", (3, 2)))
+    loader = make_loader(items, size=4, cache_dir=tmp_path / "cache", progress=False)
+    err = capsys.readouterr().err
+    assert "cannot write the decode cache" in err and "keeping images in memory" in err
+    assert ("not enough free disk space" if where == "free-space check" else "No space left on device") in err
+    assert loader.cache_path is None and loader.num_samples == 5
+    x, y = loader.batch(np.arange(5))
+    assert [int(v) for v in x[:, 0, 0, 0]] == [value_of(p) for p, _ in items]
+    assert [f for f in (tmp_path / "cache").rglob("*") if f.is_file()] == []  # no entry, no temporary
+
+
 def _build(args):
     paths, cache_dir, barrier = args
     barrier.wait()
