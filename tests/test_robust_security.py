@@ -98,6 +98,19 @@ def test_pickle_weights_are_refused_by_every_command(evil, capsys, command):
     assert not evil["out"].exists()  # nothing was written either
 
 
+def test_pickle_weights_are_refused_by_the_api(tmp_path):
+    import cnnlab
+    from cnnlab.errors import WeightsError
+
+    marker = tmp_path / "code-ran"
+    files = pickle_files(tmp_path, marker)
+    with pytest.raises(WeightsError, match="never loads"):
+        cnnlab.load_weights(files["torch.save"])
+    with pytest.raises(WeightsError, match="pickle"):
+        cnnlab.load_weights(files["pickle"])
+    assert not marker.exists()
+
+
 def test_a_run_whose_own_weights_are_a_pickle(evil, capsys):
     for argv in (["evaluate", evil["poisoned"], "--no-report", "--device", "cpu"],
                  ["predict", evil["poisoned"], evil["image"], "--device", "cpu"],

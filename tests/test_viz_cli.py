@@ -68,6 +68,8 @@ def test_viz_augment_reuses_the_data_preview(tmp_path):
     (["filters", "RUN", "--out", "x.doc"], "cannot save a figure as .doc"),
     (["filters", "no/such/run"], "no/such/run: no such run directory"),
     (["kernels", "--dpi", "5"], "--dpi must be between 20 and 1200"),
+    (["kernels", "--stride", "0"], "stride must be a positive integer"),
+    (["featuremaps", "RUN", "nope.png"], "no such image file"),
 ])
 def test_viz_errors_are_one_sentence(trained_run, tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
