@@ -128,17 +128,35 @@ def test_exported_page_offline_conv_neuron_adds_up(browser, explainer, tmp_path)
     assert shown_out == pytest.approx(torch_out, abs=1e-5)
     w.page.screenshot(path=str(tmp_path / "explainer-conv.png"))
 
-    # A max-pool window, a Dense unit (the logit), the softmax: each checked against the model.
+    # A max-pool window, a Dense unit (the logit), the softmax: the numbers each panel shows
+    # against the model's, computed here with torch from the layers' own inputs and weights.
+    with torch.no_grad():
+        feats = explainer.model.features(xt)
+        window = feats["conv2d"][0, 5, 8:10, 18:20]  # pool 2x2, stride 2: output (4, 9)
+        dense = explainer.model.layers["dense"]
+        lin = getattr(dense, "linear", dense)
+        logits = F.linear(feats["flatten"], lin.weight, lin.bias)[0]
+        softmax = torch.softmax(logits, 0)
     w.click_pixel("#layer-2 figure.tile[data-ch='5'] canvas", 4, 9, 16, 16)
     assert w.page.get_attribute("#detail", "data-kind") == "pool"
+    [pooled] = w.values("activation")
+    assert pooled == pytest.approx(window.max().item(), abs=1e-5)
+    assert pooled == pytest.approx(feats["max_pooling2d"][0, 5, 4, 9].item(), abs=1e-5)
     w.checks_ok()
     w.page.click("#layer-6 .bar-row[data-unit='1']")
     assert w.page.get_attribute("#detail", "data-kind") == "dense"
+    [pre], [logit], [bias] = w.values("sum"), w.values("activation"), w.values("bias")
+    assert pre == pytest.approx(logits[1].item(), abs=1e-4) and logit == pytest.approx(logits[1].item(), abs=1e-4)
+    assert bias == pytest.approx(lin.bias[1].item(), abs=1e-6)
     w.checks_ok()
     w.page.click("#layer-7 .bar-row[data-unit='0']")
     assert w.page.get_attribute("#detail", "data-kind") == "output"
     probs = w.values("prob")
+    assert probs == pytest.approx(softmax.tolist(), abs=1e-5)
+    assert probs == pytest.approx(explainer.model.predict_proba(xt)[0].tolist(), abs=1e-5)
     assert sum(probs) == pytest.approx(1.0, abs=1e-6)
+    [total] = w.values("sum")  # the softmax's denominator, sum of e^(z - max z)
+    assert total == pytest.approx(torch.exp(logits - logits.max()).sum().item(), abs=1e-5)
     w.checks_ok()
     w.page.screenshot(path=str(tmp_path / "explainer-softmax.png"), full_page=True)
 

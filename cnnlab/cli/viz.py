@@ -171,7 +171,7 @@ def _model(args):
 
 
 def _save(fig, args) -> int:
-    from cnnlab.viz._figure import save_figure
+    from cnnlab.io.figures import save_figure
 
     save_figure(fig, args.out, args.dpi)
     print(f"wrote {args.out}")
@@ -181,7 +181,7 @@ def _save(fig, args) -> int:
 def _check_out(args) -> None:
     """Refuse an unusable --out before the work, not after."""
     from cnnlab.errors import CnnlabError
-    from cnnlab.viz._figure import check_output
+    from cnnlab.io.figures import check_output
 
     check_output(args.out)
     if not 20 <= args.dpi <= 1200:

@@ -14,7 +14,6 @@ import torch
 from cnnlab.data.augment import Augmenter, parse_augment
 from cnnlab.data.datasets import DataIndex
 from cnnlab.data.decode import BadImage, load_image
-from cnnlab.io.fs import atomic_path
 
 
 def pick_samples(index: DataIndex, split: str, n: int, seed: int = 0) -> list[tuple[str, int]]:
@@ -45,20 +44,14 @@ def preview_grid(
     seed: int = 0,
 ) -> Path:
     """Write the grid to ``out`` (PNG, JPEG, SVG or PDF, from the suffix); return the path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from matplotlib.backend_bases import FigureCanvasBase
+    from matplotlib.figure import Figure
 
     from cnnlab.errors import CnnlabError
+    from cnnlab.io.figures import check_output, save_figure
 
     if samples < 1 or copies < 0:
         raise CnnlabError(f"--samples must be at least 1 and --copies at least 0, got {samples} and {copies}")
-    fmt = Path(out).suffix.lstrip(".").lower() or "png"
-    if fmt not in FigureCanvasBase.get_supported_filetypes():
-        raise CnnlabError(f"{out}: cannot save a figure as .{fmt}; use .png, .jpg, .svg or .pdf")
+    check_output(out)
     augmenter = Augmenter(parse_augment(augment))
     images, labels = [], []
     for path, label in pick_samples(index, split, samples * 3, seed):  # spares for bad files
@@ -77,7 +70,8 @@ def preview_grid(
     g = torch.Generator().manual_seed(seed)
     augmented = [augmenter(x, g) for _ in range(copies)]  # each call draws new transforms
     rows, cols = len(images), copies + 1
-    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + 0.5), squeeze=False)
+    fig = Figure(figsize=(1.6 * cols, 1.6 * rows + 0.5), layout="tight")
+    axes = fig.subplots(rows, cols, squeeze=False)
     for r in range(rows):
         for c in range(cols):
             img = (x if c == 0 else augmented[c - 1])[r].permute(1, 2, 0).numpy()
@@ -90,9 +84,4 @@ def preview_grid(
                 ax.set_title("original" if c == 0 else f"augmented {c}", fontsize=8)
         axes[r][0].set_ylabel(index.classes[labels[r]], fontsize=8)
     fig.suptitle(f"augment: {augmenter.config.describe()}", fontsize=8, wrap=True)
-    fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=100)

@@ -30,6 +30,7 @@ from cnnlab.eval import plots
 from cnnlab.eval.tta import tta_mode
 from cnnlab.eval.infer import BATCH_SIZE, predict_files
 from cnnlab.eval.metrics import compute_metrics, image_losses
+from cnnlab.io.figures import save_figure
 from cnnlab.io.fs import atomic_write_text
 from cnnlab.run import Run
 
@@ -142,16 +143,15 @@ def _top_losses(items, probs_all, losses_all, ok, classes, limit: int = TOP_LOSS
 
 def _write_files(out: Path, result: dict, items, probs_all, losses_all, errors, pre, title: str) -> None:
     """metrics.json, predictions.csv and the three figures, each written atomically."""
-    
     out.mkdir(parents=True, exist_ok=True)
     classes = result["classes"]
     atomic_write_text(out / "predictions.csv", _predictions_csv(items, probs_all, errors, classes, losses_all))
-    plots.save(plots.confusion_matrix_figure(result["confusion_matrix"], classes,
-                                             title=f"Confusion matrix, {title} (counts)"),
-               out / "confusion_matrix.png")
-    plots.save(plots.confusion_matrix_figure(result["confusion_matrix_normalized"], classes, normalized=True,
-                                             title=f"Confusion matrix, {title} (each row sums to 1)"),
-               out / "confusion_matrix_normalized.png")
+    save_figure(plots.confusion_matrix_figure(result["confusion_matrix"], classes,
+                                              title=f"Confusion matrix, {title} (counts)"),
+                out / "confusion_matrix.png")
+    save_figure(plots.confusion_matrix_figure(result["confusion_matrix_normalized"], classes, normalized=True,
+                                              title=f"Confusion matrix, {title} (each row sums to 1)"),
+                out / "confusion_matrix_normalized.png")
     top = result["top_losses"]
     images = []
     for item in top:  # the pictures as the model saw them (size, resize policy)
@@ -161,7 +161,7 @@ def _write_files(out: Path, result: dict, items, probs_all, losses_all, errors, 
             images.append(None)
     what = ("Top losses: the most confidently wrong predictions" if any(t["true"] != t["predicted"] for t in top)
             else "No misclassified images: the least confident correct predictions")
-    plots.save(plots.top_losses_figure(top, images, title=f"{what} ({title})"), out / "top_losses.png")
+    save_figure(plots.top_losses_figure(top, images, title=f"{what} ({title})"), out / "top_losses.png")
     atomic_write_text(out / "metrics.json", json.dumps(result, indent=2) + "\n")
 
 

@@ -1,30 +1,20 @@
 """The evaluation's pictures: confusion matrices, top losses, training curves.
 
 Matplotlib's object API (``Figure``, no pyplot) draws off-screen, so nothing here needs
-a display or touches global state. Each ``*_figure`` function returns a Figure; ``save``
-writes it as a PNG atomically.
+a display or touches global state. Each ``*_figure`` function returns a Figure;
+cnnlab.io.figures.save_figure writes it (atomically, no text cut off).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from cnnlab.io.fs import atomic_path
-
 RED, GREEN, GREY = "#c0392b", "#1e8449", "#555555"
-
-
-def save(fig: Figure, path: str | Path, dpi: int = 110) -> Path:
-    """Write ``fig`` to ``path`` as PNG (atomically) and return the path."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
-    return Path(path)
 
 
 def confusion_matrix_figure(cm: Sequence[Sequence[float]], classes: Sequence[str],
@@ -43,7 +33,9 @@ def confusion_matrix_figure(cm: Sequence[Sequence[float]], classes: Sequence[str
     ax.set_yticks(range(n), labels=classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title or ("Confusion matrix (each row sums to 1)" if normalized else "Confusion matrix (counts)"))
+    # Over the whole figure, not the matrix: long class names push the matrix to the right,
+    # and a title centred on it would run off the canvas.
+    fig.suptitle(title or ("Confusion matrix (each row sums to 1)" if normalized else "Confusion matrix (counts)"))
     if n <= 30:  # write the numbers in the cells while they still fit
         size = 10 if n <= 10 else max(5, 12 - n // 4)
         threshold = (1 if normalized else cm.max()) / 2

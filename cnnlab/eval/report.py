@@ -212,12 +212,13 @@ def _model_section(run: Run, meta: dict[str, Any] | None) -> str:
 
 def _curves_section(run: Run, meta: dict[str, Any] | None) -> str:
     from cnnlab.eval import plots
+    from cnnlab.io.figures import save_figure
 
     history = run.history()
     if not history:
         return '<p class="empty">No history.csv in this run.</p>'
     best = (meta or {}).get("epoch")
-    path = plots.save(plots.curves_figure(history, best_epoch=best), run.path / "curves.png")
+    path = save_figure(plots.curves_figure(history, best_epoch=best), run.path / "curves.png")
     last = history[-1]
     facts = ", ".join(f"{k.replace('_', ' ')} {_num(v, 4)}" for k, v in last.items()
                       if k.endswith("loss") or "acc" in k)

@@ -1,53 +1,25 @@
-"""Figure helpers shared by the visualisations: new figures, tiles, saving.
+"""Figure helpers shared by the visualisations: new figures, tiles, colour bars.
 
 Figures are made with ``matplotlib.figure.Figure`` directly, not through ``pyplot``: no
-global state, nothing to close, and a notebook shows the returned figure once.
+global state, nothing to close, and a notebook shows the returned figure once. Saving is
+cnnlab.io.figures.save_figure (the one helper for every figure cnnlab writes).
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from cnnlab.errors import CnnlabError
-from cnnlab.io.fs import atomic_path
+from cnnlab.io.figures import DPI
 
-DPI = 110
 TITLE_SIZE = 13
 
 
 def new_figure(width: float, height: float) -> Figure:
     """A figure (size in inches) whose parts are laid out by matplotlib's constrained layout."""
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-
-
-def check_output(path: str | Path) -> str:
-    """The figure format for `path` (from its extension, png if none); a clear error if unusable."""
-    from matplotlib.backend_bases import FigureCanvasBase
-
-    path = Path(path)
-    fmt = path.suffix.lower().lstrip(".") or "png"
-    supported = FigureCanvasBase.get_supported_filetypes()
-    if fmt not in supported:
-        raise CnnlabError(f"{path}: cannot save a figure as .{fmt}; use .png (or one of "
-                          f"{', '.join('.' + f for f in sorted(supported))})")
-    if path.is_dir():
-        raise CnnlabError(f"{path}: is a folder; give a file name such as {path / 'figure.png'}")
-    return fmt
-
-
-def save_figure(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
-    """Write `fig` atomically; the format follows the extension (.png if there is none)."""
-    path = Path(path)
-    fmt = check_output(path)
-    if not 20 <= dpi <= 1200:
-        raise CnnlabError(f"dpi must be between 20 and 1200, got {dpi}")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi, facecolor="white")
-    return path
 
 
 def colorbar(fig, im, ax, label: str | None = None, extend: str = "neither"):

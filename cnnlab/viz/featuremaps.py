@@ -22,8 +22,9 @@ import matplotlib
 import numpy as np
 import torch
 
-from cnnlab.viz._figure import (DPI, TITLE_SIZE, extend_for, grid_shape, image_to_display, mosaic, new_figure,
-                                save_figure, show_image)
+from cnnlab.io.figures import save_figure
+from cnnlab.viz._figure import (DPI, TITLE_SIZE, extend_for, grid_shape, image_to_display, mosaic,
+                                new_figure, show_image)
 from cnnlab.viz._inputs import load
 from cnnlab.viz._model import pick_spatial
 

@@ -14,8 +14,9 @@ from typing import Iterable
 
 import numpy as np
 
-from cnnlab.viz._figure import (TITLE_SIZE, colorbar, extend_for, hide_ticks, new_figure, save_figure,
-                               show_image, symmetric_limit)
+from cnnlab.io.figures import save_figure
+from cnnlab.viz._figure import (TITLE_SIZE, colorbar, extend_for, hide_ticks, new_figure, show_image,
+                                symmetric_limit)
 from cnnlab.viz.kernels import (DEFAULT_KERNELS, Kernel, apply_kernels, cross_correlate, get_kernels,
                                 output_size, pads, parse_padding, prepare_image, to_gray)
 
