@@ -86,6 +86,23 @@ class Preprocessor:
         return torch.stack(tensors), ok, errors
 
 
+def read_split(run_dir: str | Path):
+    """RUN/split.json as a DataIndex, or None when there is none: the one reader of that file.
+
+    It holds ``DataIndex.to_json()`` (or, from older runs, a bare ``{split: [[path, label]]}``).
+    """
+    from cnnlab.data.datasets import DataIndex
+
+    p = Path(run_dir) / "split.json"
+    if not p.is_file():
+        return None
+    try:
+        return DataIndex.from_json(json.loads(p.read_text()))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CnnlabError(f"{p}: not a readable split.json ({e.__class__.__name__}: {e}); "
+                          "it lists the run's images per split, as training wrote it") from None
+
+
 class Run:
     """A training run's directory."""
 
@@ -141,11 +158,14 @@ class Run:
 
         return list(read_metadata(self.weights_path("best"))["classes"])
 
-    def split(self) -> dict[str, list[list[Any]]]:
-        """{split: [[path, label_index], ...]} as saved at training."""
-        p = self.path / "split.json"
-        d = json.loads(p.read_text()) if p.is_file() else {}
-        return d.get("splits", d)  # DataIndex.to_json() nests the splits under "splits"
+    def index(self):
+        """split.json as a DataIndex (None when the run has none); see read_split."""
+        return read_split(self.path)
+
+    def split(self) -> dict[str, list[tuple[str, int]]]:
+        """{split: [(path, label index), ...]} as saved at training ({} without split.json)."""
+        index = self.index()
+        return index.splits if index is not None else {}
 
     def history(self) -> list[dict[str, float]]:
         """One dict per epoch, in Keras' names (a run of an older cnnlab's train_acc is read as accuracy)."""

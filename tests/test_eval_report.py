@@ -122,3 +122,28 @@ def test_opens_offline_in_a_browser(report):
         assert page.title() == "cnnlab report: small"
         browser.close()
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
+
+
+def test_names_from_the_users_files_are_escaped(report, tmp_path):
+    """A class name, a skipped file's path and a config value that look like HTML stay text."""
+    import json
+
+    import yaml
+
+    run = tmp_path / "tricky"
+    shutil.copytree(report.parent, run)
+    evil = '<script>alert("x")</script>'
+    (run / "skipped.csv").write_text(f"path,reason\n/data/{evil}.jpg,truncated & <b>gone</b>\n")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["note"] = "a < b & c"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    metrics = run / "eval" / "test" / "metrics.json"
+    m = json.loads(metrics.read_text())
+    m["per_class"]["<i>hbar</i>"] = m["per_class"].pop("hbar")
+    m["classes"] = ["<i>hbar</i>" if c == "hbar" else c for c in m["classes"]]
+    metrics.write_text(json.dumps(m))
+    html = write_report(run).read_text()
+    assert "<script>" not in html and "<i>hbar</i>" not in html and "<b>gone</b>" not in html
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+    text = " ".join(Page(html).text)  # as a browser shows it
+    assert evil in text and "truncated & <b>gone</b>" in text and "<i>hbar</i>" in text and "a < b & c" in text

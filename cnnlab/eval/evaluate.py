@@ -38,19 +38,8 @@ TOP_LOSSES = 16
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def run_splits(run: Run) -> dict[str, list[tuple[str, int]]]:
-    """{split: [(path, label)]} from split.json, in either of its two forms.
-
-    split.json is ``DataIndex.to_json()`` ({"splits": {...}, "classes": ...}) or the bare
-    ``{split: [[path, label], ...]}``.
-    """
-    data = run.split()
-    splits = data.get("splits", data) if isinstance(data, dict) else {}
-    return {s: [(str(p), int(y)) for p, y in items] for s, items in splits.items()}
-
-
 def _items_from_run(run: Run, split: str) -> list[tuple[str, int]]:
-    splits = run_splits(run)
+    splits = run.split()
     if not splits:
         raise CnnlabError(f"{run.path / 'split.json'}: missing, so the run's {split} images are unknown; "
                           "pass --data DIR to evaluate on a labelled folder")

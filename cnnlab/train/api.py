@@ -145,9 +145,7 @@ def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | Non
 
 def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose: bool):
     """The config and data of an existing run, exactly as it started."""
-    import json
-
-    from cnnlab.data.datasets import DataIndex
+    from cnnlab.run import read_split
     from cnnlab.train.setup import build
 
     fresh = check_resumable(run_dir)
@@ -163,7 +161,9 @@ def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose:
     remove_stale_temporaries(run_dir)
     if fresh:
         return cfg, build(cfg, None, verbose)
-    index = DataIndex.from_json(json.loads((run_dir / "split.json").read_text()))
+    index = read_split(run_dir)
+    if index is None:
+        raise CnnlabError(f"{run_dir / 'split.json'}: missing, so the run cannot go on with the same images")
     return cfg, build(cfg, index, verbose)
 
 
