@@ -101,11 +101,12 @@ def register(sub) -> None:
 def parse_size(text: str) -> tuple[int, int]:
     """'128' -> (128, 128); '160x120' -> (160, 120) as height x width."""
     from cnnlab.errors import CnnlabError
+    from cnnlab.sizes import parse_size as numbers
 
     try:
-        parts = [int(v) for v in str(text).lower().replace(",", "x").split("x")]
+        parts = numbers(text)
     except ValueError:
-        parts = []
+        parts = ()
     if len(parts) not in (1, 2) or min(parts) < 1:
         raise CnnlabError(f"--size must be N or HxW with positive numbers, e.g. 128 or 160x120, got {text!r}")
     return (parts[0], parts[-1])

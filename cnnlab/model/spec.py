@@ -85,9 +85,10 @@ class ModelSpec:
 def parse_input(value: Any, where: str = "input") -> tuple[int, int, int]:
     """[64, 64, 3], (64, 64, 3) or '64x64x3' -> (64, 64, 3). 'HxW' means 3 channels."""
     if isinstance(value, str):
-        parts = value.lower().replace(",", "x").split("x")
+        from cnnlab.sizes import parse_size
+
         try:
-            value = [int(p) for p in parts]
+            value = list(parse_size(value))
         except ValueError:
             raise SpecError(f"{where} must look like 64x64x3 (height x width x channels), got {value!r}") from None
         if len(value) == 2:

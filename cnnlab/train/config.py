@@ -129,9 +129,10 @@ class TrainConfig(BaseModel):
     def _size(cls, v: Any) -> Any:
         """64, "64", "64x48" or [64, 48] -> 64 or (64, 48)."""
         if isinstance(v, str):
-            parts = v.lower().replace(",", "x").split("x")
+            from cnnlab.sizes import parse_size
+
             try:
-                nums = [int(p) for p in parts]
+                nums = parse_size(v)
             except ValueError:
                 raise ValueError(f"must look like 64 or 64x48 (height x width), got {v!r}") from None
             v = nums[0] if len(nums) == 1 else nums
