@@ -107,14 +107,12 @@ def range_test(trainer, loader, start_lr: float = 1e-7, end_lr: float = 10.0, st
 
 def plot(result: LRFinderResult, path: str | Path, title: str = "") -> Path:
     """The loss against the learning rate (log scale), with the two picks marked."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from cnnlab.io.figures import save_figure
 
-    from cnnlab.io.fs import atomic_path
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2), layout="tight")
+    ax = fig.subplots()
     ax.plot(result.lrs, result.losses, color="0.8", lw=1, label="loss per step")
     ax.plot(result.lrs, result.smoothed, color="C0", lw=2, label="smoothed loss")
     finite = [v for v in result.smoothed if math.isfinite(v)]
@@ -131,9 +129,4 @@ def plot(result: LRFinderResult, path: str | Path, title: str = "") -> Path:
     ax.set_title(title or "Learning-rate range test")
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3, which="both")
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
