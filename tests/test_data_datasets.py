@@ -144,7 +144,11 @@ def test_to_json_round_trip_is_the_run_split_file(tmp_path, image_folder):
     (tmp_path / "run" / "split.json").write_text(json.dumps(idx.to_json()))
     back = DataIndex.from_json(json.loads((tmp_path / "run" / "split.json").read_text()))
     assert back == idx
-    assert Run(tmp_path / "run").split()["val"] == [[p, y] for p, y in idx.splits["val"]]
+    assert Run(tmp_path / "run").split()["val"] == idx.splits["val"]  # read through the same DataIndex.from_json
+    assert Run(tmp_path / "run").index() == idx
+    # an older run's bare {split: [[path, label]]} form reads the same
+    (tmp_path / "run" / "split.json").write_text(json.dumps(idx.to_json()["splits"]))
+    assert Run(tmp_path / "run").split() == idx.splits
 
 
 def test_stratified_split_keeps_one_of_each_side():
@@ -153,3 +157,15 @@ def test_stratified_split_keeps_one_of_each_side():
     assert sorted(train + val) == list(range(len(labels)))
     val_labels = [labels[i] for i in val]
     assert val_labels.count(0) == 1 and val_labels.count(1) == 5 and val_labels.count(2) == 0
+
+
+def test_a_damaged_split_file_is_named(tmp_path):
+    from cnnlab.errors import CnnlabError
+    from cnnlab.run import Run
+
+    (tmp_path / "run" / "weights").mkdir(parents=True)
+    (tmp_path / "run" / "split.json").write_text('{"splits": {"test": [["a.png"')  # cut short
+    with pytest.raises(CnnlabError, match=r"split.json: not a readable split.json"):
+        Run(tmp_path / "run").split()
+    (tmp_path / "run" / "split.json").unlink()
+    assert Run(tmp_path / "run").split() == {} and Run(tmp_path / "run").index() is None
