@@ -22,7 +22,7 @@ import torch
 
 from cnnlab.model.build import build_model
 from cnnlab.viz import (feature_maps, gradcam, plot_featuremaps, plot_filters, plot_gradcam, plot_kernels)
-from cnnlab.viz._figure import save_figure
+from cnnlab.io.figures import save_figure
 from cnnlab.viz.kernels import DEFAULT_KERNELS, apply_kernels, get_kernels, prepare_image, to_gray
 
 
