@@ -14,6 +14,7 @@ examples:
   cnnlab train data/cats --model model.keras --init-weights model.keras   fine-tune your Keras model
   cnnlab train data/leaves --config run.yaml --lr 3e-4     flags override the file
   cnnlab train data/cifar10 --time-limit 10                fit the schedule into 10 minutes
+  cnnlab train data/cifar10 --recipe airbench              ~94 % on CIFAR-10 in about 10 epochs
   cnnlab train --resume runs/flowers-vgg_bn                continue after Ctrl-C or a crash
   cnnlab train --resume                                    the most recent unfinished run
 
@@ -38,7 +39,8 @@ FLAGS = {
         ("img_size", (), "HxW"), ("optimizer", (), None), ("lr", (), "LR"), ("weight_decay", (), "WD"),
         ("momentum", (), "M"), ("loss", (), None), ("label_smoothing", (), "EPS"), ("scheduler", (), None),
         ("warmup", (), "FRACTION"), ("step_size", (), "N"), ("gamma", (), "F"), ("augment", (), "SPEC"),
-        ("patience", (), "N"), ("monitor", (), "METRIC"), ("time_limit", (), "MIN"), ("seed", (), "N")],
+        ("patience", (), "N"), ("monitor", (), "METRIC"), ("time_limit", (), "MIN"), ("seed", (), "N"),
+        ("recipe", (), "NAME"), ("bias_lr_scale", (), "S"), ("weight_averaging", (), None), ("tta", (), None)],
     "data": [
         ("val_split", (), "F"), ("label_regex", (), "REGEX"), ("channels", (), None), ("resize", (), None),
         ("normalize", (), None), ("balanced", (), None), ("class_weights", (), None), ("workers", (), "N"),

@@ -52,6 +52,10 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
     if cfg.time_limit:
         callbacks.append(cb.TimeLimit(cfg.time_limit))
     callbacks += SCHEDULES[cfg.scheduler].build(cfg, hp, has_val)
+    if cfg.weight_averaging != "none":  # before the checkpoints: they save the averaged weights
+        from cnnlab.train.averaging import Lookahead
+
+        callbacks.append(Lookahead(lookahead=cfg.weight_averaging == "lookahead"))
     if cfg.patience > 0:
         callbacks.append(cb.EarlyStopping(monitor, patience=cfg.patience, restore_best_weights=True))
     callbacks.append(cb.ModelCheckpoint(run_dir / "weights", monitor=monitor, meta=setup.meta()))
@@ -104,7 +108,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
         if trainer.is_main:
             _finish(trainer, run_dir, verbose)
             if setup.cfg.evaluate:
-                _evaluate(run, "test" in setup.index.splits, setup.device, verbose)
+                _evaluate(run, "test" in setup.index.splits, setup.device, verbose, setup.cfg.tta)
         distributed.barrier()
         return run
     finally:
@@ -204,14 +208,15 @@ def _finish(trainer, run_dir: Path, verbose: bool) -> None:
         print(f"best    {best.monitor} {best.value:.4f} at epoch {best.epoch}: {run_dir / 'weights' / 'best.safetensors'}")
 
 
-def _evaluate(run, has_test: bool, device, verbose: bool) -> None:
+def _evaluate(run, has_test: bool, device, verbose: bool, tta: str = "none") -> None:
     """Evaluate the best weights on the test split, then write report.html."""
     from cnnlab.eval.evaluate import evaluate_run
     from cnnlab.eval.report import write_report
 
     if has_test:  # this also refreshes report.html
-        result = evaluate_run(run, split="test", weights="best", device=str(device))
-        say(f"test    accuracy {result['accuracy']:.4f} (best weights): {run.eval_dir('test')}", verbose)
+        result = evaluate_run(run, split="test", weights="best", tta=tta, device=str(device))
+        how = "best weights" + (f", TTA {tta}" if tta != "none" else "")
+        say(f"test    accuracy {result['accuracy']:.4f} ({how}): {run.eval_dir('test')}", verbose)
     else:
         write_report(run.path)
     say(f"report  {run.path / 'report.html'}", verbose)

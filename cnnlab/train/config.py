@@ -101,6 +101,15 @@ class TrainConfig(BaseModel):
                          "val_X means X)")
     time_limit: float | None = Field(None, gt=0, description="train for this many minutes; the schedule is "
                                      "fitted to the time")
+    recipe: str | None = Field(None, description="a named bundle of options (yours win): airbench -- the fast "
+                               "CIFAR recipe (see cnnlab/train/recipes.py)")
+    bias_lr_scale: float = Field(1.0, gt=0, description="biases and BN shifts train at this x the lr (and "
+                                 "are decayed at weight_decay / it); 1: plain rule, no decay on them")
+    weight_averaging: Literal["none", "lookahead", "ema"] = Field(
+        "none", description="lookahead: an EMA of the weights synced into the model every 5 steps; ema: "
+        "the EMA only at the end (see cnnlab/train/averaging.py)")
+    tta: Literal["none", "flip", "flip+translate"] = Field(
+        "none", description="test-time augmentation of the final test evaluation")
 
     # where and how
     seed: int = Field(0, description="random seed (same seed, same run on the CPU)")
@@ -209,6 +218,15 @@ def make_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig
     except ValidationError as e:
         raise _explain(e, source) from None
     given = {k: v for k, v in overrides.items() if v is not None}
+    recipe = given.get("recipe") or values.get("recipe")
+    if recipe:  # the recipe's options, under the file's and the flags'
+        from cnnlab.train.recipes import recipe_options
+
+        values = recipe_options(recipe, {**values, **given})
+        try:
+            cfg = TrainConfig(**values)
+        except ValidationError as e:
+            raise _explain(e, f"recipe {recipe}") from None
     unknown = [k for k in given if k not in FIELDS]
     if unknown:
         close = difflib.get_close_matches(unknown[0], FIELDS, n=1)

@@ -184,6 +184,8 @@ class Trainer:
                 self.epoch += 1
                 if hasattr(train, "set_epoch"):
                     train.set_epoch(self.epoch)
+                if hasattr(self.augment, "set_epoch"):  # alternate_flip mirrors by epoch
+                    self.augment.set_epoch(self.epoch)
                 skip = 0
                 if partial is not None:  # continue the epoch that Ctrl-C cut short
                     skip = restore_partial(self, partial)

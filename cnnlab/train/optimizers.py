@@ -57,5 +57,16 @@ def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
 
 
 def make_optimizer(model, name: str, lr: float, weight_decay: float, cfg=None, device=None):
-    """The registered optimiser ``name`` over ``model``'s parameters."""
-    return OPTIMIZERS[name].build(param_groups(model, weight_decay), lr, cfg, device)
+    """The registered optimiser ``name`` over ``model``'s parameters.
+
+    With ``cfg.bias_lr_scale`` s != 1, biases and batch-norm shifts train at s x the learning
+    rate and are decayed too, at weight_decay / s, so that every parameter loses the same
+    fraction per step (lr x weight_decay): airbench's rule (Jordan 2024, s = 64).
+    """
+    groups = param_groups(model, weight_decay)
+    scale = getattr(cfg, "bias_lr_scale", 1.0) if cfg is not None else 1.0
+    if scale != 1.0:
+        for g in groups:
+            if g["weight_decay"] == 0.0 and all(p.ndim <= 1 for p in g["params"]):
+                g["lr"], g["weight_decay"] = lr * scale, weight_decay / scale
+    return OPTIMIZERS[name].build(groups, lr, cfg, device)

@@ -50,6 +50,13 @@ def _onecycle(p, warmup, epoch, step_size, gamma):
     return _cosine_between(1.0, final, (p - warmup) / (1.0 - warmup))
 
 
+def _triangle(p, warmup, epoch, step_size, gamma):
+    """Linear from 0.2 up to 1 over the warm-up, then linear down to 0.07 (airbench's, Jordan 2024)."""
+    if p < warmup:
+        return 0.2 + 0.8 * p / warmup
+    return 1.0 - 0.93 * (p - warmup) / (1.0 - warmup)
+
+
 def _step(p, warmup, epoch, step_size, gamma):
     return gamma ** ((epoch - 1) // max(step_size, 1))
 
@@ -72,6 +79,8 @@ SCHEDULES.add("none", "a constant learning rate", lambda cfg, hp, has_val: [], f
 SCHEDULES.add("cosine", "linear warm-up, then a cosine down to 0", lr_schedule, warmup=0.05, factor=_cosine)
 SCHEDULES.add("onecycle", "one-cycle: up from lr/25 along a cosine, then down to lr/25e4", lr_schedule,
               warmup=0.25, factor=_onecycle)
+SCHEDULES.add("triangle", "linear from lr/5 up to lr, then linear down to 0.07 lr (airbench)", lr_schedule,
+              warmup=0.23, factor=_triangle)
 SCHEDULES.add("step", "multiplied by --gamma every --step-size epochs", lr_schedule, factor=_step)
 SCHEDULES.add("plateau", "multiplied by --gamma when val_loss stops improving (Keras' ReduceLROnPlateau)",
               _plateau)

@@ -19,6 +19,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -176,6 +177,18 @@ def keras_normalization(cfg: TrainConfig, spec, channels: int):
     return Normalization.rescale(channels)
 
 
+def init_from_data(model: nn.Module, loader, normalization, limit: int = 5000) -> list[str]:
+    """Fit the model's data-initialised layers (PatchWhitening) to up to ``limit`` training
+    images, evenly spaced over the set, normalised as training will see them."""
+    from cnnlab.model.layers import data_init
+
+    if not any(hasattr(m, "fit") for m in getattr(model, "layers", {}).values()):
+        return []
+    rows = loader.rows[::max(1, len(loader.rows) // limit)][:limit]
+    pixels = torch.from_numpy(np.ascontiguousarray(loader.images[np.sort(rows)]))
+    return data_init(model, normalization.apply(pixels))
+
+
 def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
     """Discover the data (unless ``index`` is given), decode it, build model and loaders.
 
@@ -237,6 +250,7 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
     else:
         normalization = (Normalization.rescale(channels) if cfg.normalize == "rescale"
                          else compute_mean_std(train_loader, max_images=5000))
+    init_from_data(model, train_loader, normalization)
     augment = parse_augment(cfg.augment)
     if shard is not None:  # this process's share of every epoch (torchrun)
         from cnnlab.train.distributed import ShardedLoader
