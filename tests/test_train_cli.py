@@ -120,7 +120,7 @@ def test_config_file_with_flags_on_top(workspace, tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("lr: -1\n", "run.yaml: lr: input should be greater than 0 (got -1)"),
     ("learning_rate: 0.1\n", "run.yaml: unknown option 'learning_rate'"),
-    ("scheduler: linear\n", "run.yaml: scheduler: must be one of none, cosine, onecycle, step, plateau, got 'linear'"),
+    ("scheduler: linear\n", "run.yaml: scheduler: must be one of none, cosine, onecycle, step, plateau, triangle, got 'linear'"),
     ("epochs: [1\n", "run.yaml: not valid YAML"),
 ])
 def test_bad_config_names_the_field(workspace, tmp_path, capsys, text, message):

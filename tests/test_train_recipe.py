@@ -162,6 +162,6 @@ def test_train_with_the_recipe_end_to_end(split_folder, tmp_path):
     cfg = (run.path / "config.yaml").read_text()
     assert "recipe: airbench" in cfg and "weight_averaging: lookahead" in cfg
     metrics = json.loads((run.path / "eval" / "test" / "metrics.json").read_text())
-    assert metrics["tta_mode"] == "flip+translate"
+    assert metrics["tta_mode"] == "flip+translate" and metrics["weights"] == "last"  # the averaged ones
     stem = load_file(run.path / "weights" / "last.safetensors")["layers.patch_whitening.conv.weight"]
     assert stem.abs().sum() > 0 and not torch.allclose(stem, torch.zeros_like(stem))

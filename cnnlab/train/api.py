@@ -108,7 +108,9 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
         if trainer.is_main:
             _finish(trainer, run_dir, verbose)
             if setup.cfg.evaluate:
-                _evaluate(run, "test" in setup.index.splits, setup.device, verbose, setup.cfg.tta)
+                # Averaged weights are the model's final state: evaluate those (the last).
+                weights = "last" if setup.cfg.weight_averaging != "none" else "best"
+                _evaluate(run, "test" in setup.index.splits, setup.device, verbose, setup.cfg.tta, weights)
         distributed.barrier()
         return run
     finally:
@@ -208,14 +210,14 @@ def _finish(trainer, run_dir: Path, verbose: bool) -> None:
         print(f"best    {best.monitor} {best.value:.4f} at epoch {best.epoch}: {run_dir / 'weights' / 'best.safetensors'}")
 
 
-def _evaluate(run, has_test: bool, device, verbose: bool, tta: str = "none") -> None:
-    """Evaluate the best weights on the test split, then write report.html."""
+def _evaluate(run, has_test: bool, device, verbose: bool, tta: str = "none", weights: str = "best") -> None:
+    """Evaluate the best (or given) weights on the test split, then write report.html."""
     from cnnlab.eval.evaluate import evaluate_run
     from cnnlab.eval.report import write_report
 
     if has_test:  # this also refreshes report.html
-        result = evaluate_run(run, split="test", weights="best", tta=tta, device=str(device))
-        how = "best weights" + (f", TTA {tta}" if tta != "none" else "")
+        result = evaluate_run(run, split="test", weights=weights, tta=tta, device=str(device))
+        how = f"{weights} weights" + (f", TTA {tta}" if tta != "none" else "")
         say(f"test    accuracy {result['accuracy']:.4f} ({how}): {run.eval_dir('test')}", verbose)
     else:
         write_report(run.path)

@@ -79,11 +79,11 @@ SCHEDULES.add("none", "a constant learning rate", lambda cfg, hp, has_val: [], f
 SCHEDULES.add("cosine", "linear warm-up, then a cosine down to 0", lr_schedule, warmup=0.05, factor=_cosine)
 SCHEDULES.add("onecycle", "one-cycle: up from lr/25 along a cosine, then down to lr/25e4", lr_schedule,
               warmup=0.25, factor=_onecycle)
-SCHEDULES.add("triangle", "linear from lr/5 up to lr, then linear down to 0.07 lr (airbench)", lr_schedule,
-              warmup=0.23, factor=_triangle)
 SCHEDULES.add("step", "multiplied by --gamma every --step-size epochs", lr_schedule, factor=_step)
 SCHEDULES.add("plateau", "multiplied by --gamma when val_loss stops improving (Keras' ReduceLROnPlateau)",
               _plateau)
+SCHEDULES.add("triangle", "linear from lr/5 up to lr, then linear down to 0.07 lr (airbench)", lr_schedule,
+              warmup=0.23, factor=_triangle)
 
 
 def schedule_factor(kind: str, progress: float, warmup: float = 0.0, epoch: int = 1,
