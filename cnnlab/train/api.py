@@ -68,7 +68,7 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
 
 
 def describe(setup) -> str:
-    """Two lines on what is about to be trained."""
+    """Two lines on what is about to be trained (a third names the recipe)."""
     n_params = sum(p.numel() for p in setup.model.parameters())
     val = setup.val_loader.num_samples if setup.val_loader is not None else 0
     splits = f"{setup.train_loader.num_samples:,} train / {val:,} val"
@@ -79,7 +79,9 @@ def describe(setup) -> str:
     return (f"data    {cfg.data}: {len(setup.index.classes)} classes, {splits} images, {h}x{w}x{setup.channels}\n"
             f"model   {setup.spec.name} ({n_params:,} parameters) on {setup.device} {setup.precision}, "
             f"{cfg.optimizer} lr {setup.hparams['lr']:g} {cfg.scheduler}, batch {cfg.batch_size}, "
-            f"{cfg.epochs} epochs" + (f" or {cfg.time_limit:g} min" if cfg.time_limit else ""))
+            f"{cfg.epochs} epochs" + (f" or {cfg.time_limit:g} min" if cfg.time_limit else "")
+            + (f"\nrecipe  {cfg.recipe}: augment {cfg.augment}, label smoothing {cfg.label_smoothing:g}, "
+               f"weight averaging {cfg.weight_averaging}, test TTA {cfg.tta}" if cfg.recipe else ""))
 
 
 def train(data: str | Path | None = None, *, config: str | Path | None = None,
