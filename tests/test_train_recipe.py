@@ -143,6 +143,9 @@ def test_recipe_options_sit_under_the_users(tmp_path):
     assert (cfg.model, cfg.optimizer, cfg.epochs, cfg.augment, cfg.tta) == ("airbench", "sgd", 3, "cifar",
                                                                             "flip+translate")
     assert make_config(recipe="airbench", time_limit=8).epochs == 40
+    # Another batch size keeps the lr per image: 1.5 at 1024 -> 0.375 at 256 (unless --lr is given).
+    assert make_config(recipe="airbench", batch_size=256).lr == pytest.approx(0.375)
+    assert make_config(recipe="airbench", batch_size=256, lr=0.1).lr == 0.1
     f = tmp_path / "run.yaml"
     f.write_text("recipe: airbench\nlabel_smoothing: 0.1\n")
     assert make_config(f, lr=0.5).label_smoothing == 0.1 and make_config(f, lr=0.5).lr == 0.5

@@ -26,6 +26,9 @@ class Recipe:
     options: dict[str, Any]
     sources: tuple[str, ...] = field(default=())  # where each idea comes from
     time_limit_options: dict[str, Any] = field(default_factory=dict)  # replace options when --time-limit
+    # The lr is per this many images: another --batch-size (without --lr) scales it linearly,
+    # the same lr per image (airbench's rule; its weight decay per image stays the same too).
+    lr_batch: int | None = None
 
     def describe(self) -> str:
         lines = [f"{self.name}: {self.summary}", f"  for: {self.suits}"]
@@ -55,6 +58,7 @@ AIRBENCH = Recipe(
     # averaged weights are the best ones (the schedule anneals to its end), and the test
     # split, when there is one, is evaluated with TTA at the end.
     time_limit_options={"epochs": 40},
+    lr_batch=1024,
     sources=(
         "model airbench: whitened 2x2 patch stem (PatchWhitening; Page 2018 'How to train your "
         "ResNet', tysam-code hlb-CIFAR10 2023, Jordan 2024), Dirac-initialised convs (Zagoruyko & "
@@ -92,6 +96,9 @@ def recipe_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
     options = dict(recipe.options)
     if given.get("time_limit"):
         options.update(recipe.time_limit_options)
-    options.update({k: v for k, v in given.items() if v is not None})
+    given = {k: v for k, v in given.items() if v is not None}
+    if recipe.lr_batch and "batch_size" in given and "lr" not in given and "lr" in options:
+        options["lr"] = options["lr"] * given["batch_size"] / recipe.lr_batch
+    options.update(given)
     options["recipe"] = name
     return options
