@@ -93,10 +93,14 @@ def test_bias_lr_scale_gives_biases_more_lr_and_the_same_decay_per_step():
     model = build_model("airbench", classes=3)
     cfg = make_config(optimizer="sgd", momentum=0.85, bias_lr_scale=64.0)
     opt = make_optimizer(model, "sgd", 1.5, 0.00133, cfg)
-    weights, biases = opt.param_groups
-    assert (weights["lr"], biases["lr"]) == (1.5, 1.5 * 64)
-    assert weights["lr"] * weights["weight_decay"] == pytest.approx(biases["lr"] * biases["weight_decay"])
-    assert all(p.ndim <= 1 for p in biases["params"]) and all(p.ndim > 1 for p in weights["params"])
+    weights, other, bn = opt.param_groups
+    assert (weights["lr"], other["lr"], bn["lr"]) == (1.5, 1.5, 1.5 * 64)
+    assert weights["lr"] * weights["weight_decay"] == pytest.approx(bn["lr"] * bn["weight_decay"])
+    assert other["weight_decay"] == 0.0  # the stem's bias: the plain rule (as airbench)
+    assert [p is model.layers["patch_whitening"].conv.bias for p in other["params"]] == [True]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert {id(p) for p in bn["params"]} == {id(m.bias) for m in norms}  # the BN shifts (no scales)
+    assert all(p.ndim > 1 for p in weights["params"])
     assert not any(p is model.layers["patch_whitening"].conv.weight for p in weights["params"])  # frozen
     assert opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.85
 

@@ -103,8 +103,8 @@ class TrainConfig(BaseModel):
                                      "fitted to the time")
     recipe: str | None = Field(None, description="a named bundle of options (yours win): airbench -- the fast "
                                "CIFAR recipe (see cnnlab/train/recipes.py)")
-    bias_lr_scale: float = Field(1.0, gt=0, description="biases and BN shifts train at this x the lr (and "
-                                 "are decayed at weight_decay / it); 1: plain rule, no decay on them")
+    bias_lr_scale: float = Field(1.0, gt=0, description="batch-norm shifts (and scales) train at this x the "
+                                 "lr and are decayed at weight_decay / it; 1: plain rule, no decay on them")
     weight_averaging: Literal["none", "lookahead", "ema"] = Field(
         "none", description="lookahead: an EMA of the weights synced into the model every 5 steps; ema: "
         "the EMA only at the end (see cnnlab/train/averaging.py)")

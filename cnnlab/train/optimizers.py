@@ -59,14 +59,27 @@ def param_groups(model, weight_decay: float) -> list[dict[str, Any]]:
 def make_optimizer(model, name: str, lr: float, weight_decay: float, cfg=None, device=None):
     """The registered optimiser ``name`` over ``model``'s parameters.
 
-    With ``cfg.bias_lr_scale`` s != 1, biases and batch-norm shifts train at s x the learning
-    rate and are decayed too, at weight_decay / s, so that every parameter loses the same
-    fraction per step (lr x weight_decay): airbench's rule (Jordan 2024, s = 64).
+    With ``cfg.bias_lr_scale`` s != 1, the batch-norm parameters (its shift, and its scale
+    when it has one) train at s x the learning rate and are decayed too, at weight_decay / s,
+    so that they lose the same fraction per step (lr x weight_decay) as the kernels:
+    airbench's rule (Jordan 2024, s = 64). Other biases keep the plain rule.
     """
     groups = param_groups(model, weight_decay)
     scale = getattr(cfg, "bias_lr_scale", 1.0) if cfg is not None else 1.0
     if scale != 1.0:
+        from torch import nn
+
+        norm = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                for p in m.parameters() if p.requires_grad}
+        split = []
         for g in groups:
-            if g["weight_decay"] == 0.0 and all(p.ndim <= 1 for p in g["params"]):
-                g["lr"], g["weight_decay"] = lr * scale, weight_decay / scale
+            bn = [p for p in g["params"] if id(p) in norm]
+            if g["weight_decay"] != 0.0 or not bn:
+                split.append(g)
+                continue
+            rest = [p for p in g["params"] if id(p) not in norm]  # the no-decay group, split
+            if rest:
+                split.append({"params": rest, "weight_decay": 0.0})
+            split.append({"params": bn, "lr": lr * scale, "weight_decay": weight_decay / scale})
+        groups = split
     return OPTIMIZERS[name].build(groups, lr, cfg, device)
