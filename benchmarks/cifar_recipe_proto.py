@@ -63,11 +63,13 @@ def main() -> None:
     kilostep = 1024 * (1 + 1 / (1 - args.momentum))
     lr = args.lr / kilostep * args.batch_size  # mean-loss lr
     wd_step = args.wd * args.batch_size / kilostep
-    biases = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    weights = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    biases = [m.bias for m in norms]  # BN shifts: 64x the lr (the whitening bias keeps the base lr)
+    ids = {id(p) for p in biases}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     lr_b = lr * args.bias_scaler
     opt = torch.optim.SGD([dict(params=biases, lr=lr_b, weight_decay=wd_step / lr_b),
-                           dict(params=weights, lr=lr, weight_decay=wd_step / lr)],
+                           dict(params=others, lr=lr, weight_decay=wd_step / lr)],
                           momentum=args.momentum, nesterov=True)
     for g in opt.param_groups:
         g["initial_lr"] = g["lr"]
@@ -141,7 +143,7 @@ def main() -> None:
                    img_s=seen / dt, train_s=t_train)
         log.append(rec)
         print(json.dumps(rec), flush=True)
-    lookahead(1.0)  # no-op on weights already synced; the final weights are the average
+    lookahead(1.0)  # decay 1: the model takes the average as it is (airbench's last step)
     final = {"test_acc": test_acc(), "test_acc_tta_flip": test_acc("flip"),
              "test_acc_tta6": test_acc("flip+translate"), "train_s": t_train, "args": vars(args)}
     print(json.dumps(final), flush=True)
