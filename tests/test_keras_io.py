@@ -368,3 +368,10 @@ def test_gradcam_of_a_keras_resnet_looks_at_its_last_block(saved):
     f = open_model(saved["residual"][1][".keras"], quiet=True)
     t = gradcam_layer(_inputs.load(f).model)
     assert t.type == "Residual" and t.output_shape == (5, 5, 6)
+
+
+def test_weights_only_h5_is_refused(saved, tmp_path, capsys):
+    model, _ = saved["lecture"]
+    p = tmp_path / "lecture.weights.h5"
+    model.save_weights(p)
+    refused(capsys, p, "without a model config")

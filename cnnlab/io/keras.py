@@ -204,10 +204,9 @@ def _read_legacy_h5(path: Path) -> KerasFile:
     except OSError as e:
         raise _refuse(path, f"cannot be read as HDF5 (truncated or corrupt? {e})") from None
     with h5:
-        if "model_config" not in h5.attrs:
-            if "layer_names" in h5.attrs or "model_weights" not in h5:
-                raise _refuse(path, "an HDF5 file of weights only (save_weights), with no model config; "
-                                    "save the whole model with model.save('model.keras')")
+        if "model_config" not in h5.attrs:  # save_weights() files (Keras 2 or 3) have no architecture
+            raise _refuse(path, "an HDF5 file without a model config (weights only, from save_weights?); "
+                                "save the whole model with model.save('model.keras')")
         try:
             config = _json(path, _text(h5.attrs["model_config"]), "model_config")
             group = h5["model_weights"] if "model_weights" in h5 else h5
