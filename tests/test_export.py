@@ -138,3 +138,19 @@ def test_export_errors(weights_file, tmp_path, capsys):
     assert "must end in .onnx" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.onnx"), str(tmp_path)]) == 2
     assert "no such ONNX file" in capsys.readouterr().err
+
+
+def test_keras_file_to_onnx(tmp_path):
+    """Keras model of every layer type -> cnnlab -> ONNX -> onnxruntime: Keras' own predictions."""
+    import onnxruntime as ort
+
+    from cnnlab.export import export
+
+    model = km.every_layer_sequential()
+    src = tmp_path / "every.keras"
+    model.save(src)
+    r = export(src, "onnx", tmp_path / "every.onnx")
+    assert r.max_difference < 1e-5
+    session = ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
+    images = km.pixels((11, 13, 3), n=4, seed=3).astype("float32")
+    np.testing.assert_allclose(session.run(None, {"pixels": images})[0], model.predict(images, verbose=0), atol=1e-4)
