@@ -62,7 +62,7 @@ def every_layer_sequential():
         L.MaxPooling2D(2, strides=1, padding="same"),
         L.ReLU(max_value=0.8, negative_slope=0.05),
         L.Flatten(),
-        L.BatchNormalization(),
+        L.BatchNormalization(scale=False),
         L.Dropout(0.3),
         L.Dense(7, activation="gelu"),
         L.Dense(3, activation="softmax"),

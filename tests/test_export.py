@@ -31,7 +31,7 @@ SPEC = {
         {"ResidualBlock": {"filters": 6, "strides": 2}},
         {"MaxPooling2D": {"pool_size": 2, "padding": "same"}},
         {"Flatten": {}},
-        {"BatchNormalization": {}},
+        {"BatchNormalization": {"scale": False}},
         {"Dropout": {"rate": 0.2}},
         {"Dense": {"units": 3, "activation": "softmax"}},
     ],

@@ -56,7 +56,8 @@ def _layer_config(layer: L.Layer) -> tuple[str, dict[str, Any]]:
         t, b, left, r = layer._pads()
         return "ZeroPadding2D", {"padding": [[t, b], [left, r]]}
     if isinstance(layer, L.BatchNormalization):
-        return "BatchNormalization", {"axis": -1, "momentum": layer.momentum, "epsilon": layer.epsilon}
+        return "BatchNormalization", {"axis": -1, "momentum": layer.momentum, "epsilon": layer.epsilon,
+                                      "scale": layer.scale}
     if isinstance(layer, (L.Dropout, L.SpatialDropout2D)):
         return type(layer).__name__, {"rate": layer.rate}
     if isinstance(layer, L.Flatten):

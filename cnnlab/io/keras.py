@@ -492,9 +492,10 @@ def _layer(source: Path, node: _Node, weights: dict[str, list[np.ndarray]]) -> L
         if cls == "BatchNormalization":
             axis = c.get("axis", -1)
             axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-            if axis not in (-1, 3, 1) or not c.get("center", True) or not c.get("scale", True):
-                raise refuse("only the channel axis with center and scale is supported")
-            return L.BatchNormalization(float(c.get("momentum", 0.99)), float(c.get("epsilon", 1e-3)), name=name)
+            if axis not in (-1, 3, 1) or not c.get("center", True):
+                raise refuse("only the channel axis with center=True is supported")
+            return L.BatchNormalization(float(c.get("momentum", 0.99)), float(c.get("epsilon", 1e-3)),
+                                        bool(c.get("scale", True)), name=name)
         if cls == "Dropout":
             return L.Dropout(float(c["rate"]), name=name)
         if cls == "SpatialDropout2D":
@@ -607,11 +608,10 @@ def keras_to_torch(layer: L.Layer, arrays: list[np.ndarray], perm: np.ndarray | 
     if isinstance(layer, L.SeparableConv2D):
         return {"0.conv.weight": _depthwise_kernel(a[0]), "1.conv.weight": _conv_kernel(a[1]),
                 **bias(2, "1.conv.bias")}
-    if isinstance(layer, L.BatchNormalization):
-        g, b, mean, var = a[:4]
-        if perm is not None:
-            g, b, mean, var = g[perm], b[perm], mean[perm], var[perm]
-        return {"weight": g, "bias": b, "running_mean": mean, "running_var": var}
+    if isinstance(layer, L.BatchNormalization):  # gamma (unless scale=False), beta, moving mean, variance
+        keys = ("weight", "bias", "running_mean", "running_var") if layer.scale else (
+            "bias", "running_mean", "running_var")
+        return {k: v if perm is None else v[perm] for k, v in zip(keys, a)}
     if isinstance(layer, L.Dense):
         k = a[0] if perm is None else a[0][perm]
         return {"linear.weight": k.T, **bias(1, "linear.bias")}
@@ -641,7 +641,7 @@ def torch_to_keras(layer: L.Layer, state: dict[str, torch.Tensor], perm: np.ndar
         return ([depthwise(s["0.conv.weight"], 1), s["1.conv.weight"].transpose(2, 3, 1, 0)]
                 + ([s["1.conv.bias"]] if "1.conv.bias" in s else []))
     if isinstance(layer, L.BatchNormalization):
-        return [unflatten(s[k]) for k in ("weight", "bias", "running_mean", "running_var")]
+        return [unflatten(s[k]) for k in ("weight", "bias", "running_mean", "running_var") if k in s]
     if isinstance(layer, L.Dense):
         return [unflatten(s["linear.weight"].T)] + ([s["linear.bias"]] if "linear.bias" in s else [])
     if isinstance(layer, L.Normalization) and layer.stored:
