@@ -1,11 +1,27 @@
-"""Device choice: `auto` takes CUDA, then Apple's MPS, then the CPU."""
+"""Device and precision choice.
+
+* ``--device auto`` takes CUDA, then Apple's MPS, then the CPU.
+* ``--precision auto`` takes bf16 autocast where the hardware computes bfloat16 natively:
+  CUDA GPUs that support it (fp16 with a gradient scaler on older ones), and CPUs whose
+  instruction set has AVX512-BF16 or AMX-BF16 (read from the CPU itself, see
+  :func:`cpu_flags`; never guessed from the vendor or model name). Elsewhere fp32.
+* Where bf16 is possible, :func:`measure_precision` times a few real training steps of the
+  model itself in fp32 and in bf16 (each in NCHW and channels_last on the CPU) and keeps the
+  fastest; bf16 must beat fp32 by a clear margin to be chosen, so a model that gains nothing
+  from it stays exact.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import functools
 import os
 import platform
 import sys
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 
@@ -41,6 +57,185 @@ def pick_device(name: str = "auto") -> torch.device:
     raise CnnlabError(f"--device must be one of {', '.join(DEVICES)} (or cuda:N), got {name!r}")
 
 
+# ---------------------------------------------------------------------------------------
+# What the CPU can do
+# ---------------------------------------------------------------------------------------
+
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # x86 instructions that compute in bfloat16
+
+
+def _proc_cpuinfo_flags(path: str = "/proc/cpuinfo") -> set[str]:
+    """The 'flags' line of Linux's /proc/cpuinfo (what the kernel found in CPUID)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("flags", "Features"):  # x86 / ARM
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def _torch_cpu_flags() -> set[str]:
+    """The same features as torch's own cpuinfo reads them (any OS), where torch exposes it."""
+    flags: set[str] = set()
+    try:
+        caps = torch._C._cpu._get_cpu_capability()  # {'avx512_bf16': True, 'amx_bf16': False, ...}
+        flags |= {k for k, v in caps.items() if v is True}
+    except Exception:  # older torch: private API absent
+        for name, probe in (("avx512_bf16", "_is_avx512_bf16_supported"), ("amx_tile", "_is_amx_tile_supported")):
+            fn = getattr(torch.cpu, probe, None)
+            with contextlib.suppress(Exception):
+                if fn is not None and fn():
+                    flags.add(name)
+    return flags
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """Instruction-set features of this CPU: /proc/cpuinfo's flags and torch's cpuinfo view."""
+    return frozenset(_proc_cpuinfo_flags() | _torch_cpu_flags())
+
+
+def cpu_has_bf16(flags: frozenset[str] | set[str] | None = None) -> bool:
+    """True when the CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in BF16_FLAGS)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Native bfloat16 on this device: a CUDA GPU that has it, or a CPU with AVX512-BF16/AMX."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return cpu_has_bf16()
+    return False
+
+
+def auto_precision(device: torch.device) -> str:
+    """What ``--precision auto`` may use on ``device`` before timing: bf16, fp16 or fp32."""
+    if device.type == "cuda":
+        return "bf16" if bf16_supported(device) else "fp16"
+    if device.type == "cpu" and bf16_supported(device):
+        return "bf16"
+    return "fp32"
+
+
+# ---------------------------------------------------------------------------------------
+# Timing the choices on the model itself
+# ---------------------------------------------------------------------------------------
+
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class PrecisionChoice:
+    """What ``--precision auto`` chose, and the timings it chose from (images/s)."""
+
+    precision: str
+    channels_last: bool
+    reason: str
+    timings: dict[str, float]  # "fp32", "fp32+cl", "bf16", "bf16+cl" -> images per second
+
+
+def time_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, variants: list[tuple[str, bool]],
+               steps: int = 3, warmup: int = 1, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Images/s of a training step (forward, loss, backward, AdamW) in each (precision, channels_last).
+
+    Works on a copy of ``model`` (its weights and the global random state are left as
+    they were). Variants alternate step by step, so that a shared machine's load weighs
+    on all of them alike; the figure of each is its fastest step.
+    """
+    import torch.nn.functional as F
+
+    runs = []
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        for precision, cl in variants:
+            m = copy.deepcopy(model).to(x.device)
+            xb = x
+            if cl:
+                m = m.to(memory_format=torch.channels_last)
+                xb = x.contiguous(memory_format=torch.channels_last)
+            m.train()
+            opt = make_fast_optimizer("adamw", m.parameters(), lr=1e-4, device=x.device)
+            runs.append((f"{precision}{'+cl' if cl else ''}", m, xb, opt, AUTOCAST[precision]))
+        best: dict[str, float] = {name: float("inf") for name, *_ in runs}
+        for i in range(warmup + steps):
+            for name, m, xb, opt, dtype in runs:
+                _sync(x.device)
+                t0 = clock()
+                ctx = torch.autocast(x.device.type, dtype=dtype) if dtype else contextlib.nullcontext()
+                with ctx:
+                    out = m(xb)
+                    loss = F.cross_entropy(out.float(), y) if out.shape[1] > 1 else out.float().mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                _sync(x.device)
+                if i >= warmup:
+                    best[name] = min(best[name], clock() - t0)
+    return {name: len(x) / max(t, 1e-9) for name, t in best.items()}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_precision(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device,
+                      margin: float = 1.1, channels_last: bool | None = None,
+                      timer: Callable[..., dict[str, float]] = time_steps) -> PrecisionChoice:
+    """``--precision auto`` for this model: bf16 where native *and* faster by ``margin``, else fp32.
+
+    ``x`` is a float batch as the model sees it (on ``device``), ``y`` its labels. On a GPU
+    the layout is channels_last (cuDNN's fast path for convolutions) unless told otherwise;
+    on the CPU both layouts are timed, since which is faster depends on the model.
+    """
+    candidate = auto_precision(device)
+    if candidate == "fp32" and device.type != "cpu":
+        return PrecisionChoice("fp32", bool(channels_last), f"{device.type}: no native bf16", {})
+    if device.type == "cuda":  # tensor cores: bf16/fp16 is always the faster choice there
+        return PrecisionChoice(candidate, True if channels_last is None else channels_last,
+                               f"{torch.cuda.get_device_name(device)}: native {candidate}", {})
+    layouts = [False, True] if channels_last is None else [channels_last]
+    precisions = ["fp32", "bf16"] if candidate == "bf16" else ["fp32"]
+    timings = timer(model, x, y, [(p, cl) for p in precisions for cl in layouts])
+
+    def best(p: str) -> tuple[str, bool]:
+        keys = [k for k in timings if k.split("+")[0] == p]
+        k = max(keys, key=timings.get)
+        return k, k.endswith("+cl")
+
+    k32, cl32 = best("fp32")
+    if candidate != "bf16":
+        why = "the CPU has no AVX512-BF16/AMX, so fp32"
+        return PrecisionChoice("fp32", cl32, why + (", channels_last faster" if cl32 else ""), timings)
+    k16, cl16 = best("bf16")
+    ratio = timings[k16] / timings[k32]
+    if ratio >= margin:
+        return PrecisionChoice("bf16", cl16, f"CPU has native bf16; bf16{' + channels_last' if cl16 else ''} "
+                                             f"{ratio:.2f}x the fastest fp32 step", timings)
+    return PrecisionChoice("fp32", cl32, f"CPU has native bf16 but it is only {ratio:.2f}x fp32 for this "
+                                         "model, so fp32 (exact)", timings)
+
+
+def make_fast_optimizer(name: str, params, lr: float, device: torch.device | None = None, **kw) -> torch.optim.Optimizer:
+    """Adam/AdamW/SGD with torch's fastest implementation for the device.
+
+    ``fused=True`` (one kernel for every parameter) on CUDA and on the CPU (torch >= 2.4);
+    elsewhere ``foreach=True`` (one op per step for all parameters, not one per tensor).
+    """
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
+    dev = device.type if device is not None else "cpu"
+    fast = {"fused": True} if dev in ("cuda", "cpu") else {"foreach": True}
+    params = list(params)  # a generator would be used up by a failed first try
+    try:
+        return cls(params, lr=lr, **kw, **fast)
+    except (RuntimeError, TypeError, ValueError):  # fused not available here
+        return cls(params, lr=lr, **kw)
+
+
 def doctor() -> dict[str, Any]:
     """What `cnnlab doctor` prints: versions, threads, accelerators, the auto choice."""
     from cnnlab import __version__
@@ -64,6 +259,10 @@ def doctor() -> dict[str, Any]:
             for i in range(torch.cuda.device_count())
         ] if torch.cuda.is_available() else [],
         "mps_available": mps_available(),
+        "cpu_bf16": cpu_has_bf16(),  # AVX512-BF16 or AMX-BF16 in the CPU's own flags
+        "cpu_features": " ".join(sorted(f for f in cpu_flags() if f in (*BF16_FLAGS, "amx_tile",
+                                                                         "avx512f", "avx2"))) or "-",
         "auto_device": str(pick_device("auto")),
+        "auto_precision": auto_precision(pick_device("auto")),
     }
     return info

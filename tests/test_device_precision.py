@@ -1,0 +1,124 @@
+"""--precision auto: bf16 only where the CPU (or GPU) computes it natively, and only when faster.
+
+Oracles: hand-written /proc/cpuinfo text and flag sets (the CPU's features both ways),
+a fake timer whose figures are chosen by hand, and torch itself (weights and random state
+compared bit for bit before and after timing).
+"""
+
+from __future__ import annotations
+
+import torch
+
+import cnnlab.device as dev
+from cnnlab.device import (PrecisionChoice, auto_precision, cpu_has_bf16, make_fast_optimizer,
+                           measure_precision, time_steps)
+from cnnlab.model.build import build_model
+
+CPUINFO = """processor\t: 0
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum
+flags\t\t: fpu vme sse sse2 avx avx2 avx512f avx512bw {extra} arch_capabilities
+
+processor\t: 1
+"""
+
+
+def test_cpuinfo_flags_are_read_from_the_flags_line(tmp_path):
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO.format(extra="avx512_bf16 amx_tile"))
+    flags = dev._proc_cpuinfo_flags(str(path))
+    assert {"avx512f", "avx512_bf16", "amx_tile"} <= flags
+    assert "GenuineIntel" not in flags  # the vendor line is not a flag
+    assert cpu_has_bf16(flags)
+    path.write_text(CPUINFO.format(extra=""))
+    assert not cpu_has_bf16(dev._proc_cpuinfo_flags(str(path)))
+    assert dev._proc_cpuinfo_flags(str(tmp_path / "missing")) == set()
+
+
+def test_bf16_needs_avx512_bf16_or_amx_bf16():
+    assert cpu_has_bf16({"avx512_bf16"})
+    assert cpu_has_bf16({"amx_bf16", "amx_tile"})
+    assert not cpu_has_bf16({"avx512f", "avx512bw", "avx2", "avx512_fp16"})  # AVX-512 alone is not enough
+    assert not cpu_has_bf16(set())
+
+
+def test_auto_precision_on_the_cpu_follows_the_flags(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    assert auto_precision(cpu) == "bf16"
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx512f", "avx2"}))
+    assert auto_precision(cpu) == "fp32"
+    assert auto_precision(torch.device("meta")) == "fp32"  # neither CPU nor CUDA: exact
+
+
+def _choose(monkeypatch, flags, timings):
+    """measure_precision with the CPU's flags and the timings given; returns (choice, variants asked)."""
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset(flags))
+    asked = []
+
+    def timer(model, x, y, variants):
+        asked.extend(variants)
+        return {f"{p}{'+cl' if cl else ''}": timings[f"{p}{'+cl' if cl else ''}"] for p, cl in variants}
+
+    x, y = torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long)
+    return measure_precision(torch.nn.Identity(), x, y, torch.device("cpu"), timer=timer), asked
+
+
+def test_without_native_bf16_bf16_is_never_timed_nor_chosen(monkeypatch):
+    choice, asked = _choose(monkeypatch, {"avx512f"}, {"fp32": 100, "fp32+cl": 150, "bf16": 900, "bf16+cl": 900})
+    assert {p for p, _ in asked} == {"fp32"}
+    assert (choice.precision, choice.channels_last) == ("fp32", True)  # the faster layout
+
+
+def test_bf16_is_chosen_only_when_clearly_faster(monkeypatch):
+    flags = {"avx512f", "avx512_bf16"}
+    choice, _ = _choose(monkeypatch, flags, {"fp32": 100, "fp32+cl": 120, "bf16": 130, "bf16+cl": 200})
+    assert isinstance(choice, PrecisionChoice)
+    assert (choice.precision, choice.channels_last) == ("bf16", True)
+    assert "1.67x" in choice.reason  # 200 / 120
+    # 5 % faster is within noise: keep the exact fp32
+    choice, _ = _choose(monkeypatch, flags, {"fp32": 100, "fp32+cl": 120, "bf16": 90, "bf16+cl": 126})
+    assert (choice.precision, choice.channels_last) == ("fp32", True)
+    # bf16 slower (a tiny model): fp32, and the layout that is faster for fp32
+    choice, _ = _choose(monkeypatch, flags, {"fp32": 300, "fp32+cl": 200, "bf16": 150, "bf16+cl": 100})
+    assert (choice.precision, choice.channels_last) == ("fp32", False)
+
+
+def test_timing_leaves_the_model_and_the_random_state_untouched():
+    model = build_model({"input": [16, 16, 3], "layers": [
+        {"Conv2D": {"filters": 4, "kernel_size": 3, "activation": "relu"}},
+        {"MaxPooling2D": {}}, {"Dropout": {"rate": 0.5}}, {"Flatten": {}},
+        {"Dense": {"units": 3, "activation": "softmax"}}]}, seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x, y = torch.rand(4, 3, 16, 16), torch.tensor([0, 1, 2, 0])
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    variants = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+    rates = time_steps(model, x, y, variants, steps=1)
+    assert set(rates) == {"fp32", "fp32+cl", "bf16", "bf16+cl"}
+    assert all(0 < r < float("inf") for r in rates.values())
+    assert torch.equal(torch.rand(3), expected_next)  # dropout in the timed steps used a forked RNG
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert next(model.parameters()).is_contiguous()  # still NCHW: the copies were converted
+
+
+def test_fast_optimizer_matches_the_plain_one():
+    """The fused AdamW/SGD take the same steps as torch's reference implementation."""
+    for name, kw in (("adamw", {"weight_decay": 0.05}), ("sgd", {"momentum": 0.9, "nesterov": True})):
+        torch.manual_seed(0)
+        a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
+        b.load_state_dict(a.state_dict())
+        fast = make_fast_optimizer(name, a.parameters(), 0.01, torch.device("cpu"), **kw)
+        ref_cls = torch.optim.AdamW if name == "adamw" else torch.optim.SGD
+        ref = ref_cls(b.parameters(), lr=0.01, foreach=False, **kw)
+        assert fast.defaults.get("fused") or fast.defaults.get("foreach") is not False
+        for _ in range(5):
+            x = torch.randn(8, 5)
+            for m, opt in ((a, fast), (b, ref)):
+                opt.zero_grad()
+                m(x).square().mean().backward()
+                opt.step()
+        for p, q in zip(a.parameters(), b.parameters()):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
