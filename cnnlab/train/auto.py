@@ -1,0 +1,229 @@
+"""The choices ``cnnlab train DATA`` makes when you leave them to it: from the data and the budget.
+
+What it looks at: how many training images there are, their median size, how many of each
+class, the time budget (``--time-limit``, or a default plan of :data:`DEFAULT_MINUTES` when
+there is none), and how fast the model trains on this machine (measured, a few steps).
+What it decides, unless you set it yourself (a flag or a config key always wins):
+
+* **recipe / model**: a named recipe (see :mod:`cnnlab.train.recipes`) for small images
+  when one is registered for them, else the default preset;
+* **image size**: the largest of :data:`SIZES` that the images have (never blown up) and
+  that still leaves enough epochs (:func:`epochs_wanted`) in the budget. Photos at 256 px
+  get 96-160 px when the time allows, not the model's 64;
+* **batch**: 32 for small sets (more steps per epoch), 64 otherwise; larger on a GPU;
+* **length**: with ``--time-limit`` the schedule spans the whole budget (the epochs cap is
+  lifted and early stopping is off, so the run ends when the time is up, annealed); without
+  one, the epochs that fit the default plan, a fixed number so the run repeats exactly
+  with ``--config RUN/config.yaml``; early stopping off under an annealing schedule (it would
+  cut the schedule before it anneals), best weights kept by the checkpoint;
+* **imbalance**: when a class has less than half the images of the largest one, class-
+  balanced sampling and macro-F1 as the metric that picks the best weights;
+* **validation**: on a fixed subset of at most :data:`VAL_MAX` images each epoch when the
+  validation set is large (the full set would cost a large share of a time-limited run).
+
+:func:`choose` returns an :class:`AutoChoice`: the values and one line of why for each, printed
+as one short block before training and saved in the run's ``config.yaml`` (key ``auto``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+DEFAULT_MINUTES = 10.0  # the plan of a run without --time-limit
+SIZES = (32, 48, 64, 96, 128, 160, 192, 224)
+MAX_SIZE = {"cpu": 160, "cuda": 224, "mps": 160}  # beyond this, too slow to be worth it here
+SMALL_IMAGES = 40  # median side (px) at or below which a small-image recipe fits (CIFAR: 32)
+SMALL_IMAGE_RECIPE = "airbench"
+IMBALANCE = 0.5  # smallest class / largest class below this: protect the small class
+VAL_MAX = 2000  # images validated per epoch at most (the full set at the end)
+USABLE = 0.85  # share of the budget planned for training steps (the rest: validation, saving)
+TIME_LIMIT_EPOCHS = 500  # the epochs cap under --time-limit: the budget decides
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """What the chooser knows about the data."""
+
+    class_counts: tuple[int, ...]  # training images per class, in class order
+    image_size: tuple[int, int] | None  # median (height, width) of a sample of the images
+    n_val: int = 0
+    classes: tuple[str, ...] = ()
+
+    @property
+    def n_train(self) -> int:
+        return sum(self.class_counts)
+
+    @property
+    def imbalance(self) -> float:
+        """Smallest class / largest class (1 = balanced)."""
+        counts = self.class_counts
+        return min(counts) / max(max(counts), 1) if counts else 1.0
+
+    @classmethod
+    def from_labels(cls, labels: Iterable[int], n_classes: int, image_size, n_val: int = 0,
+                    classes: Iterable[str] = ()) -> "DataFacts":
+        counts = [0] * n_classes
+        for y in labels:
+            counts[int(y)] += 1
+        return cls(tuple(counts), tuple(image_size) if image_size else None, n_val, tuple(classes))
+
+
+@dataclass
+class AutoChoice:
+    """The values chosen (config keys) and why, in the order they are printed."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    facts: str = ""  # one line on the data and budget
+
+    def set(self, key: str, value: Any, why: str) -> None:
+        self.values[key] = value
+        self.reasons[key] = why
+
+    def block(self) -> str:
+        """The printed block: a line on the data and budget, then one line per choice."""
+        lines = [f"auto    {self.facts}"]
+        for key, value in self.values.items():
+            shown = "x".join(map(str, value)) if isinstance(value, tuple) else value
+            lines.append(f"        {key} {shown}: {self.reasons[key]}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What config.yaml keeps under ``auto``: the facts and each choice with its reason."""
+        return {"facts": self.facts,
+                "chosen": {k: {"value": list(v) if isinstance(v, tuple) else v, "why": self.reasons[k]}
+                           for k, v in self.values.items()}}
+
+
+def epochs_wanted(n_train: int) -> int:
+    """Epochs a from-scratch CNN wants before a bigger image is worth more than more passes.
+
+    Small sets need many passes (with augmentation each pass is new data); large ones fewer.
+    """
+    if n_train < 5_000:
+        return 40
+    if n_train < 20_000:
+        return 25
+    return 12
+
+
+def _size_candidates(image_size: tuple[int, int] | None, base: int, device_type: str) -> list[int]:
+    """Square sizes not larger than the images (never upscaled) nor than the device's cap."""
+    if image_size is None:
+        return [base]
+    smallest_side = min(image_size)
+    cap = MAX_SIZE.get(device_type, 160)
+    sizes = [s for s in SIZES if s <= smallest_side and s <= cap]
+    if not sizes:  # tiny images (28x28 digits): their own size, as before
+        return [max(smallest_side, 16)]
+    return sizes
+
+
+def fit_epochs(rate: float, n_train: int, minutes: float) -> float:
+    """Epochs of ``n_train`` images that fit ``minutes`` at ``rate`` training images per second."""
+    return USABLE * minutes * 60.0 * rate / max(n_train, 1)
+
+
+def choose(facts: DataFacts, given: set[str] | frozenset[str], *, time_limit: float | None,
+           device_type: str = "cpu", base_size: int = 64, scheduler: str = "onecycle",
+           rate_at: Callable[[int], float] | None = None, recipes: Iterable[str] = (),
+           default_model: str = "vgg_bn") -> AutoChoice:
+    """The automatic choices for the keys not in ``given``.
+
+    ``rate_at(size)`` is the measured training speed (images/s) of the model at ``size``
+    (None: not measured; then sizes stay at the model's own). ``recipes`` are the recipe
+    names registered. ``base_size`` is the model's input side.
+    """
+    out = AutoChoice()
+    minutes = time_limit or DEFAULT_MINUTES
+    n = facts.n_train
+    budget = f"--time-limit {time_limit:g} min" if time_limit else f"no --time-limit: planned for {minutes:g} min"
+    shape = "x".join(map(str, facts.image_size)) if facts.image_size else "?"
+    out.facts = (f"{n:,} training images in {len(facts.class_counts)} classes, median {shape} px; "
+                 f"{budget} on {device_type}")
+
+    # recipe / model
+    small = facts.image_size is not None and max(facts.image_size) <= SMALL_IMAGES
+    if "model" not in given and "recipe" not in given and small and SMALL_IMAGE_RECIPE in set(recipes):
+        out.set("recipe", SMALL_IMAGE_RECIPE, f"images of {shape} px: the fast small-image recipe")
+
+    # image size: the largest that leaves the epochs the data wants
+    if "img_size" not in given:
+        sizes = _size_candidates(facts.image_size, base_size, device_type)
+        wanted = epochs_wanted(n)
+        if rate_at is None or len(sizes) == 1:  # not measured: the model's size, or the images' if smaller
+            size = max([s for s in sizes if s <= base_size] or sizes[:1])
+            own = facts.image_size is not None and size >= min(facts.image_size)
+            out.set("img_size", size, "the images' own size" if own else "the model's input size")
+        else:
+            fits = {s: fit_epochs(rate_at(s), n, minutes) for s in sizes}
+            ok = [s for s in sizes if fits[s] >= wanted]
+            size = max(ok) if ok else min(sizes)
+            rate = rate_at(size)
+            why = (f"largest size with >= {wanted} epochs in {minutes:g} min "
+                   f"({rate:,.0f} img/s measured: {fits[size]:.0f} epochs)")
+            if not ok:
+                why = f"smallest size; even so only {fits[size]:.0f} epochs fit ({rate:,.0f} img/s)"
+            out.set("img_size", size, why)
+
+    # batch
+    if "batch_size" not in given:
+        if device_type == "cuda":
+            size = out.values.get("img_size", base_size)
+            batch = 256 if size <= 64 else 128 if size <= 128 else 64
+            out.set("batch_size", batch, "a GPU: large batches keep it busy")
+        elif n < 2_000:
+            out.set("batch_size", 32, f"{n:,} images: more steps per epoch")
+        else:
+            out.set("batch_size", 64, "CPU default")
+
+    # length
+    annealing = scheduler in ("onecycle", "cosine")
+    if time_limit:
+        if "epochs" not in given:
+            out.set("epochs", TIME_LIMIT_EPOCHS, f"only a cap: the schedule spans the {time_limit:g} minutes")
+        if "patience" not in given:
+            out.set("patience", 0, "early stopping off: the run ends when the time is up, annealed")
+    else:
+        if "epochs" not in given:
+            size = out.values.get("img_size", base_size)
+            if rate_at is not None:
+                epochs = int(min(max(fit_epochs(rate_at(size), n, minutes), 10), 60))
+                why = f"what fits {minutes:g} min at {rate_at(size):,.0f} img/s (10 to 60)"
+            else:
+                epochs = 30
+                why = "default"
+            out.set("epochs", epochs, why + "; a fixed number, so --config RUN/config.yaml repeats it")
+        if "patience" not in given and annealing:
+            out.set("patience", 0, f"early stopping off: the {scheduler} schedule anneals at the last "
+                                   "epoch; best weights are kept")
+
+    # imbalance
+    if facts.imbalance < IMBALANCE and len(facts.class_counts) > 1:
+        i = min(range(len(facts.class_counts)), key=facts.class_counts.__getitem__)
+        name = facts.classes[i] if i < len(facts.classes) else str(i)
+        small_class = (f"class {name!r} has {facts.class_counts[i]:,} images, "
+                       f"{facts.imbalance:.0%} of the largest")
+        if "balanced" not in given and "class_weights" not in given:
+            out.set("balanced", True, small_class + ": class-balanced sampling")
+        if "monitor" not in given:
+            out.set("monitor", "val_macro_f1", small_class + ": best weights by macro-F1, not accuracy")
+
+    # validation
+    if "val_max" not in given and facts.n_val > VAL_MAX:
+        out.set("val_max", VAL_MAX, f"{facts.n_val:,} val images: a fixed subset each epoch, all of them "
+                                    "at the last")
+    return out
+
+
+def measured_rate(step_rate: float, measured_size: int) -> Callable[[int], float]:
+    """Images/s at any size from one measurement: convolution cost grows with the pixels.
+
+    A CNN's work per image is proportional to H x W (every layer before global pooling
+    scales with it), so the rate at size s is the rate at s0 times (s0 / s)^2.
+    """
+    def rate(size: int) -> float:
+        return step_rate * (measured_size / size) ** 2
+
+    return rate
