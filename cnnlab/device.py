@@ -220,6 +220,51 @@ def measure_precision(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, 
                                          "model, so fp32 (exact)", timings)
 
 
+MIN_BF16_MACS = 5_000_000  # multiply-accumulates per image below which bf16 gains nothing on a CPU
+
+
+def model_macs(model: torch.nn.Module) -> int:
+    """Multiply-accumulates of one image through a cnnlab CNN (0 if unknown: another module)."""
+    traced = getattr(model, "traced", None) or []
+    return sum(t.layer.macs(t.input_shape, t.output_shape) for t in traced)
+
+
+def choose_precision(requested: str, device: torch.device, model: torch.nn.Module | None = None,
+                     channels_last: bool | None = None) -> tuple[str, bool, str]:
+    """(precision, channels_last, why) for ``--precision`` and ``--channels-last`` (None: auto).
+
+    auto: bf16 (fp16 on GPUs without bf16) on CUDA; on a CPU with native bf16, bf16 for models
+    of at least :data:`MIN_BF16_MACS` per image (a smaller one is bound by memory and Python,
+    and stays in fp32); otherwise fp32. channels_last (auto) goes with bf16/fp16 and CUDA: it is
+    oneDNN's and cuDNN's fast layout for convolutions (benchmarks/RESULTS.md, precision), and
+    fp32 on the CPU keeps NCHW so that it computes exactly as before.
+    """
+    from cnnlab.errors import CnnlabError
+
+    why = "as asked"
+    if requested == "auto":
+        macs = model_macs(model) if model is not None else MIN_BF16_MACS
+        if device.type == "cuda":
+            requested, why = auto_precision(device), "the GPU's native half precision"
+        elif device.type == "cpu" and cpu_has_bf16():
+            if macs >= MIN_BF16_MACS:
+                requested, why = "bf16", "the CPU has native bf16 (AVX512-BF16/AMX)"
+            else:
+                requested = "fp32"
+                why = f"a small model ({macs / 1e6:.1f}M MACs per image): bf16 would gain nothing"
+        else:
+            requested = "fp32"
+            why = "no native bf16 on this CPU" if device.type == "cpu" else f"{device.type}: fp32"
+    if requested == "fp16" and device.type == "cpu":
+        raise CnnlabError("precision fp16 needs a GPU; on the CPU use fp32 (or bf16 on CPUs with AVX512-BF16/AMX)")
+    if requested == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise CnnlabError(f"precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
+                          "use --precision fp16 (or auto)")
+    if channels_last is None:
+        channels_last = device.type == "cuda" or requested in ("bf16", "fp16")
+    return requested, channels_last, why
+
+
 def make_fast_optimizer(name: str, params, lr: float, device: torch.device | None = None, **kw) -> torch.optim.Optimizer:
     """Adam/AdamW/SGD with torch's fastest implementation for the device.
 

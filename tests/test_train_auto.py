@@ -60,7 +60,7 @@ def test_without_a_time_limit_a_fixed_plan_of_the_default_minutes():
 
 
 def test_a_small_class_gets_macro_f1_and_balanced_sampling():
-    leaves = DataFacts((800, 120, 800), (256, 256), classes=("early_blight", "healthy", "late_blight"))
+    leaves = DataFacts((800, 120, 800), (256, 256), n_val=430, classes=("early_blight", "healthy", "late_blight"))
     c = choose(leaves, set(), time_limit=8, rate_at=cpu_rate)
     assert c.values["monitor"] == "val_macro_f1"
     assert c.values["balanced"] is True
@@ -68,6 +68,8 @@ def test_a_small_class_gets_macro_f1_and_balanced_sampling():
     balanced = DataFacts((800, 500, 800), (256, 256))  # 62 %: no protection needed
     assert not {"monitor", "balanced"} & set(choose(balanced, set(), time_limit=8, rate_at=cpu_rate).values)
     assert "balanced" not in choose(leaves, {"class_weights"}, time_limit=8, rate_at=cpu_rate).values
+    no_val = DataFacts((800, 120, 800), (256, 256))  # no validation data: nothing to monitor F1 on
+    assert "monitor" not in choose(no_val, set(), time_limit=8, rate_at=cpu_rate).values
 
 
 def test_small_images_take_the_small_image_recipe_when_there_is_one():
@@ -99,3 +101,118 @@ def test_unmeasured_speed_keeps_the_model_size_and_the_block_says_why():
 def test_rate_scales_with_the_pixels():
     rate = measured_rate(1000.0, 64)
     assert rate(64) == 1000.0 and rate(128) == 250.0 and rate(32) == 4000.0
+
+
+# --- the choices in a real run, and the pieces they use ------------------------------------
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import yaml  # noqa: E402
+from sklearn.metrics import f1_score  # noqa: E402
+
+from imagegen import make_image_folder  # noqa: E402
+from tinymodels import TINY, TINY_BN, same_weights  # noqa: E402
+
+
+def test_macro_f1_is_scikit_learns():
+    from cnnlab.train.loop import Trainer, TensorLoader, macro_f1
+
+    confusion = torch.tensor([[5, 1, 0], [2, 2, 0], [0, 0, 0]])  # class 2 never seen nor predicted
+    # class 0: 2*5/(6+7) = 0.769; class 1: 2*2/(4+3) = 0.571
+    assert macro_f1(confusion) == pytest.approx((10 / 13 + 4 / 7) / 2)
+    from cnnlab.model.build import build_model
+
+    torch.manual_seed(0)
+    model = build_model(TINY, classes=3, seed=0)
+    x = torch.randint(0, 256, (40, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 3, (40,))
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), 0.1))
+    got = trainer.evaluate(TensorLoader(x, y, batch_size=16, shuffle=False))["macro_f1"]
+    with torch.no_grad():
+        pred = model(x.float() / 255).argmax(1)
+    assert got == pytest.approx(f1_score(y.numpy(), pred.numpy(), average="macro"))
+
+
+def test_validation_on_the_subset_except_the_last_epoch():
+    from cnnlab.model.build import build_model
+    from cnnlab.train.loop import Trainer, TensorLoader
+
+    class Counting(TensorLoader):
+        passes = 0
+
+        def __iter__(self):
+            type(self).passes += 1
+            return super().__iter__()
+
+    class Full(Counting):
+        passes = 0
+
+    class Part(Counting):
+        passes = 0
+
+    x = torch.randint(0, 256, (32, 3, 32, 32), dtype=torch.uint8)
+    y = torch.arange(32) % 2
+    model = build_model(TINY, classes=2, seed=0)
+    trainer = Trainer(model, torch.optim.SGD(model.parameters(), 0.1))
+    trainer.val_subset = Part(x[:8], y[:8], shuffle=False)
+    history = trainer.fit(TensorLoader(x, y, 8), Full(x, y, 16, shuffle=False), epochs=3)
+    assert (Part.passes, Full.passes) == (2, 1)
+    assert len(history) == 3 and all("val_macro_f1" in h for h in history)
+
+
+def test_loader_subset_is_fixed_and_shares_the_pixels(tmp_path):
+    from cnnlab.data.loader import make_loader
+
+    root = make_image_folder(tmp_path / "d", n=10)
+    items = [(str(p), i) for i, c in enumerate(("hbar", "vbar")) for p in sorted((root / c).iterdir())]
+    loader = make_loader(items, size=16, batch_size=4, cache_dir=False)
+    a, b = loader.subset(6, seed=1), loader.subset(6, seed=1)
+    assert a.num_samples == 6 and a.items == b.items and a.images is loader.images
+    assert a.items != loader.items[:6]  # drawn at random, not the first ones (one class)
+    xs = torch.cat([x for x, _ in a])
+    rows = [loader.items.index(it) for it in a.items]
+    assert torch.equal(xs, torch.cat([loader.batch(np.array([r]))[0] for r in rows]))
+    assert loader.subset(50) is loader
+
+
+@pytest.fixture
+def imbalanced(tmp_path):
+    root = tmp_path / "leaves"
+    make_image_folder(root, ("hbar",), n=30, seed=1)
+    make_image_folder(root, ("vbar",), n=8, seed=2)
+    return root
+
+
+def test_a_run_prints_and_saves_its_choices(imbalanced, tmp_path, capsys, one_thread):
+    import cnnlab
+
+    run = cnnlab.train(imbalanced, model=TINY, out=str(tmp_path / "runs"), evaluate=False, augment="none",
+                       device="cpu")
+    printed = capsys.readouterr().out
+    assert "auto    30 training images in 2 classes" in printed  # 38 images, 20 % held out
+    assert "class 'vbar' has" in printed and "balanced True" in printed
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert cfg["monitor"] == "val_macro_f1" and cfg["balanced"] is True and cfg["patience"] == 0
+    assert cfg["batch_size"] == 32 and cfg["epochs"] == 30 and cfg["val_max"] == 0
+    assert cfg["auto"]["chosen"]["balanced"]["why"].startswith("class 'vbar'")
+    assert cfg["precision"] == "fp32"  # a tiny model: bf16 would gain nothing
+    rows = (run.path / "history.csv").read_text().splitlines()
+    assert "val_macro_f1" in rows[0] and len(rows) == 31
+    assert json.loads((run.path / "classes.json").read_text()) == ["hbar", "vbar"]
+
+
+def test_fp32_is_bit_reproducible_and_bf16_stays_finite(image_folder, tmp_path, one_thread):
+    import cnnlab
+
+    opts = dict(model=TINY_BN, epochs=2, evaluate=False, device="cpu", out=str(tmp_path / "runs"))
+    a = cnnlab.train(image_folder, precision="fp32", name="a", verbose=False, **opts)
+    b = cnnlab.train(image_folder, precision="fp32", name="b", verbose=False, **opts)
+    assert same_weights(a.path / "weights" / "last.safetensors", b.path / "weights" / "last.safetensors")
+    c = cnnlab.train(image_folder, precision="bf16", name="c", verbose=False, **opts)
+    cfg = yaml.safe_load((c.path / "config.yaml").read_text())
+    assert cfg["precision"] == "bf16" and cfg["channels_last"] is True  # bf16 on the CPU goes with NHWC
+    for row in c.history():
+        assert np.isfinite(float(row["loss"])) and np.isfinite(float(row["val_loss"]))

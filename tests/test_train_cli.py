@@ -82,7 +82,7 @@ def test_a_run_folder_has_everything(workspace, tmp_path, capsys):
     skipped = list(csv.DictReader((run / "skipped.csv").open()))
     assert [Path(r["path"]).name for r in skipped] == ["broken.png"] and skipped[0]["split"] == "train"
     rows = list(csv.DictReader((run / "history.csv").open()))
-    assert list(rows[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+    assert list(rows[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr", "seconds",
                              "images_per_s"]
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
 

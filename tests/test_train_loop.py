@@ -93,7 +93,7 @@ class Scripted(Callback):
 def test_model_learns_and_history_has_every_column(images):
     history = make_trainer(lr=1e-2).fit(*loaders(images), epochs=8)
     assert [h["epoch"] for h in history] == list(range(1, 9))
-    assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr",
+    assert set(history[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr",
                                "seconds", "images_per_s"}
     assert history[-1]["val_accuracy"] >= 0.9
     assert history[-1]["loss"] < history[0]["loss"]

@@ -38,6 +38,7 @@ def as_size(size: int | Sequence[int]) -> tuple[int, int]:
 
 
 SHUFFLE, TRAINING = 0, 1  # the random streams of an epoch: the loader's order; dropout and augmentation
+SUBSET = 2  # the stream that draws a fixed validation subset (ImageLoader.subset)
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0, stream: int = SHUFFLE) -> int:
@@ -116,6 +117,23 @@ class ImageLoader:
         x = torch.from_numpy(np.ascontiguousarray(self.images[self.rows[positions]]))
         y = torch.from_numpy(self.labels[positions])
         return x, y
+
+    def subset(self, n: int, seed: int = 0) -> "ImageLoader":
+        """A loader over ``n`` of these images, drawn at random once (by ``seed``), in their order.
+
+        The pixels are shared, not copied: validating on a fixed subset costs nothing to make.
+        """
+        import copy
+
+        if n >= self.num_samples:
+            return self
+        g = epoch_generator(seed, 0, stream=SUBSET)
+        keep = np.sort(torch.randperm(self.num_samples, generator=g)[:n].numpy())
+        sub = copy.copy(self)
+        sub.items = [self.items[i] for i in keep]
+        sub.rows, sub.labels = self.rows[keep], self.labels[keep]
+        sub.num_samples = len(keep)
+        return sub
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.order(self.epoch)

@@ -131,16 +131,14 @@ def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | Non
             write_run_files(run_dir, setup)
     else:
         cfg = make_config(config, data=str(data) if data is not None else None, **options)
-        if not callbacks and cfg.monitor not in MONITORS:  # custom callbacks may log other metrics
+        if not callbacks and cfg.monitor is not None and cfg.monitor not in MONITORS:  # custom callbacks may log other metrics
             raise CnnlabError(f"--monitor {cfg.monitor!r} is not a metric a run logs; use one of "
                               f"{', '.join(MONITORS)}")
         setup = build(cfg, None, verbose)
         main = distributed.rank() == 0
         run_dir = None
         if main:  # under torchrun, the main process names the run and writes its files
-            from cnnlab.model.spec import load_spec
-
-            base = run_base or f"{Path(str(cfg.data)).stem or 'data'}-{load_spec(cfg.model).name}"
+            base = run_base or f"{Path(str(cfg.data)).stem or 'data'}-{setup.spec.name}"
             run_dir = new_run_dir(cfg.out, cfg.name, base)
             start_run_folder(run_dir, setup)
         run_dir = Path(distributed.broadcast(str(run_dir) if main else None))

@@ -13,9 +13,10 @@ What it decides, unless you set it yourself (a flag or a config key always wins)
 * **batch**: 32 for small sets (more steps per epoch), 64 otherwise; larger on a GPU;
 * **length**: with ``--time-limit`` the schedule spans the whole budget (the epochs cap is
   lifted and early stopping is off, so the run ends when the time is up, annealed); without
-  one, the epochs that fit the default plan, a fixed number so the run repeats exactly
-  with ``--config RUN/config.yaml``; early stopping off under an annealing schedule (it would
-  cut the schedule before it anneals), best weights kept by the checkpoint;
+  one, 30 epochs (or, given a measured speed, those that fit :data:`DEFAULT_MINUTES`, 10 to
+  60), a fixed number so the run repeats exactly with ``--config RUN/config.yaml``; early
+  stopping off under an annealing schedule (it would cut the schedule before it anneals),
+  best weights kept by the checkpoint;
 * **imbalance**: when a class has less than half the images of the largest one, class-
   balanced sampling and macro-F1 as the metric that picks the best weights;
 * **validation**: on a fixed subset of at most :data:`VAL_MAX` images each epoch when the
@@ -39,6 +40,9 @@ IMBALANCE = 0.5  # smallest class / largest class below this: protect the small 
 VAL_MAX = 2000  # images validated per epoch at most (the full set at the end)
 USABLE = 0.85  # share of the budget planned for training steps (the rest: validation, saving)
 TIME_LIMIT_EPOCHS = 500  # the epochs cap under --time-limit: the budget decides
+# The values of the keys that neither the user nor the chooser set.
+FALLBACKS = {"epochs": 30, "batch_size": 64, "patience": 10, "monitor": "val_accuracy", "balanced": False,
+             "val_max": 0}
 
 
 @dataclass(frozen=True)
@@ -207,7 +211,7 @@ def choose(facts: DataFacts, given: set[str] | frozenset[str], *, time_limit: fl
                        f"{facts.imbalance:.0%} of the largest")
         if "balanced" not in given and "class_weights" not in given:
             out.set("balanced", True, small_class + ": class-balanced sampling")
-        if "monitor" not in given:
+        if "monitor" not in given and facts.n_val > 0:
             out.set("monitor", "val_macro_f1", small_class + ": best weights by macro-F1, not accuracy")
 
     # validation

@@ -49,7 +49,7 @@ from cnnlab.train.schedules import schedule_factor  # noqa: F401  (the LRSchedul
 if TYPE_CHECKING:
     from cnnlab.train.loop import Trainer
 
-HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds", "images_per_s"]
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr", "seconds", "images_per_s"]
 
 
 class Callback:
@@ -76,7 +76,7 @@ class TrainingDiverged(CnnlabError):
 def _mode(monitor: str, mode: str) -> str:
     """'min' or 'max' for a metric; 'auto' guesses from its name (accuracy goes up)."""
     if mode == "auto":
-        return "max" if "acc" in monitor else "min"
+        return "max" if "acc" in monitor or "f1" in monitor else "min"
     if mode not in ("min", "max"):
         raise CnnlabError(f"mode must be 'min', 'max' or 'auto', got {mode!r}")
     return mode

@@ -28,7 +28,7 @@ DEFAULT_MODEL = "vgg_bn"  # per minute of CPU the better preset (benchmarks/RESU
 
 # What a run logs, in Keras' names; the metrics --monitor may name. Earlier versions called the
 # logs train_loss/train_acc/val_acc; those names are still accepted (and old history.csv read).
-MONITORS = ("val_accuracy", "val_loss", "accuracy", "loss")
+MONITORS = ("val_accuracy", "val_loss", "val_macro_f1", "accuracy", "loss")
 LOG_ALIASES = {"train_loss": "loss", "train_acc": "accuracy", "val_acc": "val_accuracy"}
 
 
@@ -67,7 +67,8 @@ class TrainConfig(BaseModel):
         "auto", description="measured: the training images' mean/std; rescale: x/255 as in Keras; auto: "
         "measured, but for a Keras --model what Keras fed it (raw pixels when it has its own Rescaling "
         "layer, else x/255)")
-    balanced: bool = Field(False, description="sample every class equally often")
+    balanced: bool | None = Field(None, description="sample every class equally often; auto: when a class "
+                                  "has under half the images of the largest")
     class_weights: bool = Field(False, description="weigh the loss by inverse class frequency")
     workers: int | None = Field(None, ge=0, description="processes decoding the images (once); auto: all cores")
     cache_dir: str | None = Field(None, description="decoded-image cache; auto: $CNNLAB_CACHE or ~/.cache/cnnlab")
@@ -79,8 +80,10 @@ class TrainConfig(BaseModel):
     init_weights: str | None = Field(None, description="start from the weights of this file: a Keras .keras/"
                                      ".h5 model or a cnnlab .safetensors; tensors of another shape (a new "
                                      "head for other classes) keep their fresh start")
-    epochs: int = Field(30, ge=1, description="maximum number of epochs")
-    batch_size: int = Field(64, ge=1, description="images per step")
+    epochs: int | None = Field(None, ge=1, description="maximum number of epochs; auto: 30, or under "
+                               "--time-limit only a cap (the budget decides)")
+    batch_size: int | None = Field(None, ge=1, description="images per step; auto: 32 for under 2,000 "
+                                   "images, else 64 (more on a GPU)")
     optimizer: str = Field("adamw", description="the optimiser")
     lr: float | None = Field(None, gt=0, description="peak learning rate (see `cnnlab lr-find`); auto: per optimiser")
     weight_decay: float | None = Field(None, ge=0, description="weight decay (not on biases and batch norm); "
@@ -94,11 +97,16 @@ class TrainConfig(BaseModel):
     step_size: int | None = Field(None, ge=1, description="epochs between learning-rate drops (scheduler "
                                   "step); auto: a third of the epochs")
     gamma: float = Field(0.1, gt=0, le=1, description="learning-rate factor of each drop (step, plateau)")
-    patience: int = Field(10, ge=0, description="stop after N epochs without improvement of --monitor "
-                          "(0: never); the best weights are restored")
-    monitor: str = Field("val_accuracy", description="the metric that picks the best weights and early "
-                         "stopping: val_accuracy, val_loss, accuracy, loss (without validation data, "
-                         "val_X means X)")
+    patience: int | None = Field(None, ge=0, description="stop after N epochs without improvement of "
+                                 "--monitor (0: never); the best weights are restored; auto: 0 under an "
+                                 "annealing schedule or a time limit, else 10")
+    monitor: str | None = Field(None, description="the metric that picks the best weights and early "
+                                "stopping: val_accuracy, val_loss, val_macro_f1, accuracy, loss (without "
+                                "validation data, val_X means X); auto: val_macro_f1 when a class is "
+                                "small, else val_accuracy")
+    val_max: int | None = Field(None, ge=0, description="validate on a fixed random subset of this many "
+                                "images each epoch (all of them at the last; 0: always all); auto: 2,000 "
+                                "when the validation set is larger")
     time_limit: float | None = Field(None, gt=0, description="train for this many minutes; the schedule is "
                                      "fitted to the time")
     recipe: str | None = Field(None, description="a named bundle of options (yours win): airbench -- the fast "
@@ -115,12 +123,17 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, description="random seed (same seed, same run on the CPU)")
     device: str = Field("auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 on GPUs that support it, else fp16 on GPUs, fp32 on the CPU")
-    channels_last: bool | None = Field(None, description="NHWC memory layout; auto: on CUDA only")
+        "auto", description="auto: bf16 autocast where the hardware has it (CUDA GPUs; CPUs with "
+        "AVX512-BF16 or AMX) for models big enough to gain from it, fp16 on older GPUs, else fp32; "
+        "fp32 is exact and bit-reproducible")
+    channels_last: bool | None = Field(None, description="NHWC memory layout; auto: with bf16/fp16 and on "
+                                       "CUDA (the fast convolution path there)")
     out: str = Field("runs", description="folder of runs")
     name: str | None = Field(None, description="run name; auto: <data>-<model>, -2, -3... if taken")
     tensorboard: bool = Field(False, description="also log to RUN/tensorboard (needs the tensorboard package)")
     evaluate: bool = Field(True, description="evaluate on the test split (if any) and write the report")
+    auto: dict[str, Any] | None = Field(None, description="what the automatic choices were and why "
+                                        "(written by cnnlab into RUN/config.yaml)")
 
     @field_validator("optimizer", "scheduler", "loss")
     @classmethod
@@ -245,5 +258,5 @@ def resolved_defaults(cfg: TrainConfig) -> dict[str, Any]:
         "lr": cfg.lr if cfg.lr is not None else opt.defaults["lr"],
         "weight_decay": cfg.weight_decay if cfg.weight_decay is not None else opt.defaults["weight_decay"],
         "warmup": cfg.warmup if cfg.warmup is not None else sched.defaults.get("warmup", 0.0),
-        "step_size": cfg.step_size if cfg.step_size is not None else max(1, cfg.epochs // 3),
+        "step_size": cfg.step_size if cfg.step_size is not None else max(1, (cfg.epochs or 30) // 3),
     }

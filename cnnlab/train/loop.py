@@ -50,6 +50,26 @@ from cnnlab.train.tensor_loader import TensorLoader  # noqa: F401  (importable f
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def macro_f1(confusion: torch.Tensor) -> float:
+    """Mean over classes of F1 = 2 TP / (predicted + true), from a (true, predicted) count matrix.
+
+    As scikit-learn's ``f1_score(average="macro")``: over the classes that occur among the
+    labels or the predictions (a class never seen nor predicted does not count).
+    """
+    c = confusion.double()
+    tp, true, predicted = c.diagonal(), c.sum(1), c.sum(0)
+    present = (true + predicted) > 0
+    if not present.any():
+        return float("nan")
+    return float((2 * tp[present] / (true + predicted)[present]).mean())
+
+
+def _grow(confusion: torch.Tensor, k: int, n: int) -> torch.Tensor:
+    out = torch.zeros(n, n, dtype=confusion.dtype, device=confusion.device)
+    out[:k, :k] = confusion.view(k, k)
+    return out.view(-1)
+
+
 class Trainer:
     """Trains a model with a small loop; callbacks add everything else.
 
@@ -111,6 +131,7 @@ class Trainer:
         self.steps_per_epoch = 0
         self.max_steps: int | None = None  # set (e.g. by TimeLimit) to end mid-epoch
         self.val_samples = 0  # images in the validation data (when it says)
+        self.val_subset: Iterable | None = None  # validated each epoch instead of val, but the last
         self.logs: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.stop_training = False
@@ -155,9 +176,12 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     @staticmethod
-    def _correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        pred = (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
-        return (pred == labels).sum()
+    def _predicted(logits: torch.Tensor) -> torch.Tensor:
+        return (logits[:, 0] > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
+
+    @classmethod
+    def _correct(cls, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return (cls._predicted(logits) == labels).sum()
 
     # -- the epochs ----------------------------------------------------------------------------
     def fit(self, train: Iterable, val: Iterable | None = None, *, epochs: int = 10,
@@ -258,8 +282,9 @@ class Trainer:
         logs: dict[str, Any] = {"epoch": self.epoch, "loss": self._loss_sum.item() / max(seen, 1),
                                 "accuracy": self._correct_sum.item() / max(seen, 1)}
         if val is not None:
-            v = self.evaluate(val)
-            logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+            last = self.epoch >= self.epochs or self._steps_done()
+            v = self.evaluate(val if last or self.val_subset is None else self.val_subset)
+            logs.update(val_loss=v["loss"], val_accuracy=v["accuracy"], val_macro_f1=v["macro_f1"])
         logs["lr"] = self.optimizer.param_groups[0]["lr"]
         logs["seconds"] = time.perf_counter() - t_epoch
         logs["images_per_s"] = seen / max(self._train_seconds, 1e-9)
@@ -272,6 +297,8 @@ class Trainer:
         self.model.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), dtype=torch.long, device=self.device)
+        k = max(getattr(self.model, "num_outputs", 0) or 0, 2)  # classes (2 for one sigmoid output)
+        confusion = torch.zeros(k * k, dtype=torch.long, device=self.device)  # true * k + predicted
         seen = 0
         try:
             for images, labels in data:
@@ -281,14 +308,19 @@ class Trainer:
                     logits = self.model(x)
                     loss = self.loss_fn(logits.float(), y)
                 loss_sum += loss * len(y)
-                correct += self._correct(logits, y)
+                pred = self._predicted(logits)
+                correct += (pred == y).sum()
+                if logits.shape[1] > k:  # a model without num_outputs: grow to its classes
+                    confusion, k = _grow(confusion, k, logits.shape[1]), logits.shape[1]
+                confusion += torch.bincount(y * k + pred, minlength=k * k)
                 seen += len(y)
         finally:
             self.model.train(was_training)
-        seen = dist.sum_metrics(seen, loss_sum, correct)  # every process evaluated its shard
+        seen = dist.sum_metrics(seen, loss_sum, correct, confusion)  # every process evaluated its shard
         if seen == 0:
-            return {"loss": float("nan"), "accuracy": float("nan")}
-        return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen}
+            return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan")}
+        return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen,
+                "macro_f1": macro_f1(confusion.view(k, k))}
 
     def _call(self, hook: str) -> None:
         for cb in self.callbacks:

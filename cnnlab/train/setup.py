@@ -47,6 +47,7 @@ class Setup:
     precision: str
     channels_last: bool
     hparams: dict[str, Any]  # lr, weight_decay, warmup, step_size as used
+    val_subset: Any | None = None  # a fixed part of the validation set, validated each epoch but the last
 
     def meta(self) -> dict[str, Any]:
         """What every weights file carries, so it can be used without the run folder."""
@@ -84,10 +85,12 @@ class Setup:
         """The :class:`~cnnlab.train.loop.Trainer` of this run: model, optimiser, loss, device..."""
         from cnnlab.train.loop import Trainer
 
-        return Trainer(self.model, self.optimizer(lr), loss_fn=self.loss(), device=self.device,
-                       precision=self.precision, channels_last=self.channels_last,
-                       normalization=self.normalization, augment=self.augmenter, seed=self.cfg.seed,
-                       callbacks=callbacks)
+        trainer = Trainer(self.model, self.optimizer(lr), loss_fn=self.loss(), device=self.device,
+                          precision=self.precision, channels_last=self.channels_last,
+                          normalization=self.normalization, augment=self.augmenter, seed=self.cfg.seed,
+                          callbacks=callbacks)
+        trainer.val_subset = self.val_subset
+        return trainer
 
     def resolved_config(self) -> TrainConfig:
         """The config with every automatic choice written in (saved as config.yaml)."""
@@ -117,9 +120,14 @@ def probe_images(items: list[tuple[str, int]], limit: int = 64) -> tuple[tuple[i
     return (h, w), all(gray)
 
 
-def choose_input(cfg: TrainConfig, spec_input: tuple[int, int, int], items) -> tuple[tuple[int, int], int]:
-    """(size, channels): the config's, else the model's, shrunk to the images' own size."""
-    median, gray = probe_images(items) if (cfg.size is None or cfg.channels is None) else (None, False)
+def choose_input(cfg: TrainConfig, spec_input: tuple[int, int, int], items,
+                 probe: tuple[tuple[int, int] | None, bool] | None = None) -> tuple[tuple[int, int], int]:
+    """(size, channels): the config's, else the model's, shrunk to the images' own size.
+
+    ``probe``: the result of :func:`probe_images` when already known."""
+    if probe is None:
+        probe = probe_images(items) if (cfg.size is None or cfg.channels is None) else (None, False)
+    median, gray = probe
     size = cfg.size
     if size is None:
         size = spec_input[:2]
@@ -129,24 +137,77 @@ def choose_input(cfg: TrainConfig, spec_input: tuple[int, int, int], items) -> t
     return (int(size[0]), int(size[1])), channels
 
 
-def choose_device(cfg: TrainConfig) -> tuple[torch.device, str, bool]:
-    """(device, precision, channels_last) for the config's auto values."""
-    from cnnlab.device import pick_device
+def choose_device(cfg: TrainConfig, model: nn.Module | None = None) -> tuple[torch.device, str, bool]:
+    """(device, precision, channels_last) for the config's auto values (see cnnlab.device)."""
+    from cnnlab.device import choose_precision, pick_device
 
     device = pick_device(cfg.device)
-    precision = cfg.precision
-    if precision == "auto":
-        if device.type == "cuda":
-            precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-        else:
-            precision = "fp32"
-    if precision == "fp16" and device.type == "cpu":
-        raise CnnlabError("precision fp16 needs a GPU; on the CPU use fp32 (or bf16 on CPUs with AVX-512/AMX)")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise CnnlabError(f"precision bf16: {torch.cuda.get_device_name(device)} does not support bfloat16; "
-                          "use --precision fp16 (or auto)")
-    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+    precision, channels_last, _ = choose_precision(cfg.precision, device, model, cfg.channels_last)
     return device, precision, channels_last
+
+
+def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, channels: int,
+                 verbose: bool) -> TrainConfig:
+    """The config with the automatic choices of :mod:`cnnlab.train.auto` filled in (and printed).
+
+    Under ``--time-limit`` (and no --img-size), the model's training speed is measured first,
+    a few steps at its own input size, to choose the image size the budget allows.
+    """
+    from cnnlab.model.build import build_model
+    from cnnlab.train import auto
+
+    from cnnlab.train.config import DEFAULT_MODEL
+
+    given = {k for k in TrainConfig.model_fields if getattr(cfg, k) is not None}
+    if cfg.model == DEFAULT_MODEL:  # left at the default: a recipe may take its place
+        given.discard("model")
+    if not cfg.class_weights:  # off (the default) leaves the sampling to the chooser
+        given.discard("class_weights")
+    labels = [y for _, y in index.splits["train"]]
+    n_val = len(index.splits.get("val") or [])
+    facts = auto.DataFacts.from_labels(labels, len(index.classes), median, n_val, index.classes)
+    rate_at = None
+    if cfg.time_limit and cfg.img_size is None and median is not None:
+        s0 = min(base.input[0], min(median))
+        model = build_model(base, input=(s0, s0, channels), classes=len(index.classes), seed=cfg.seed)
+        device, precision, cl = choose_device(cfg, model)
+        rate_at = auto.measured_rate(_step_rate(model, device, precision, cl, s0, channels), s0)
+    recipes = _recipe_names()
+    choice = auto.choose(facts, given, time_limit=cfg.time_limit, device_type=_device_type(cfg),
+                         base_size=base.input[0], scheduler=cfg.scheduler, rate_at=rate_at, recipes=recipes)
+    values = {k: v for k, v in choice.values.items() if k in TrainConfig.model_fields}
+    # what neither the user nor the chooser set: the plain defaults, so config.yaml has them all
+    values.update({k: v for k, v in auto.FALLBACKS.items() if getattr(cfg, k) is None and k not in values})
+    if choice.values and verbose:
+        print(choice.block(), flush=True)
+    return cfg.model_copy(update={**values, **({"auto": choice.to_dict()} if choice.values else {})})
+
+
+def _recipe_names() -> tuple[str, ...]:
+    try:  # cnnlab.train.recipes: named bundles of options (a preset and its training settings)
+        from cnnlab.train import recipes
+    except ImportError:
+        return ()
+    return tuple(getattr(recipes, "RECIPES", {}))
+
+
+def _device_type(cfg: TrainConfig) -> str:
+    from cnnlab.device import pick_device
+
+    return pick_device(cfg.device).type
+
+
+def _step_rate(model: nn.Module, device: torch.device, precision: str, channels_last: bool, size: int,
+               channels: int, batch: int = 32) -> float:
+    """Training images/s of ``model`` on this machine: a few timed steps on random pixels."""
+    from cnnlab.device import time_steps
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(batch, channels, size, size, generator=g).to(device)
+    classes = max(model.num_outputs, 2)
+    y = (torch.arange(batch) % classes).to(device)
+    rates = time_steps(model, x, y, [(precision, channels_last)], steps=2)
+    return next(iter(rates.values()))
 
 
 def check_outputs(model: nn.Module, classes: list[str], source: str) -> None:
@@ -223,14 +284,17 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
             raise CnnlabError("no data given: cnnlab train DATA (a folder of class sub-folders)")
         index = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed, label_regex=cfg.label_regex)
     base = load_spec(cfg.model)
-    size, channels = choose_input(cfg, base.input, index.splits["train"])
+    probe = probe_images(index.splits["train"])
+    cfg = auto_choices(cfg, index, base, probe[0], cfg.channels or (1 if probe[1] else base.input[2]), verbose)
+    base = load_spec(cfg.model)
+    size, channels = choose_input(cfg, base.input, index.splits["train"], probe)
     model = build_model(base, input=(*size, channels), classes=len(index.classes), seed=cfg.seed)
     check_outputs(model, index.classes, base.source)
     if cfg.init_weights:
         from cnnlab.io.models import init_weights
 
         init_weights(model, cfg.init_weights, verbose=verbose)
-    device, precision, channels_last = choose_device(cfg)
+    device, precision, channels_last = choose_device(cfg, model)
 
     workers = cfg.workers if cfg.workers is not None else (os.cpu_count() or 1)
     common = dict(size=size, channels=channels, resize=cfg.resize, seed=cfg.seed, workers=workers,
@@ -252,12 +316,17 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
                          else compute_mean_std(train_loader, max_images=5000))
     init_from_data(model, train_loader, normalization)
     augment = parse_augment(cfg.augment)
+    val_subset = None  # validated each epoch instead of the whole set (all of it at the last)
+    if val_loader is not None and cfg.val_max and val_loader.num_samples > cfg.val_max:
+        val_subset = val_loader.subset(cfg.val_max, seed=cfg.seed)
     if shard is not None:  # this process's share of every epoch (torchrun)
         from cnnlab.train.distributed import ShardedLoader
 
         train_loader = ShardedLoader(train_loader, *shard, train=True)
         if val_loader is not None:
             val_loader = ShardedLoader(val_loader, *shard, train=False)
+        if val_subset is not None:
+            val_subset = ShardedLoader(val_subset, *shard, train=False)
     return Setup(cfg, index, size, channels, model.spec, model, train_loader, val_loader, normalization,
                  None if augment.is_identity else Augmenter(augment), device, precision, channels_last,
-                 resolved_defaults(cfg))
+                 resolved_defaults(cfg), val_subset)
