@@ -265,6 +265,12 @@ def choose_precision(requested: str, device: torch.device, model: torch.nn.Modul
     return requested, channels_last, why
 
 
+def fast_optimizer_kwargs(device: torch.device | None) -> dict[str, bool]:
+    """``fused=True`` on CUDA and the CPU (torch >= 2.4 has fused Adam/AdamW/SGD on both), else foreach."""
+    kind = device.type if device is not None else "cpu"
+    return {"fused": True} if kind in ("cuda", "cpu") else {"foreach": True}
+
+
 def make_fast_optimizer(name: str, params, lr: float, device: torch.device | None = None, **kw) -> torch.optim.Optimizer:
     """Adam/AdamW/SGD with torch's fastest implementation for the device.
 
@@ -272,8 +278,7 @@ def make_fast_optimizer(name: str, params, lr: float, device: torch.device | Non
     elsewhere ``foreach=True`` (one op per step for all parameters, not one per tensor).
     """
     cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}[name]
-    dev = device.type if device is not None else "cpu"
-    fast = {"fused": True} if dev in ("cuda", "cpu") else {"foreach": True}
+    fast = fast_optimizer_kwargs(device)
     params = list(params)  # a generator would be used up by a failed first try
     try:
         return cls(params, lr=lr, **kw, **fast)
