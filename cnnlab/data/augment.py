@@ -252,17 +252,18 @@ class Augmenter:
         if cfg.is_identity or x.shape[0] == 0:
             return x
         rand = _Random(generator, x.shape[0])
+        fresh = False  # x is our own tensor (not the caller's): later steps may work in place
         if cfg.alternate_flip:
             x = alternate_flip(x, self.epoch)
         if cfg.translate:
             x = translate(x, cfg.translate, rand)
         if cfg.geometric:
-            x = warp(x, self.matrices(rand, x.shape[-2], x.shape[-1]), cfg.fill_mode, cfg.cval)
+            x, fresh = warp(x, self.matrices(rand, x.shape[-2], x.shape[-1]), cfg.fill_mode, cfg.cval), True
         if cfg.brightness_range:
-            factor = rand.uniform(*cfg.brightness_range).to(x.device, x.dtype)
-            x = (x * factor.view(-1, 1, 1, 1)).clamp_(0, 1)
+            factor = rand.uniform(*cfg.brightness_range).to(x.device, x.dtype).view(-1, 1, 1, 1)
+            x, fresh = (x.mul_(factor) if fresh else x * factor).clamp_(0, 1), True
         if cfg.random_erasing:
-            x = self.erase(x, rand)
+            x = self.erase(x, rand, inplace=fresh)
         return x
 
     def matrices(self, rand: "_Random", h: int, w: int) -> torch.Tensor:
@@ -301,8 +302,10 @@ class Augmenter:
             m = m @ _affine(fx, 0 * fx, 0 * fx, 0 * fx, fy, 0 * fx)
         return m
 
-    def erase(self, x: torch.Tensor, rand: "_Random") -> torch.Tensor:
-        """Replace one random rectangle (2-33% of the area) by noise, with probability p."""
+    def erase(self, x: torch.Tensor, rand: "_Random", inplace: bool = False) -> torch.Tensor:
+        """Replace one random rectangle (2-33% of the area) by noise, with probability p.
+
+        ``inplace``: x may be written to (it is a fresh result of the steps before)."""
         n, c, h, w = x.shape
         area = rand.uniform(0.02, 0.33) * h * w
         ratio = torch.exp(rand.uniform(math.log(0.3), math.log(1 / 0.3)))
@@ -313,7 +316,8 @@ class Augmenter:
         on = rand.coin(self.config.random_erasing).bool()
         if not on.any():
             return x
-        x = x.clone()
+        if not inplace:
+            x = x.clone()
         for i in on.nonzero().flatten().tolist():  # noise only where it is needed
             top, left, rh, rw = int(y0[i]), int(x0[i]), int(eh[i]), int(ew[i])
             x[i, :, top:top + rh, left:left + rw] = rand.noise((c, rh, rw)).to(x.device, x.dtype)
@@ -396,9 +400,24 @@ def warp(x: torch.Tensor, m: torch.Tensor, fill_mode: str = "nearest", cval: flo
     return out.to(out_dtype)
 
 
+def affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (n, c, h, w), align_corners=False)``, computed 2-3x faster on a CPU.
+
+    grid[n, i, j] = theta[n] @ (x_j, y_i, 1) with x_j = (2j + 1) / w - 1: a part that depends
+    on the column plus a part that depends on the row, so one broadcast add writes the whole
+    grid (torch's version multiplies a full (h*w, 3) base grid by theta).
+    """
+    dt, dev = theta.dtype, theta.device
+    xs = (torch.arange(w, dtype=dt, device=dev) * 2 + 1) / w - 1
+    ys = (torch.arange(h, dtype=dt, device=dev) * 2 + 1) / h - 1
+    cols = theta[:, None, None, :, 0] * xs.view(1, 1, w, 1) + theta[:, None, None, :, 2]  # (n, 1, w, 2)
+    rows = theta[:, None, None, :, 1] * ys.view(1, h, 1, 1)  # (n, h, 1, 2)
+    return cols + rows
+
+
 def _resample(x: torch.Tensor, theta: torch.Tensor, fill_mode: str, cval: float) -> torch.Tensor:
     n, c, h, w = x.shape
-    grid = F.affine_grid(theta, (n, c, h, w), align_corners=False)
+    grid = affine_grid(theta, h, w)
     if fill_mode == "nearest":
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if fill_mode == "reflect":
