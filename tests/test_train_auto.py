@@ -78,6 +78,8 @@ def test_small_images_take_the_small_image_recipe_when_there_is_one():
     assert "recipe" not in choose(cifar, set(), time_limit=8, recipes=()).values
     assert "recipe" not in choose(cifar, {"model"}, time_limit=8, recipes=("airbench",)).values
     assert "recipe" not in choose(DOGS, set(), time_limit=8, recipes=("airbench",)).values
+    few = DataFacts((100,) * 10, (32, 32))  # 1,000 images: too few for its batches of 1,024
+    assert "recipe" not in choose(few, set(), time_limit=8, recipes=("airbench",)).values
 
 
 def test_validation_on_a_subset_when_the_set_is_large():

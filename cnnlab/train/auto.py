@@ -36,6 +36,7 @@ SIZES = (32, 48, 64, 96, 128, 160, 192, 224)
 MAX_SIZE = {"cpu": 160, "cuda": 224, "mps": 160}  # beyond this, too slow to be worth it here
 SMALL_IMAGES = 40  # median side (px) at or below which a small-image recipe fits (CIFAR: 32)
 SMALL_IMAGE_RECIPE = "airbench"
+RECIPE_MIN_IMAGES = 5000  # the recipe's large batches and few epochs want thousands of images
 IMBALANCE = 0.5  # smallest class / largest class below this: protect the small class
 VAL_MAX = 2000  # images validated per epoch at most (the full set at the end)
 USABLE = 0.85  # share of the budget planned for training steps (the rest: validation, saving)
@@ -149,8 +150,10 @@ def choose(facts: DataFacts, given: set[str] | frozenset[str], *, time_limit: fl
 
     # recipe / model
     small = facts.image_size is not None and max(facts.image_size) <= SMALL_IMAGES
-    if "model" not in given and "recipe" not in given and small and SMALL_IMAGE_RECIPE in set(recipes):
-        out.set("recipe", SMALL_IMAGE_RECIPE, f"images of {shape} px: the fast small-image recipe")
+    if ("model" not in given and "recipe" not in given and small and n + facts.n_val >= RECIPE_MIN_IMAGES
+            and SMALL_IMAGE_RECIPE in set(recipes)):
+        out.set("recipe", SMALL_IMAGE_RECIPE, f"{n + facts.n_val:,} images of {shape} px: the fast small-image recipe "
+                                              "(its options under yours)")
 
     # image size: the largest that leaves the epochs the data wants
     if "img_size" not in given:

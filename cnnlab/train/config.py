@@ -245,8 +245,8 @@ def make_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig
         close = difflib.get_close_matches(unknown[0], FIELDS, n=1)
         hint = f"; did you mean {close[0]!r}" if close else ""
         raise CnnlabError(f"unknown training option {unknown[0]!r}{hint}")
-    try:
-        return TrainConfig(**{**cfg.model_dump(), **given})
+    try:  # built from what was given only, so that model_fields_set says what the user set
+        return TrainConfig(**{**values, **given})
     except ValidationError as e:
         raise _explain(e, "option" if not file else f"{file} (with the options given)") from None
 

@@ -14,6 +14,7 @@ made here, from the data:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import statistics
 from dataclasses import dataclass
@@ -154,8 +155,8 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
     a few steps at its own input size, to choose the image size the budget allows.
     """
     from cnnlab.model.build import build_model
+    from cnnlab.model.spec import load_spec
     from cnnlab.train import auto
-
     from cnnlab.train.config import DEFAULT_MODEL
 
     given = {k for k in TrainConfig.model_fields if getattr(cfg, k) is not None}
@@ -175,6 +176,19 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
     recipes = _recipe_names()
     choice = auto.choose(facts, given, time_limit=cfg.time_limit, device_type=_device_type(cfg),
                          base_size=base.input[0], scheduler=cfg.scheduler, rate_at=rate_at, recipes=recipes)
+    picked = choice.values.get("recipe")
+    if picked:  # the recipe's options under the user's, then the chooser for what is still open
+        from cnnlab.train.recipes import recipe_options
+
+        cfg = TrainConfig(**recipe_options(picked, {k: getattr(cfg, k) for k in cfg.model_fields_set}))
+        given = {k for k in TrainConfig.model_fields if getattr(cfg, k) is not None} - {"class_weights"}
+        if cfg.val_split == 0 and index.val_split is not None:  # val drawn from train: now none
+            facts = dataclasses.replace(facts, n_val=0)
+        rest = auto.choose(facts, given, time_limit=cfg.time_limit, device_type=_device_type(cfg),
+                           base_size=load_spec(cfg.model).input[0], scheduler=cfg.scheduler)
+        rest.values, rest.reasons = ({"recipe": picked, **rest.values},
+                                     {"recipe": choice.reasons["recipe"], **rest.reasons})
+        choice = rest
     values = {k: v for k, v in choice.values.items() if k in TrainConfig.model_fields}
     # what neither the user nor the chooser set: the plain defaults, so config.yaml has them all
     values.update({k: v for k, v in auto.FALLBACKS.items() if getattr(cfg, k) is None and k not in values})
@@ -279,13 +293,17 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
     from cnnlab.model.build import build_model
     from cnnlab.model.spec import load_spec
 
+    index_given = index is not None
     if index is None:
         if not cfg.data:
             raise CnnlabError("no data given: cnnlab train DATA (a folder of class sub-folders)")
         index = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed, label_regex=cfg.label_regex)
     base = load_spec(cfg.model)
     probe = probe_images(index.splits["train"])
+    val_split = cfg.val_split
     cfg = auto_choices(cfg, index, base, probe[0], cfg.channels or (1 if probe[1] else base.input[2]), verbose)
+    if cfg.val_split != val_split and not index_given and index.val_split is not None:  # a recipe's split
+        index = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed, label_regex=cfg.label_regex)
     base = load_spec(cfg.model)
     size, channels = choose_input(cfg, base.input, index.splits["train"], probe)
     model = build_model(base, input=(*size, channels), classes=len(index.classes), seed=cfg.seed)
