@@ -286,6 +286,13 @@ def make_fast_optimizer(name: str, params, lr: float, device: torch.device | Non
         return cls(params, lr=lr, **kw)
 
 
+def _auto_precision_line(device: torch.device) -> str:
+    p = auto_precision(device)
+    if device.type == "cpu" and p == "bf16":
+        return f"bf16 + channels_last for models of >= {MIN_BF16_MACS / 1e6:g}M multiply-adds per image, else fp32"
+    return p
+
+
 def doctor() -> dict[str, Any]:
     """What `cnnlab doctor` prints: versions, threads, accelerators, the auto choice."""
     from cnnlab import __version__
@@ -313,6 +320,6 @@ def doctor() -> dict[str, Any]:
         "cpu_features": " ".join(sorted(f for f in cpu_flags() if f in (*BF16_FLAGS, "amx_tile",
                                                                          "avx512f", "avx2"))) or "-",
         "auto_device": str(pick_device("auto")),
-        "auto_precision": auto_precision(pick_device("auto")),
+        "auto_precision": _auto_precision_line(pick_device("auto")),
     }
     return info
