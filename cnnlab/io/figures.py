@@ -49,7 +49,7 @@ def fit_canvas(fig, dpi: float = DPI) -> bool:
         FigureCanvasAgg(fig)  # a renderer to measure text with (the figure keeps this canvas)
     fig.set_dpi(dpi)
     for _ in range(GROW_TRIES):
-        fig.canvas.draw()  # runs the layout engine, so the positions are those that will be saved
+        fig.draw_without_rendering()  # layout and positions as they will be saved, no pixels
         box = _drawn_extent(fig)
         width, height = fig.get_size_inches()
         left, bottom = max(0.0, -box.x0), max(0.0, -box.y0)
