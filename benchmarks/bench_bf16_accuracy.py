@@ -37,12 +37,13 @@ def main() -> None:
             for seed in (int(s) for s in args.seeds.split(",")):
                 t0 = time.perf_counter()
                 name = f"{task}-{precision}-{seed}"
-                common = dict(precision=precision, seed=seed, name=name, out=str(work / "runs"), verbose=False,
-                              device="cpu", cache_dir=str(work / "cache"))
+                common = dict(precision=precision, seed=seed, name=name, verbose=False, device="cpu",
+                              cache_dir=str(work / "cache"))
                 if task == "digits":
                     run = demo(out=work / "runs", data=work / "digits", **common)
                 else:
-                    run = train(args.cifar, model="vgg_bn", epochs=args.cifar_epochs, img_size=32, **common)
+                    run = train(args.cifar, model="vgg_bn", epochs=args.cifar_epochs, img_size=32,
+                                out=str(work / "runs"), **common)
                 import json
 
                 metrics = json.loads((run.path / "eval" / "test" / "metrics.json").read_text())

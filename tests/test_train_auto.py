@@ -218,3 +218,25 @@ def test_fp32_is_bit_reproducible_and_bf16_stays_finite(image_folder, tmp_path, 
     assert cfg["precision"] == "bf16" and cfg["channels_last"] is True  # bf16 on the CPU goes with NHWC
     for row in c.history():
         assert np.isfinite(float(row["loss"])) and np.isfinite(float(row["val_loss"]))
+
+
+def test_auto_precision_on_the_cpu_is_timed_on_the_model(image_folder, tmp_path, monkeypatch, one_thread):
+    """Where the rule would take bf16, the model's own step decides (a fake timer here)."""
+    import cnnlab
+    import cnnlab.device as dev
+
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(dev, "MIN_BF16_MACS", 0)  # even the tiny model is a bf16 candidate
+    asked = []
+
+    def fake(model, x, y, variants, **kw):
+        asked.extend(variants)
+        return {f"{p}{'+cl' if cl else ''}": {"fp32": 100, "fp32+cl": 90, "bf16": 80, "bf16+cl": 105}[
+            f"{p}{'+cl' if cl else ''}"] for p, cl in variants}
+
+    monkeypatch.setattr(dev, "time_steps", fake)
+    run = cnnlab.train(image_folder, model=TINY, epochs=1, evaluate=False, device="cpu", verbose=False,
+                       out=str(tmp_path / "runs"))
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert len(asked) == 4  # fp32 and bf16, each NCHW and channels_last, on the model itself
+    assert (cfg["precision"], cfg["channels_last"]) == ("fp32", False)  # bf16 only 1.05x: not enough

@@ -124,7 +124,8 @@ class TrainConfig(BaseModel):
     device: str = Field("auto", description="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 autocast where the hardware has it (CUDA GPUs; CPUs with "
-        "AVX512-BF16 or AMX) for models big enough to gain from it, fp16 on older GPUs, else fp32; "
+        "AVX512-BF16 or AMX, when a few timed steps show it faster) for models big enough to gain "
+        "from it, fp16 on older GPUs, else fp32; "
         "fp32 is exact and bit-reproducible")
     channels_last: bool | None = Field(None, description="NHWC memory layout; auto: with bf16/fp16 and on "
                                        "CUDA (the fast convolution path there)")

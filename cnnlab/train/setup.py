@@ -138,13 +138,34 @@ def choose_input(cfg: TrainConfig, spec_input: tuple[int, int, int], items,
     return (int(size[0]), int(size[1])), channels
 
 
-def choose_device(cfg: TrainConfig, model: nn.Module | None = None) -> tuple[torch.device, str, bool]:
-    """(device, precision, channels_last) for the config's auto values (see cnnlab.device)."""
-    from cnnlab.device import choose_precision, pick_device
+def choose_device(cfg: TrainConfig, model: nn.Module | None = None,
+                  sample: tuple[int, int, int] | None = None) -> tuple[torch.device, str, bool]:
+    """(device, precision, channels_last) for the config's auto values (see cnnlab.device).
+
+    With ``sample`` (height, width, channels), a CPU whose bf16 the rule would use times the
+    model's own training step both ways first (:func:`cnnlab.device.measure_precision`, a
+    second or two) and keeps bf16 only where it is clearly faster: on some CPUs and models
+    (vgg_bn at 32 px on an AVX512-BF16 Xeon, benchmarks/RESULTS.md) it is not.
+    """
+    from cnnlab.device import choose_precision, measure_precision, pick_device
 
     device = pick_device(cfg.device)
     precision, channels_last, _ = choose_precision(cfg.precision, device, model, cfg.channels_last)
+    if cfg.precision == "auto" and device.type == "cpu" and precision == "bf16" and sample is not None:
+        h, w, c = sample
+        g = torch.Generator().manual_seed(0)
+        x = torch.rand(8, c, h, w, generator=g)
+        y = torch.arange(8) % max(getattr(model, "num_outputs", 2), 2)
+        choice = measure_precision(model, x, y, device, channels_last=cfg.channels_last, timer=time_steps_quick)
+        precision, channels_last = choice.precision, choice.channels_last
     return device, precision, channels_last
+
+
+def time_steps_quick(model, x, y, variants):
+    """Two timed steps of each variant after one warm-up (cnnlab.device.time_steps)."""
+    from cnnlab.device import time_steps
+
+    return time_steps(model, x, y, variants, steps=2, warmup=1)
 
 
 def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, channels: int,
@@ -312,7 +333,7 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
         from cnnlab.io.models import init_weights
 
         init_weights(model, cfg.init_weights, verbose=verbose)
-    device, precision, channels_last = choose_device(cfg, model)
+    device, precision, channels_last = choose_device(cfg, model, sample=(*size, channels))
 
     workers = cfg.workers if cfg.workers is not None else (os.cpu_count() or 1)
     common = dict(size=size, channels=channels, resize=cfg.resize, seed=cfg.seed, workers=workers,
