@@ -24,6 +24,7 @@ def __getattr__(name: str):
         "save_weights": ("cnnlab.io.weights", "save_weights"),
         "load_weights": ("cnnlab.io.weights", "load_weights"),
         "pick_device": ("cnnlab.device", "pick_device"),
+        "doctor": ("cnnlab.device", "doctor"),
         "train": ("cnnlab.train", None),  # callable: cnnlab.train("DATA", epochs=20)
         "Trainer": ("cnnlab.train.loop", "Trainer"),
         "viz": ("cnnlab.viz", None),
@@ -42,4 +43,4 @@ def __getattr__(name: str):
 
 __all__ = ["__version__", "CnnlabError", "DataError", "SpecError", "WeightsError", "build_model",
            "CNN", "load_spec", "ModelSpec", "summary", "layers", "save_weights", "load_weights",
-           "pick_device", "evaluate", "predict", "write_report", "viz", "train", "Trainer"]
+           "pick_device", "doctor", "evaluate", "predict", "write_report", "viz", "train", "Trainer"]

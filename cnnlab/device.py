@@ -293,8 +293,47 @@ def _auto_precision_line(device: torch.device) -> str:
     return p
 
 
-def doctor() -> dict[str, Any]:
-    """What `cnnlab doctor` prints: versions, threads, accelerators, the auto choice."""
+def on_colab() -> bool:
+    """True inside Google Colab (its runtime sets COLAB_RELEASE_TAG and ships google.colab)."""
+    return bool(os.environ.get("COLAB_RELEASE_TAG") or os.environ.get("COLAB_GPU") is not None
+                or "google.colab" in sys.modules)
+
+
+def doctor():
+    """What `cnnlab doctor` prints: versions, threads, accelerators, the auto choice.
+
+    A dict (a :class:`cnnlab.display.Doctor`): ``str()`` of it is the command's text, with
+    advice at the end (on Colab without a GPU: how to switch one on); a notebook shows a table.
+    """
+    from cnnlab.display import Doctor
+
+    return Doctor(_doctor_info())
+
+
+def doctor_advice(info: dict[str, Any]) -> list[str]:
+    """What to do about what doctor found: one sentence each."""
+    if info.get("cuda_available") or info.get("mps_available"):
+        return []
+    if info.get("colab"):
+        return ["No GPU in this Colab session: Runtime > Change runtime type > Hardware accelerator: "
+                "GPU (T4), Save; then run the notebook again from the top (the runtime restarts)."]
+    return ["No GPU visible to torch: training runs on the CPU (fine for the digits demo and small "
+            "images; a GPU is 10-50x faster on photos). A CUDA build of torch and an NVIDIA driver are needed."]
+
+
+def doctor_text(info: dict[str, Any]) -> str:
+    """The lines `cnnlab doctor` prints for ``info``."""
+    lines = []
+    for key, value in info.items():
+        if key == "cuda_devices":
+            lines += [f"{'cuda:' + str(d['index']):>16}  {d['name']} ({d['memory_gb']} GB)" for d in value]
+            continue
+        lines.append(f"{key:>16}  {value}")
+    lines += [f"{'advice':>16}  {a}" for a in doctor_advice(info)]
+    return "\n".join(lines)
+
+
+def _doctor_info() -> dict[str, Any]:
     from cnnlab import __version__
 
     info: dict[str, Any] = {
@@ -321,5 +360,6 @@ def doctor() -> dict[str, Any]:
                                                                          "avx512f", "avx2"))) or "-",
         "auto_device": str(pick_device("auto")),
         "auto_precision": _auto_precision_line(pick_device("auto")),
+        "colab": on_colab(),
     }
     return info

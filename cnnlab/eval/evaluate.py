@@ -236,4 +236,6 @@ def evaluate_run(
         from cnnlab.eval.report import write_report
 
         write_report(run.path)
-    return result
+    from cnnlab.display import Metrics
+
+    return Metrics(result)  # a dict; a notebook shows it as tables

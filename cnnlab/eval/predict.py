@@ -142,7 +142,9 @@ def prediction_rows(files: list[tuple[str, str]], probs: dict[int, np.ndarray], 
         rows.append({"path": path, "label": classes[best[0]], "confidence": float(p[best[0]]),
                      "top_k": [{"label": classes[c], "probability": float(p[c])} for c in best],
                      "error": ""})
-    return rows
+    from cnnlab.display import Predictions
+
+    return Predictions(rows)  # a list; a notebook shows it as a table
 
 
 def to_csv(rows: list[dict[str, Any]], top_k: int) -> str:

@@ -3,6 +3,7 @@
     from cnnlab.explain import Explainer
     ex = Explainer("runs/cats_dogs")
     ex.export("explainer.html", image="my_cat.jpg")   # one self-contained HTML file
+    ex.show("my_cat.jpg")                               # the same page inside a notebook cell
     data = ex.payload_for_file("my_cat.jpg")            # the numbers the page shows
 
 The server (server.py) keeps one Explainer and calls ``payload_for_file`` per upload.
@@ -74,3 +75,24 @@ class Explainer:
         """Write the self-contained page for ``image`` (default: the run's first test image)."""
         path = Path(image) if image is not None else default_image(self.run)
         return write_page(out, self.page(self.payload_for_file(path)))
+
+    def show(self, image: str | Path | None = None, height: int = 820):
+        """The page inside a notebook cell (Jupyter, Colab): an iframe holding the whole page.
+
+        Returns an ``IPython.display.HTML``; as a cell's last line it shows the explainer.
+        """
+        return html_frame(self.page(self.payload_for_file(
+            Path(image) if image is not None else default_image(self.run))), height)
+
+
+def html_frame(page: str, height: int = 820):
+    """A self-contained page as an IPython HTML object: an <iframe srcdoc> (no file, no server)."""
+    import html
+    import warnings
+
+    from IPython.display import HTML
+
+    with warnings.catch_warnings():  # IPython suggests IFrame, which needs a URL; srcdoc needs none
+        warnings.simplefilter("ignore", UserWarning)
+        return HTML(f'<iframe srcdoc="{html.escape(page, quote=True)}" style="width:100%;height:{int(height)}px;'
+                    'border:1px solid #ddd;border-radius:6px"></iframe>')

@@ -114,6 +114,28 @@ class Summary:
             f"Activation memory per image (forward, float32): {_bytes(self.activation_bytes)}",
         ])
 
+    def _repr_html_(self) -> str:
+        """The same table in a notebook (Jupyter, Colab), with the totals below it."""
+        from cnnlab.display import esc, table
+
+        rows = []
+
+        def add(r: LayerRow, indent: str = "") -> None:
+            rf = "global" if r.receptive_field is None else r.receptive_field
+            rows.append((f"{indent}{r.name} ({r.type})", _shape(r.output_shape), r.params, r.formula,
+                         r.trainable, r.non_trainable, _si(r.macs), _bytes(r.activation_bytes), rf))
+            for c in r.children:
+                add(c, indent + "\u2003")
+
+        for r in self.layers:
+            add(r)
+        head = ["Layer (type)", "Output shape", "Param #", "Formula", "Trainable", "Non-train.", "MACs",
+                "Act. mem", "RF"]
+        align = ["left", "left", "right", "left", "right", "right", "right", "right", "right"]
+        totals = "<br>".join(esc(line) for line in self.totals_text().splitlines())
+        return (table(head, rows, f"Model: {self.name}  (input {_shape(self.input_shape)})", align)
+                + f"<div style='font-size:13px'>{totals}</div>")
+
     def __str__(self) -> str:
         import io
 

@@ -11,7 +11,8 @@ images a file (preprocessed exactly as in training) or a (C, H, W) tensor::
     viz.plot_featuremaps("runs/cats", "cat.jpg", path="maps.png")
     viz.plot_gradcam("runs/cats", ["cat.jpg", "dog.jpg"], cls="cat")
     viz.kernel_lab()                                              # edit a kernel live (ipywidgets)
-    viz.write_lab("lab.html")                                     # the same as a web page
+    viz.show_lab()                                                # the lab's web page, in the notebook
+    viz.write_lab("lab.html")                                     # ... or as a file
 
 The numbers behind the pictures are functions too: ``cross_correlate`` and ``convolve``
 (a kernel on a grey image), ``filter_weights``, ``feature_maps`` and ``gradcam``.
@@ -22,10 +23,14 @@ from cnnlab.viz.filters import filter_weights, plot_filters
 from cnnlab.viz.gradcam import GradCAM, gradcam, plot_gradcam
 from cnnlab.viz.kernels import (DEFAULT_KERNELS, KERNELS, Kernel, convolve, cross_correlate, get_kernels,
                                 load_kernel_file, sample_image)
-from cnnlab.viz.kernellab import KernelLab, kernel_lab, lab_compute, write_lab
+from cnnlab.viz.kernellab import KernelLab, kernel_lab, lab_compute, show_lab, write_lab
 from cnnlab.viz.kernels_figure import plot_kernels
 
 __all__ = ["plot_kernels", "plot_filters", "plot_featuremaps", "plot_gradcam", "cross_correlate", "convolve",
            "Kernel", "KERNELS", "DEFAULT_KERNELS", "get_kernels", "load_kernel_file", "sample_image",
            "filter_weights", "feature_maps", "gradcam", "GradCAM", "kernel_lab", "KernelLab", "lab_compute",
-           "write_lab"]
+           "show_lab", "write_lab"]
+
+from cnnlab.display import enable_inline as _enable_inline  # noqa: E402
+
+_enable_inline()  # in a notebook, the figures above show inline as a cell's last line

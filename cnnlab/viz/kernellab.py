@@ -138,6 +138,13 @@ def lab_page(image=None, size: int = LAB_SIDE) -> str:
     return build_kernel_lab_page(lab_config(image, size))
 
 
+def show_lab(image=None, size: int = LAB_SIDE, height: int = 900):
+    """The lab page inside a notebook cell, without ipywidgets (an iframe; works in Colab too)."""
+    from cnnlab.explain.explainer import html_frame
+
+    return html_frame(lab_page(image, size), height)
+
+
 def write_lab(path: str | Path, image=None, size: int = LAB_SIDE) -> Path:
     """Write the lab page to ``path`` (atomically)."""
     from cnnlab.io.fs import atomic_write_text

@@ -1,0 +1,147 @@
+"""What a notebook shows: the HTML of summaries, metrics, predictions and history, and doctor().
+
+The HTML is read back with the standard library's parser and compared with numbers
+worked out by hand (Keras' parameter formulas) or with the dicts the functions return.
+"""
+
+from __future__ import annotations
+
+from html.parser import HTMLParser
+
+import pytest
+
+
+class Tables(HTMLParser):
+    """Every <table> of a page as a list of rows of cell texts (header row included)."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.captions: list[str] = []
+        self._cell: list[str] | None = None
+        self._in_caption = False
+        self.scripts = 0
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "caption":
+            self._in_caption = True
+            self.captions.append("")
+        elif tag == "script":
+            self.scripts += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "caption":
+            self._in_caption = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+        elif self._in_caption:
+            self.captions[-1] += data
+
+
+def test_summary_html_has_keras_parameter_counts():
+    import cnnlab
+
+    html = cnnlab.summary("seed", classes=10)._repr_html_()
+    t = Tables(html)
+    [rows] = t.tables
+    assert rows[0][:4] == ["Layer (type)", "Output shape", "Param #", "Formula"]
+    params = {r[0]: int(r[2].replace(",", "")) for r in rows[1:]}
+    # Keras: Conv2D (k*k*c_in + 1)*filters, Dense (n_in + 1)*units; 64x64x3 -> 62x62x32 -> 31x31x32.
+    assert list(params.values()) == [(3 * 3 * 3 + 1) * 32, 0, 0, (31 * 31 * 32 + 1) * 128, (128 + 1) * 10]
+    assert "(None, 62, 62, 32)" in rows[1][1]
+    assert "(3*3*3+1)*32" in rows[1][3].replace(" ", "")
+    total = sum(params.values())
+    assert f"Total params: {total:,}" in html
+    assert t.scripts == 0
+
+
+def test_metrics_predictions_history_html(trained_run, tmp_path):
+    import shutil
+
+    import cnnlab
+    from cnnlab.display import History, Metrics, Predictions
+    from cnnlab.run import Run
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    m = cnnlab.evaluate(run, split="test", device="cpu")
+    assert isinstance(m, Metrics) and isinstance(m, dict) and "accuracy" in m  # still metrics.json's dict
+    t = Tables(m._repr_html_())
+    overview = {r[0]: r[1] for r in t.tables[0]}
+    assert float(overview["accuracy"]) == pytest.approx(m["accuracy"], abs=1e-4)
+    assert int(overview["images"]) == m["n_images"]
+    per_class = {r[0]: r for r in t.tables[1][1:]}
+    for c, d in m["per_class"].items():
+        assert float(per_class[c][3]) == pytest.approx(d["f1"], abs=1e-4)
+        assert int(per_class[c][4]) == d["support"]
+    cm_rows = t.tables[2][1:]
+    assert [[int(v) for v in r[1:]] for r in cm_rows] == m["confusion_matrix"]
+    assert m.plot_confusion_matrix().axes  # a matplotlib Figure
+
+    images = [p for p, _ in Run(run).split()["test"]][:3]
+    preds = cnnlab.predict(run, images, top_k=2, device="cpu")
+    assert isinstance(preds, Predictions) and isinstance(preds, list)
+    [rows] = Tables(preds._repr_html_()).tables
+    assert rows[0] == ["file", "label", "confidence", "top 2", "error"]
+    for row, p in zip(rows[1:], preds):
+        assert row[0] == p["path"] and row[1] == p["label"]
+        assert float(row[2]) == pytest.approx(p["confidence"], abs=1e-4)
+
+    h = History(Run(run).history())
+    [rows] = Tables(h._repr_html_()).tables
+    assert len(rows) == 1 + len(h)
+    col = rows[0].index("val_loss")
+    assert float(rows[-1][col]) == pytest.approx(h[-1]["val_loss"], abs=1e-4)
+    assert h.plot().axes
+
+
+def test_html_escapes_file_names():
+    from cnnlab.display import Predictions
+
+    html = Predictions([{"path": "<img src=x onerror=alert(1)>.png", "label": "a&b", "confidence": 0.5,
+                         "top_k": [], "error": ""}])._repr_html_()
+    assert "<img" not in html and "&lt;img" in html and "a&amp;b" in html
+
+
+def test_doctor_returns_what_the_command_prints(capsys):
+    import cnnlab
+    from cnnlab.cli import main
+
+    info = cnnlab.doctor()
+    assert isinstance(info, dict) and info["torch_threads"] >= 1
+    assert main(["doctor"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.strip() == str(info).strip()
+    assert f"auto_device  {info['auto_device']}" in printed
+    t = Tables(info._repr_html_())
+    assert ["auto_device", info["auto_device"]] in t.tables[0]
+
+
+def test_doctor_on_colab_without_gpu_says_how_to_switch_one_on(monkeypatch, capsys):
+    import torch
+
+    import cnnlab
+    from cnnlab.cli import main
+
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "release-colab-test")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    info = cnnlab.doctor()
+    assert info["colab"] is True and info["cuda_available"] is False
+    assert "Runtime > Change runtime type" in str(info)
+    assert "Runtime &gt; Change runtime type" in info._repr_html_()
+    assert main(["doctor", "--format", "json"]) == 0
+    assert "Runtime > Change runtime type" in capsys.readouterr().out
+    monkeypatch.delenv("COLAB_RELEASE_TAG")
+    assert "Runtime > Change runtime type" not in str(cnnlab.doctor())
