@@ -177,6 +177,30 @@ class History(list):
                      align=["right"] * (1 + len(keys)))
 
 
+class EpochBar:
+    """One epoch's progress as a notebook shows it: a bar, batches done, and the metrics."""
+
+    def __init__(self, epoch: int, epochs: int, batch: int, steps: int, text: str = "", eta: str = "",
+                 done: bool = False):
+        self.epoch, self.epochs, self.batch, self.steps = epoch, epochs, batch, max(steps, 1)
+        self.text, self.eta, self.done = text, eta, done
+
+    def __repr__(self) -> str:  # what a log of the notebook (text/plain) keeps
+        if self.done:
+            return self.text
+        return f"epoch {self.epoch}/{self.epochs}  {self.batch}/{self.steps}  {self.text}  {self.eta}".rstrip()
+
+    def _repr_html_(self) -> str:
+        pct = 100.0 * min(self.batch, self.steps) / self.steps
+        colour = "#2da44e" if self.done else "#0969da"
+        label = "" if self.done else f"epoch {self.epoch}/{self.epochs} &nbsp;{self.batch}/{self.steps}"
+        return ("<div style='font:12.5px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;margin:1px 0;"
+                "display:flex;align-items:center;gap:10px'>"
+                f"<div style='flex:none;width:180px;height:10px;background:#eaeef2;border-radius:5px;overflow:hidden'>"
+                f"<div style='width:{pct:.1f}%;height:100%;background:{colour}'></div></div>"
+                f"<span>{label} {esc(self.text)} {esc(self.eta)}</span></div>")
+
+
 class Doctor(dict):
     """cnnlab.doctor()'s dict; ``str()`` is exactly what ``cnnlab doctor`` prints."""
 

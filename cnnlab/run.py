@@ -167,16 +167,61 @@ class Run:
         index = self.index()
         return index.splits if index is not None else {}
 
-    def history(self) -> list[dict[str, float]]:
-        """One dict per epoch, in Keras' names (a run of an older cnnlab's train_acc is read as accuracy)."""
+    def history(self):
+        """One dict per epoch, in Keras' names (a run of an older cnnlab's train_acc is read as accuracy).
+
+        A :class:`cnnlab.display.History`: a list, with ``plot()`` and a table in a notebook.
+        """
+        from cnnlab.display import History
         from cnnlab.train.config import LOG_ALIASES
 
         p = self.path / "history.csv"
         if not p.is_file():
-            return []
+            return History([], None)
         with p.open(newline="") as f:
-            return [{LOG_ALIASES.get(k, k): float(v) if v not in ("", None) else float("nan")
+            rows = [{LOG_ALIASES.get(k, k): float(v) if v not in ("", None) else float("nan")
                      for k, v in row.items()} for row in csv.DictReader(f)]
+        return History(rows, self.best_epoch())
+
+    def best_epoch(self) -> int | None:
+        """The epoch whose weights are weights/best.safetensors (None before the first)."""
+        from cnnlab.io.weights import read_metadata
+
+        p = self.path / "weights" / "best.safetensors"
+        try:
+            epoch = read_metadata(p).get("epoch") if p.is_file() else None
+        except CnnlabError:
+            return None
+        return int(epoch) if isinstance(epoch, (int, float)) else None
+
+    def plot(self):
+        """The training curves (loss, accuracy, learning rate per epoch) as a matplotlib Figure."""
+        return self.history().plot()
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: where the run is, its best epoch, its test metrics, and its history."""
+        from cnnlab.display import kv_table, number
+
+        rows = [("folder", str(self.path))]
+        if (self.path / "classes.json").is_file():
+            rows.append(("classes", ", ".join(self.classes)))
+        best = self.best_epoch()
+        if best is not None:
+            rows.append(("best weights", f"epoch {best}: {self.path / 'weights' / 'best.safetensors'}"))
+        m = self.eval_dir("test") / "metrics.json"
+        if m.is_file():
+            data = json.loads(m.read_text())
+            rows.append(("test", f"accuracy {number(data.get('accuracy'))}, loss {number(data.get('loss'))} "
+                                 f"({data.get('n_images')} images)"))
+        if (self.path / "report.html").is_file():
+            rows.append(("report", str(self.path / "report.html")))
+        hist = self.history()
+        return (kv_table(rows, f"Run {self.name}") + (hist._repr_html_() if hist else "")
+                + "<div style='color:#666;font-size:12px'>run.plot() draws the curves; "
+                  "run.history() gives the numbers</div>")
 
     def eval_dir(self, split: str) -> Path:
         return self.path / "eval" / split

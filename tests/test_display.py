@@ -145,3 +145,81 @@ def test_doctor_on_colab_without_gpu_says_how_to_switch_one_on(monkeypatch, caps
     assert "Runtime > Change runtime type" in capsys.readouterr().out
     monkeypatch.delenv("COLAB_RELEASE_TAG")
     assert "Runtime > Change runtime type" not in str(cnnlab.doctor())
+
+
+def test_run_shows_its_folder_best_epoch_and_history(trained_run):
+    from cnnlab.display import History
+    from cnnlab.io.weights import read_metadata
+    from cnnlab.run import Run
+
+    run = Run(trained_run)
+    h = run.history()
+    assert isinstance(h, History) and h.best_epoch == read_metadata(trained_run / "weights" / "best.safetensors")["epoch"]
+    assert h.column("val_loss") == [row["val_loss"] for row in h]
+    t = Tables(run._repr_html_())
+    info = {r[0]: r[1] for r in t.tables[0]}
+    assert info["folder"] == str(trained_run)
+    assert info["best weights"].startswith(f"epoch {h.best_epoch}:")
+    assert len(t.tables[1]) == 1 + len(h)  # the history table
+    fig = run.plot()
+    assert fig.axes and any(line.get_label().startswith("best") for ax in fig.axes for line in ax.get_lines())
+
+
+class FakeTrainer:
+    """What ProgressBar reads of a Trainer, for 2 epochs of 4 batches."""
+
+    is_main, epochs, steps_per_epoch = True, 2, 4
+
+    def __init__(self):
+        self.epoch, self.batch, self.running_images = 1, 0, 0
+        self.logs: dict = {}
+
+        class Opt:
+            param_groups = [{"lr": 0.01}]
+
+        self.optimizer = Opt()
+
+    def running_metrics(self):
+        return 0.5, 0.75
+
+
+def test_progress_bar_is_a_live_html_bar_in_a_notebook(monkeypatch, capsys):
+    import IPython.display
+
+    from cnnlab.display import EpochBar
+    from cnnlab.train.callbacks import ProgressBar
+
+    shown: list = []
+
+    class Handle:
+        def update(self, obj):
+            shown.append(obj)
+
+    monkeypatch.setattr(IPython.display, "display", lambda obj, display_id=False: shown.append(obj) or Handle())
+    bar, t = ProgressBar(notebook=True, refresh=0.0), FakeTrainer()
+    for epoch in (1, 2):
+        t.epoch, t.batch = epoch, 0
+        bar.on_epoch_begin(t)
+        for b in range(1, 5):
+            t.batch, t.running_images = b, 32 * b
+            bar.on_batch_end(t)
+        t.logs = {"epoch": epoch, "loss": 0.5, "accuracy": 0.75, "val_loss": 0.6, "val_accuracy": 0.7}
+        bar.on_epoch_end(t)
+    assert all(isinstance(o, EpochBar) for o in shown)
+    assert [o.batch for o in shown if o.epoch == 1] == [0, 1, 2, 3, 4, 4]  # begin, 4 batches, the end
+    last = shown[-1]
+    assert last.done and repr(last).startswith("epoch 2/2  loss 0.5000  accuracy 0.7500  val_loss 0.6000")
+    assert "width:100.0%" in last._repr_html_() and "width:50.0%" in shown[-4]._repr_html_()
+    assert capsys.readouterr().out == ""  # nothing printed beside the bars
+
+    # Outside a notebook, the same callback writes plain lines (a log).
+    import io
+
+    log = io.StringIO()
+    plain = ProgressBar(file=log)
+    assert not plain.notebook and not plain.interactive
+    t.epoch, t.logs["epoch"] = 1, 1
+    plain.on_epoch_begin(t)
+    plain.on_batch_end(t)
+    plain.on_epoch_end(t)
+    assert log.getvalue().startswith("epoch 1/2  loss 0.5000  accuracy 0.7500")

@@ -80,8 +80,10 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
     assert f"Total params: {sum(expected):,}" in html
     training = text_of(cell_with(nb, "run = cnnlab.train("))
     assert "epoch 1/4" in training and "best" in training
-    assert has(cell_with(nb, "run.history()"), "text/html")
-    assert has(cell_with(nb, "curves_figure("), "image/png")
+    assert has(cell_with(nb, "run = cnnlab.train("), "text/html")  # the live bar, one per epoch
+    assert has(cell_with(nb, "best val_accuracy"), "text/html")  # the run: folder, best epoch, history table
+    assert "best val_accuracy: 0." in text_of(cell_with(nb, "best val_accuracy"))
+    assert has(cell_with(nb, "run.plot()"), "image/png")
     assert has(cell_with(nb, "metrics = cnnlab.evaluate("), "text/html")
     assert has(cell_with(nb, "metrics.plot_confusion_matrix()"), "image/png")
     assert has(cell_with(nb, "cnnlab.predict(run"), "text/html")

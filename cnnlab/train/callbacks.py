@@ -454,27 +454,44 @@ class TensorBoard(Callback):
 
 
 class ProgressBar(Callback):
-    """A live bar per epoch (loss, accuracy, lr, images/s, ETA) on a terminal.
+    """A live bar per epoch (loss, accuracy, lr, images/s, ETA) on a terminal or in a notebook.
 
-    When the output is not a terminal (a log file, CI, a notebook's captured output) it
-    prints one plain line per epoch instead, plus a progress line every ``log_every``
-    seconds during long epochs. ``refresh`` seconds between bar updates: reading the
-    running loss waits for the GPU, so it is not done every batch.
+    In Jupyter or Colab each epoch gets an HTML bar that fills as it trains and then shows
+    the epoch's metrics (as Keras' fit does there). When the output is neither (a log file,
+    CI) it prints one plain line per epoch instead, plus a progress line every ``log_every``
+    seconds during long epochs. ``refresh`` seconds between bar updates: reading the running
+    loss waits for the GPU, so it is not done every batch. ``notebook=False`` keeps a
+    notebook to plain lines.
     """
 
     def __init__(self, interactive: bool | None = None, refresh: float = 0.5, log_every: float = 60.0,
-                 file=None):
+                 file=None, notebook: bool | None = None):
+        from cnnlab.display import kernel_shell
+
         self.file = file or sys.stdout
         self.interactive = self.file.isatty() if interactive is None else interactive
+        in_kernel = file is None and interactive is None and kernel_shell() is not None
+        self.notebook = in_kernel if notebook is None else notebook
         self.refresh, self.log_every = refresh, log_every
         self._progress = None
         self._task = None
+        self._bar = None  # the notebook's display handle
         self._last = 0.0
         self._t0 = 0.0
 
     def on_epoch_begin(self, trainer: "Trainer") -> None:
         self._t0 = time.perf_counter()
-        if not self.interactive or not trainer.is_main:
+        if not trainer.is_main:
+            return
+        if self.notebook:
+            from IPython.display import display
+
+            from cnnlab.display import EpochBar
+
+            self._bar = display(EpochBar(trainer.epoch, trainer.epochs, trainer.batch, trainer.steps_per_epoch),
+                                display_id=True)
+            return
+        if not self.interactive:
             return
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -490,6 +507,15 @@ class ProgressBar(Callback):
     def on_batch_end(self, trainer: "Trainer") -> None:
         now = time.perf_counter()
         if not trainer.is_main:
+            return
+        if self._bar is not None:
+            if now - self._last >= self.refresh or trainer.batch == trainer.steps_per_epoch:
+                from cnnlab.display import EpochBar
+
+                self._last = now
+                left = (now - self._t0) / trainer.batch * (trainer.steps_per_epoch - trainer.batch)
+                self._bar.update(EpochBar(trainer.epoch, trainer.epochs, trainer.batch, trainer.steps_per_epoch,
+                                          self._metrics(trainer, now), f"~{left:.0f} s left"))
             return
         if self._progress is None:  # a log: a line now and then in long epochs
             if now - max(self._last, self._t0) >= self.log_every and trainer.batch < trainer.steps_per_epoch:
@@ -513,7 +539,13 @@ class ProgressBar(Callback):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        if trainer.is_main:
+        if self._bar is not None:  # the bar, full, with the epoch's line under it
+            from cnnlab.display import EpochBar
+
+            self._bar.update(EpochBar(trainer.epoch, trainer.epochs, trainer.steps_per_epoch,
+                                      trainer.steps_per_epoch, format_logs(trainer.logs, trainer.epochs), done=True))
+            self._bar = None
+        elif trainer.is_main:
             print(format_logs(trainer.logs, trainer.epochs), file=self.file, flush=True)
 
 
