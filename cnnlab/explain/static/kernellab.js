@@ -302,9 +302,9 @@ CX.klDrawPhoto = function () {
 /** Paint the maps: one diverging map per channel, or the clipped image (RGB when per channel). */
 CX.klDrawMaps = function () {
   const r = CX.KL.res, box = document.getElementById("kl-maps"), n = r.H * r.W;
-  let m = 0;
-  for (const v of r.data) if (Math.abs(v) > m) m = Math.abs(v);
-  const lo = Math.min(...r.data), hi = Math.max(...r.data);
+  let lo = Infinity, hi = -Infinity;  // (no Math.min(...data): too many arguments for a big map)
+  for (const v of r.data) { if (v < lo) lo = v; if (v > hi) hi = v; }
+  const m = Math.max(Math.abs(lo), Math.abs(hi));
   const paint = (canvas, fill) => {
     canvas.width = r.W;
     canvas.height = r.H;
