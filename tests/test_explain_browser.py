@@ -10,8 +10,6 @@ value. Screenshots go to the test's tmp dir. Skipped, saying why, where chromium
 from __future__ import annotations
 
 import io
-import os
-import shutil
 
 import numpy as np
 import pytest
@@ -19,28 +17,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from browsertools import browser  # noqa: F401 (a fixture)
 from imagegen import draw
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-if not os.path.exists(CHROMIUM):
-    pytest.skip("browser tests need Debian's chromium (apt-get install chromium; .ci/run installs it)",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api",
-                               reason="browser tests need the playwright package (pip install -e '.[dev]')")
-
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
 
 class Watched:
     """A page whose console errors and outside requests are recorded (and the requests refused)."""
