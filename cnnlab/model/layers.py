@@ -255,10 +255,11 @@ class Layer:
         return shape
 
     def params(self, shape: Shape) -> list[ParamGroup]:
-        return []
+        """Weight groups; a composite layer's are its children's (none for a plain layer)."""
+        return [g for _, layer, s in self.children(shape) for g in layer.params(s)]
 
     def macs(self, shape: Shape, out: Shape) -> int:
-        return 0
+        return sum(layer.macs(s, layer.output_shape(s)) for _, layer, s in self.children(shape))
 
     def rf(self) -> tuple[int, int]:
         """(kernel, stride) along one axis, for the receptive-field arithmetic."""
@@ -801,12 +802,6 @@ class ResidualBlock(Layer):
             s = layer.output_shape(s)
         return s
 
-    def params(self, shape: Shape) -> list[ParamGroup]:
-        return [g for _, layer, s in self.children(shape) for g in layer.params(s)]
-
-    def macs(self, shape: Shape, out: Shape) -> int:
-        return sum(layer.macs(s, layer.output_shape(s)) for _, layer, s in self.children(shape))
-
     def rf(self) -> tuple[int, int]:
         # Two k x k convolutions, the first strided: k + (k - 1) * stride along the main path.
         k, s = self.kernel_size[0], self.strides[0]
@@ -1056,12 +1051,6 @@ class Residual(Layer):
         if a != b:
             raise SpecError(f"its branches end in different shapes, {a} and {b}, which cannot be added")
         return a
-
-    def params(self, shape: Shape) -> list[ParamGroup]:
-        return [g for _, layer, s in self.children(shape) for g in layer.params(s)]
-
-    def macs(self, shape: Shape, out: Shape) -> int:
-        return sum(layer.macs(s, layer.output_shape(s)) for _, layer, s in self.children(shape))
 
     def rf(self) -> tuple[int, int]:
         k, s = 1, 1
