@@ -335,6 +335,7 @@ def doctor_text(info: dict[str, Any]) -> str:
 
 def _doctor_info() -> dict[str, Any]:
     from cnnlab import __version__
+    from cnnlab.alloc import allocator_state
 
     info: dict[str, Any] = {
         "cnnlab": __version__,
@@ -359,6 +360,7 @@ def _doctor_info() -> dict[str, Any]:
         "cpu_features": " ".join(sorted(f for f in cpu_flags() if f in (*BF16_FLAGS, "amx_tile",
                                                                          "avx512f", "avx2"))) or "-",
         "auto_device": str(pick_device("auto")),
+        "allocator": allocator_state(),
         "auto_precision": _auto_precision_line(pick_device("auto")),
         "colab": on_colab(),
     }

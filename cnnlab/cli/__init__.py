@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
+    from cnnlab.alloc import tune_allocator
+
+    tune_allocator()  # glibc: reuse freed blocks between training steps (cnnlab/alloc.py)
     try:
         return int(args.func(args) or 0)
     except CnnlabError as e:

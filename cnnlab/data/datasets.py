@@ -178,12 +178,28 @@ def _walk_images(folder: Path, ignored: Counter) -> list[Path]:
     return found
 
 
-def _resolved(f: Path) -> str:
-    """The absolute path with links resolved; a broken link (a loop) stays as it is, to be reported."""
-    try:
-        return str(f.resolve())
-    except (OSError, RuntimeError):  # RuntimeError: "Symlink loop" before Python 3.13
-        return str(f.absolute())
+def _resolver():
+    """A function giving a file's absolute path with links resolved (a broken link, a loop,
+    stays as it is, to be reported).
+
+    A file that is not itself a link is its folder's real path plus its name: one ``lstat``
+    per file and one ``realpath`` per folder, remembered for this scan (``Path.resolve`` on
+    each file took 0.6 s for 5,000 CIFAR files, seconds for 50,000).
+    """
+    real_dirs: dict[Path, str] = {}
+
+    def resolved(f: Path) -> str:
+        if not os.path.islink(f):
+            parent = f.parent
+            if parent not in real_dirs:
+                real_dirs[parent] = os.path.realpath(parent)
+            return os.path.join(real_dirs[parent], f.name)
+        try:
+            return str(f.resolve())
+        except (OSError, RuntimeError):  # RuntimeError: "Symlink loop" before Python 3.13
+            return str(f.absolute())
+
+    return resolved
 
 
 def _scan_class_dirs(root: Path, ignored: Counter) -> list[tuple[str, str]]:
@@ -191,7 +207,8 @@ def _scan_class_dirs(root: Path, ignored: Counter) -> list[tuple[str, str]]:
     for p in root.iterdir():
         if p.is_file():
             ignored["hidden" if p.name.startswith(".") else "outside_class_folder"] += 1
-    return [(_resolved(f), d.name) for d in _class_dirs(root) for f in _walk_images(d, ignored)]
+    resolved = _resolver()
+    return [(resolved(f), d.name) for d in _class_dirs(root) for f in _walk_images(d, ignored)]
 
 
 def _scan(folder: Path, label_regex: str | None, ignored: Counter) -> list[tuple[str, str]]:
@@ -232,11 +249,12 @@ def _scan_regex(root: Path, label_regex: str | None, ignored: Counter) -> list[t
     if rx.groups < 1:
         raise DataError(f"--label-regex {pattern!r} needs a group around the label, e.g. '^([a-z]+)\\.'")
     named = []
+    resolved = _resolver()
     for f in _walk_images(root, ignored):
         m = rx.search(f.name)
         label = (m.groupdict().get("label") or m.group(1)) if m else None
         if label:
-            named.append((_resolved(f), label))
+            named.append((resolved(f), label))
         else:
             ignored["no_label"] += 1
     if label_regex is None and named and len({c for _, c in named}) < 2:

@@ -193,6 +193,9 @@ class Trainer:
         random state and plan (``epochs`` is then the saved one); an epoch cut short by
         Ctrl-C continues from its next batch.
         """
+        from cnnlab.alloc import tune_allocator
+
+        tune_allocator()  # glibc: reuse freed blocks between steps (cnnlab/alloc.py)
         self.epochs = epochs
         self.steps_per_epoch = len(train)
         self.val_samples = getattr(val, "num_samples", 0) if val is not None else 0
