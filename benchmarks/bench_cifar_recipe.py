@@ -59,12 +59,14 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16", help="fp32, bf16 or auto (default bf16)")
     ap.add_argument("--batch-size", type=int, help="override the recipe's 1024 (scale --lr with it)")
     ap.add_argument("--lr", type=float, help="override the recipe's 1.5 (at batch 1024)")
+    ap.add_argument("--model", help="another preset or spec file in place of the recipe's")
     ap.add_argument("--out", default="runs/bench", help="where the runs go")
     ap.add_argument("--no-tta-too", action="store_true", help="skip the evaluation without TTA")
     args = ap.parse_args()
     if not (Path(args.data) / "train").is_dir():
         raise SystemExit(f"{args.data}: no train/ folder")
-    extra = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "precision": args.precision}.items() if v}
+    extra = {k: v for k, v in {"batch_size": args.batch_size, "lr": args.lr, "precision": args.precision,
+                                 "model": args.model}.items() if v}
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), load {load()}", flush=True)
     plans = [{"time_limit": m} for m in args.minutes] or [{"epochs": args.epochs or 10}]

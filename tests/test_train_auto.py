@@ -240,3 +240,32 @@ def test_auto_precision_on_the_cpu_is_timed_on_the_model(image_folder, tmp_path,
     cfg = yaml.safe_load((run.path / "config.yaml").read_text())
     assert len(asked) == 4  # fp32 and bf16, each NCHW and channels_last, on the model itself
     assert (cfg["precision"], cfg["channels_last"]) == ("fp32", False)  # bf16 only 1.05x: not enough
+
+
+def test_a_slow_machine_trains_the_recipes_smaller_model_with_a_smaller_batch():
+    """airbench under --time-limit 15 on 50,000 images: by hand, epochs = 0.85 x 900 s x rate / 50,000.
+
+    At 159 img/s (measured: the full net on a 2-core EPYC) 2.4 epochs fit, fewer than the 8 it
+    wants: airbench_small at 464 img/s fits 7.1 (the smallest, so it trains anyway). 7.1 epochs
+    of 50,000 are 347 steps at 1024 (< 400) and 693 at 512: batch 512, lr 1.5 x 512/1024 = 0.75.
+    """
+    from cnnlab.train.auto import scale_recipe
+    from cnnlab.train.recipes import get_recipe
+
+    airbench = get_recipe("airbench")
+    rates = {"airbench": 159.0, "airbench_small": 464.0}
+    out = scale_recipe(airbench, 50_000, 15, rates.__getitem__, {"model", "batch_size", "lr"})
+    assert out.values == {"model": "airbench_small", "batch_size": 512, "lr": 0.75}
+    assert "airbench fits only 2.4 epochs in 15 min (159 img/s measured)" in out.reasons["model"]
+    assert "7.1 epochs at 464 img/s" in out.reasons["model"]
+    assert "about 693 steps" in out.reasons["batch_size"]
+
+    # A GPU: 20,000 img/s, 306 epochs fit: the recipe as it is, nothing changed.
+    assert scale_recipe(airbench, 50_000, 15, lambda name: 20_000.0, {"model", "batch_size", "lr"}).values == {}
+    # Options the user set stay theirs: only the batch (and its lr) may change, or nothing.
+    out = scale_recipe(airbench, 50_000, 15, rates.__getitem__, {"batch_size", "lr"})
+    assert out.values == {"batch_size": 256, "lr": 0.375}  # 2.4 epochs: 117 steps at 1024, 469 at 256
+    assert scale_recipe(airbench, 50_000, 15, rates.__getitem__, set()).values == {}
+    # 8 min: airbench_small fits 3.8 epochs -> 185 steps at 1024, 370 at 512, 740 at 256.
+    out = scale_recipe(airbench, 50_000, 8, rates.__getitem__, {"model", "batch_size", "lr"})
+    assert out.values == {"model": "airbench_small", "batch_size": 256, "lr": 0.375}

@@ -172,3 +172,30 @@ def test_train_with_the_recipe_end_to_end(split_folder, tmp_path):
     assert metrics["tta_mode"] == "flip+translate" and metrics["weights"] == "last"  # the averaged ones
     stem = load_file(run.path / "weights" / "last.safetensors")["layers.patch_whitening.conv.weight"]
     assert stem.abs().sum() > 0 and not torch.allclose(stem, torch.zeros_like(stem))
+
+
+def test_a_time_limit_on_a_slow_machine_trains_the_smaller_model(split_folder, tmp_path, monkeypatch):
+    """--recipe airbench --time-limit: the speeds measured (here: given, 2 and 100 img/s) pick
+    airbench_small and a batch of 256 (lr 0.375), printed, saved and trained as said."""
+    import yaml
+
+    import cnnlab
+    from cnnlab.train import setup
+
+    def fake_rate(model, device, precision, channels_last, size, channels, batch=32):
+        widths = {m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
+        return 2.0 if 256 in widths else 100.0
+
+    monkeypatch.setattr(setup, "_step_rate", fake_rate)
+    run = cnnlab.train(split_folder, recipe="airbench", time_limit=0.05, out=str(tmp_path / "runs"),
+                       evaluate=False, verbose=False)
+    cfg = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert (cfg["model"], cfg["batch_size"], cfg["lr"]) == ("airbench_small", 256, 0.375)
+    why = cfg["auto"]["chosen"]["model"]["why"]
+    assert why.startswith("airbench fits only") and "airbench_small is the smallest" in why
+    spec = yaml.safe_load((run.path / "model.yaml").read_text())
+    assert [l["Conv2D"]["filters"] for l in spec["layers"] if "Conv2D" in l] == [32, 32, 128, 128, 128, 128]
+    # A --model of the user's own is theirs: no swap.
+    run = cnnlab.train(split_folder, recipe="airbench", model="airbench", time_limit=0.05, batch_size=8,
+                       out=str(tmp_path / "runs"), evaluate=False, verbose=False)
+    assert yaml.safe_load((run.path / "config.yaml").read_text())["model"] == "airbench"

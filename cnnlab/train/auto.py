@@ -224,6 +224,52 @@ def choose(facts: DataFacts, given: set[str] | frozenset[str], *, time_limit: fl
     return out
 
 
+def scale_recipe(recipe, n_train: int, minutes: float, rate_of: Callable[[str], float],
+                 open_keys: Iterable[str]) -> AutoChoice:
+    """Under ``--time-limit``: the recipe's model and batch that suit the budget on this machine.
+
+    ``recipe`` is a :class:`cnnlab.train.recipes.Recipe`; ``rate_of(model)`` the measured
+    training images/s of one of its models; ``open_keys`` the options the user left to the
+    recipe (only those are chosen). The model: the recipe's own when at least
+    ``recipe.min_epochs`` of it fit the budget, else the first of ``recipe.smaller_models``
+    that fits them (the smallest when none does). The batch: the recipe's, halved (down to
+    ``recipe.min_batch``) while the planned epochs would take fewer than ``recipe.min_steps``
+    steps; the lr follows it (the same lr per image, the recipe's rule).
+    """
+    out = AutoChoice()
+    open_keys = set(open_keys)
+    models = [recipe.options["model"], *recipe.smaller_models]
+    if "model" not in open_keys or not recipe.smaller_models:
+        models = models[:1]
+    fits: dict[str, tuple[float, float]] = {}
+    for name in models:
+        rate = rate_of(name)
+        fits[name] = (rate, fit_epochs(rate, n_train, minutes))
+        if fits[name][1] >= recipe.min_epochs:
+            break
+    chosen = name
+    rate, epochs = fits[chosen]
+    if chosen != recipe.options["model"]:
+        full_rate, full_epochs = fits[models[0]]
+        how = "fits them" if epochs >= recipe.min_epochs else "is the smallest"
+        out.set("model", chosen, f"{models[0]} fits only {full_epochs:.1f} epochs in {minutes:g} min "
+                                 f"({full_rate:,.0f} img/s measured), fewer than the {recipe.min_epochs:g} it "
+                                 f"wants; {chosen} {how} ({epochs:.1f} epochs at {rate:,.0f} img/s)")
+    if "batch_size" in open_keys and recipe.min_steps:
+        batch = recipe.options["batch_size"]
+        while batch // 2 >= recipe.min_batch and epochs * n_train / batch < recipe.min_steps:
+            batch //= 2
+        if batch != recipe.options["batch_size"]:
+            steps = epochs * n_train / batch
+            out.set("batch_size", batch, f"{epochs:.1f} epochs of {n_train:,} images: about {steps:,.0f} steps "
+                                         f"at this batch (the recipe wants >= {recipe.min_steps})")
+            if "lr" in open_keys and recipe.lr_batch:
+                lr = recipe.options["lr"] * batch / recipe.lr_batch
+                out.set("lr", round(lr, 6), f"the recipe's lr per image ({recipe.options['lr']:g} at "
+                                            f"{recipe.lr_batch})")
+    return out
+
+
 def measured_rate(step_rate: float, measured_size: int) -> Callable[[int], float]:
     """Images/s at any size from one measurement: convolution cost grows with the pixels.
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from cnnlab.errors import CnnlabError
 
@@ -51,6 +51,8 @@ class TrainConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # The keys a recipe filled in (not the user): the auto chooser may still change those.
+    _from_recipe: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     # data
     data: str | None = Field(None, description="folder of class sub-folders, DATA/{train,val,test}/..., or a CSV file")
@@ -226,6 +228,7 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def make_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """The config from ``file`` (YAML, optional) with ``overrides`` on top (None = not given)."""
     values: dict[str, Any] = read_config_file(file) if file else {}
+    file_values = set(values)
     source = str(file) if file else "config"
     try:
         cfg = TrainConfig(**values)
@@ -247,7 +250,12 @@ def make_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig
         hint = f"; did you mean {close[0]!r}" if close else ""
         raise CnnlabError(f"unknown training option {unknown[0]!r}{hint}")
     try:  # built from what was given only, so that model_fields_set says what the user set
-        return TrainConfig(**{**values, **given})
+        cfg = TrainConfig(**{**values, **given})
+        if recipe:
+            from cnnlab.train.recipes import get_recipe
+
+            cfg._from_recipe = frozenset(get_recipe(recipe).options) - set(given) - set(file_values)
+        return cfg
     except ValidationError as e:
         raise _explain(e, "option" if not file else f"{file} (with the options given)") from None
 

@@ -29,6 +29,14 @@ class Recipe:
     # The lr is per this many images: another --batch-size (without --lr) scales it linearly,
     # the same lr per image (airbench's rule; its weight decay per image stays the same too).
     lr_batch: int | None = None
+    # Under --time-limit, when fewer than ``min_epochs`` of ``options["model"]`` fit the budget
+    # (measured on this machine), the first of ``smaller_models`` that fits them trains
+    # instead (the last one when none does): more epochs of a narrower net beat too few
+    # of the full one. The batch shrinks (to ``min_batch``) to keep ``min_steps`` updates.
+    smaller_models: tuple[str, ...] = ()
+    min_epochs: float = 0.0
+    min_steps: int = 0
+    min_batch: int = 256
 
     def describe(self) -> str:
         lines = [f"{self.name}: {self.summary}", f"  for: {self.suits}"]
@@ -59,6 +67,11 @@ AIRBENCH = Recipe(
     # split, when there is one, is evaluated with TTA at the end.
     time_limit_options={"epochs": 40},
     lr_batch=1024,
+    # airbench94 takes 10 epochs (~490 steps of 1024) to its 94 %; on a 2-core CPU only 2-3
+    # of them fit 15 minutes, where airbench_small (a quarter of the multiply-adds) fits 7-8.
+    smaller_models=("airbench_small",),
+    min_epochs=8.0,
+    min_steps=400,
     sources=(
         "model airbench: whitened 2x2 patch stem (PatchWhitening; Page 2018 'How to train your "
         "ResNet', tysam-code hlb-CIFAR10 2023, Jordan 2024), Dirac-initialised convs (Zagoruyko & "
@@ -74,6 +87,9 @@ AIRBENCH = Recipe(
         "weight_averaging lookahead: an EMA of the weights synced into the model every 5 steps, "
         "decay 0.95^5 x progress^3 (Zhang et al. 2019, Lookahead; Jordan 2024)",
         "tta flip+translate: 6 views at test time, the untranslated pair weighing half (Jordan 2024)",
+        "under --time-limit on a slow machine: model airbench_small (half the width) and a smaller "
+        "batch, so that the budget still holds about 8 epochs and 400 steps (cnnlab's own rule, "
+        "benchmarks/RESULTS.md)",
     ),
 )
 

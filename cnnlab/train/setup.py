@@ -201,21 +201,53 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
     if picked:  # the recipe's options under the user's, then the chooser for what is still open
         from cnnlab.train.recipes import recipe_options
 
+        from cnnlab.train.recipes import get_recipe
+
         cfg = TrainConfig(**recipe_options(picked, {k: getattr(cfg, k) for k in cfg.model_fields_set}))
+        cfg._from_recipe = frozenset(get_recipe(picked).options) - given
         given = {k for k in TrainConfig.model_fields if getattr(cfg, k) is not None} - {"class_weights"}
-        if cfg.val_split == 0 and index.val_split is not None:  # val drawn from train: now none
-            facts = dataclasses.replace(facts, n_val=0)
+        if cfg.val_split == 0 and index.val_split is not None:  # val drawn from train: all train now
+            labels += [y for _, y in index.splits.get("val") or []]
+            facts = auto.DataFacts.from_labels(labels, len(index.classes), median, 0, index.classes)
         rest = auto.choose(facts, given, time_limit=cfg.time_limit, device_type=_device_type(cfg),
                            base_size=load_spec(cfg.model).input[0], scheduler=cfg.scheduler)
         rest.values, rest.reasons = ({"recipe": picked, **rest.values},
                                      {"recipe": choice.reasons["recipe"], **rest.reasons})
         choice = rest
+    if cfg.time_limit and cfg.recipe:  # the recipe's model and batch for this budget on this machine
+        scaled = _scale_recipe(cfg, facts.n_train, channels)
+        for key, value in scaled.values.items():
+            choice.set(key, value, scaled.reasons[key])
+        choice.facts = choice.facts or scaled.facts
     values = {k: v for k, v in choice.values.items() if k in TrainConfig.model_fields}
     # what neither the user nor the chooser set: the plain defaults, so config.yaml has them all
     values.update({k: v for k, v in auto.FALLBACKS.items() if getattr(cfg, k) is None and k not in values})
     if choice.values and verbose:
         print(choice.block(), flush=True)
     return cfg.model_copy(update={**values, **({"auto": choice.to_dict()} if choice.values else {})})
+
+
+def _scale_recipe(cfg: TrainConfig, n_train: int, channels: int):
+    """:func:`cnnlab.train.auto.scale_recipe` for ``cfg``: the models' speeds measured here.
+
+    Only the options the recipe filled in may change (``TrainConfig._from_recipe``): what the
+    user set, on the command line or in a config file, stays theirs."""
+    from cnnlab.model.build import build_model
+    from cnnlab.train import auto
+    from cnnlab.train.recipes import get_recipe
+
+    recipe = get_recipe(cfg.recipe)
+    open_keys = [k for k in ("model", "batch_size", "lr") if k in cfg._from_recipe]
+    size = cfg.img_size if isinstance(cfg.img_size, int) else recipe.options.get("img_size", 32)
+
+    def rate_of(name: str) -> float:
+        model = build_model(name, input=(size, size, channels), classes=10, seed=cfg.seed)
+        device, precision, cl = choose_device(cfg, model)
+        return _step_rate(model, device, precision, cl, size, channels, batch=64)
+
+    out = auto.scale_recipe(recipe, n_train, cfg.time_limit, rate_of, open_keys)
+    out.facts = f"{n_train:,} training images; --time-limit {cfg.time_limit:g} min on {_device_type(cfg)}"
+    return out
 
 
 def _recipe_names() -> tuple[str, ...]:
