@@ -95,3 +95,25 @@ def test_shards_cover_every_image_once(tmp_path):
     assert sum(len(v._positions()) for v in val) == 22  # validation: every image, unevenly
     x, y = next(iter(shards[1]))
     assert x.shape == (3, 3, 32, 32) and x.dtype == torch.uint8
+
+
+def test_under_torchrun_the_main_process_chooses_and_the_others_follow(tmp_path):
+    """--time-limit with photos larger than the model: the image size comes from timed steps,
+    which differ between processes. Here they differ on purpose (tests/ddp_rank_rates.py:
+    rank 0 measures a fast machine, rank 1 a slow one, which alone would pick 64 px and 32
+    px). The main process chooses; the other trains with its resolved config (a model built
+    for another size has other Flatten weights, and DDP refuses to start)."""
+    data = make_split_folder(tmp_path / "data", n={"train": 24, "val": 8}, size=(64, 64))
+    spec = {**PLAIN, "input": [48, 48, 3]}
+    (tmp_path / "plain.yaml").write_text(yaml.safe_dump(spec))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    script = os.path.join(os.path.dirname(__file__), "ddp_rank_rates.py")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           script, "train", str(data), "--model", str(tmp_path / "plain.yaml"), "--time-limit", "0.05",
+           "--augment", "none", "--workers", "0", "--cache-dir", str(tmp_path / "cache"),
+           "--out", str(tmp_path / "runs"), "--device", "cpu", "--no-evaluate", "--name", "two"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("auto    ") == 1 and "img_size 64: largest size" in done.stdout
+    cfg = yaml.safe_load((tmp_path / "runs" / "two" / "config.yaml").read_text())
+    assert cfg["img_size"] == 64

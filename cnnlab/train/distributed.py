@@ -118,7 +118,7 @@ class ShardedLoader:
 
     def __len__(self) -> int:
         n = self.loader.num_samples // self.world if self.train else len(self._positions())
-        if self.train and self.loader.drop_last:
+        if self.train and self.loader.drop_last and n > self.batch_size:  # as make_loader's rule, per rank
             return n // self.batch_size
         return math.ceil(n / self.batch_size)
 

@@ -14,7 +14,6 @@ made here, from the data:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import statistics
 from dataclasses import dataclass
@@ -199,9 +198,7 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
                          base_size=base.input[0], scheduler=cfg.scheduler, rate_at=rate_at, recipes=recipes)
     picked = choice.values.get("recipe")
     if picked:  # the recipe's options under the user's, then the chooser for what is still open
-        from cnnlab.train.recipes import recipe_options
-
-        from cnnlab.train.recipes import get_recipe
+        from cnnlab.train.recipes import get_recipe, recipe_options
 
         cfg = TrainConfig(**recipe_options(picked, {k: getattr(cfg, k) for k in cfg.model_fields_set}))
         cfg._from_recipe = frozenset(get_recipe(picked).options) - given
@@ -320,8 +317,10 @@ def init_from_data(model: nn.Module, loader, normalization, limit: int = 5000) -
 def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
     """Discover the data (unless ``index`` is given), decode it, build model and loaders.
 
-    Under torchrun, each process builds its own, on its device, with its shard of the data
-    (the main process first, so that the others find the decode cache filled).
+    Under torchrun, each process builds its own, on its device, with its shard of the data.
+    The main process builds first: it fills the decode cache and makes the automatic
+    choices (some come from timed steps, which differ between processes); the others then
+    build with its resolved config, so every process trains the same model the same way.
     """
     from cnnlab.train import distributed
 
@@ -330,12 +329,15 @@ def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
         return _build(cfg, index, verbose)
     cfg = cfg.model_copy(update={"device": str(device)})
     rank, world = distributed.rank(), distributed.world_size()
-    if rank != 0:
-        distributed.barrier()  # let the main process fill the decode cache first
-    setup = _build(cfg, index, verbose and rank == 0, shard=(rank, world))
     if rank == 0:
+        setup = _build(cfg, index, verbose, shard=(rank, world))
         distributed.barrier()
-    return setup
+        distributed.broadcast(setup.cfg.model_dump())
+        return setup
+    distributed.barrier()  # the main process has filled the decode cache and chosen
+    resolved = distributed.broadcast(None)
+    cfg = TrainConfig(**{**resolved, "device": cfg.device})
+    return _build(cfg, index, False, shard=(rank, world))
 
 
 def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None = None) -> Setup:
