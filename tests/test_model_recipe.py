@@ -142,3 +142,18 @@ def test_airbench_preset_shapes_and_counts():
     assert sum(r.trainable for r in bns) == 64 * 2 + 256 * 4  # only the betas learn
     assert s.non_trainable_params == 2 * 2 * 3 * 24 + 2 * (64 * 2 + 256 * 4)
     assert s.layers[-3].params == 256 * 10
+
+
+def test_airbench_small_is_airbench_at_half_the_width():
+    s = summary("airbench_small")
+    assert [r.output_shape for r in s.layers if r.type == "MaxPooling2D"] == [(15, 15, 32), (7, 7, 128),
+                                                                               (3, 3, 128), (1, 1, 128)]
+    convs = [r.params for r in s.layers if r.type == "Conv2D"]
+    assert convs == [3 * 3 * 24 * 32, 3 * 3 * 32 * 32, 3 * 3 * 32 * 128] + [3 * 3 * 128 * 128] * 3
+    assert s.non_trainable_params == 2 * 2 * 3 * 24 + 2 * (32 * 2 + 128 * 4)
+    # multiply-adds per 32x32 image, by hand: each conv's output pixels x 3*3*Cin*Cout, plus the stem
+    macs = (31 * 31 * 2 * 2 * 3 * 24 + 31 * 31 * 9 * 24 * 32 + 15 * 15 * 9 * 32 * 32 + 15 * 15 * 9 * 32 * 128
+            + 7 * 7 * 9 * 128 * 128 * 2 + 3 * 3 * 9 * 128 * 128 + 128 * 10)
+    full = summary("airbench")
+    assert s.total_macs == macs and 3.4 < full.total_macs / s.total_macs < 3.7
+    assert [r.type for r in s.layers] == [r.type for r in full.layers]
