@@ -6,9 +6,9 @@ activations of each layer, their gradients, the optimizer's temporaries (the lec
 block that large with ``mmap`` and hands it back with ``munmap`` when it is freed, so
 the next step maps it afresh and the kernel zeroes every page again on first touch:
 millions of page faults a minute. Measured on a 2-core AMD EPYC (benchmarks/RESULTS.md,
-"allocator"): the bare torch step of ``seed`` at 64 px, batch 32, ran at 337 img/s
-with glibc's defaults and 482 img/s with the settings below (1.2M minor page faults
-fell to 0.16M for the same 30 steps).
+issue 11 on a 2-core AMD EPYC): the bare torch step of ``seed`` at 64 px, batch 32, ran at
+337 img/s with glibc's defaults and 482 img/s with the settings below (the benchmark's
+minor page faults fell from 1.2M to 0.16M).
 
 PyTorch's CPU performance guides suggest the same cure by another road: preload
 jemalloc or tcmalloc (Intel, "PyTorch CPU performance tuning guide"). cnnlab needs no
