@@ -264,9 +264,8 @@ def scale_recipe(recipe, n_train: int, minutes: float, rate_of: Callable[[str], 
             out.set("batch_size", batch, f"{epochs:.1f} epochs of {n_train:,} images: about {steps:,.0f} steps "
                                          f"at this batch (the recipe wants >= {recipe.min_steps})")
             if "lr" in open_keys and recipe.lr_batch:
-                lr = recipe.options["lr"] * batch / recipe.lr_batch
-                out.set("lr", round(lr, 6), f"the recipe's lr per image ({recipe.options['lr']:g} at "
-                                            f"{recipe.lr_batch})")
+                why = f"the recipe's lr per image ({recipe.options['lr']:g} at {recipe.lr_batch})"
+                out.set("lr", round(recipe.lr_at(batch), 6), why)
     return out
 
 

@@ -38,6 +38,10 @@ class Recipe:
     min_steps: int = 0
     min_batch: int = 256
 
+    def lr_at(self, batch: int) -> float:
+        """The recipe's lr at another batch size: the same lr per image (``lr_batch``)."""
+        return self.options["lr"] * batch / self.lr_batch if self.lr_batch else self.options["lr"]
+
     def describe(self) -> str:
         lines = [f"{self.name}: {self.summary}", f"  for: {self.suits}"]
         lines += [f"  {k}: {v}" for k, v in self.options.items()]
@@ -114,7 +118,7 @@ def recipe_options(name: str, given: dict[str, Any]) -> dict[str, Any]:
         options.update(recipe.time_limit_options)
     given = {k: v for k, v in given.items() if v is not None}
     if recipe.lr_batch and "batch_size" in given and "lr" not in given and "lr" in options:
-        options["lr"] = options["lr"] * given["batch_size"] / recipe.lr_batch
+        options["lr"] = recipe.lr_at(given["batch_size"])
     options.update(given)
     options["recipe"] = name
     return options
