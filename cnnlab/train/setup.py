@@ -212,10 +212,9 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
                                      {"recipe": choice.reasons["recipe"], **rest.reasons})
         choice = rest
     if cfg.time_limit and cfg.recipe:  # the recipe's model and batch for this budget on this machine
-        scaled = _scale_recipe(cfg, facts.n_train, channels)
+        scaled = _scale_recipe(cfg, facts.n_train, len(index.classes), channels)
         for key, value in scaled.values.items():
             choice.set(key, value, scaled.reasons[key])
-        choice.facts = choice.facts or scaled.facts
     values = {k: v for k, v in choice.values.items() if k in TrainConfig.model_fields}
     # what neither the user nor the chooser set: the plain defaults, so config.yaml has them all
     values.update({k: v for k, v in auto.FALLBACKS.items() if getattr(cfg, k) is None and k not in values})
@@ -224,7 +223,7 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
     return cfg.model_copy(update={**values, **({"auto": choice.to_dict()} if choice.values else {})})
 
 
-def _scale_recipe(cfg: TrainConfig, n_train: int, channels: int):
+def _scale_recipe(cfg: TrainConfig, n_train: int, classes: int, channels: int):
     """:func:`cnnlab.train.auto.scale_recipe` for ``cfg``: the models' speeds measured here.
 
     Only the options the recipe filled in may change (``TrainConfig._from_recipe``): what the
@@ -238,13 +237,11 @@ def _scale_recipe(cfg: TrainConfig, n_train: int, channels: int):
     size = cfg.img_size if isinstance(cfg.img_size, int) else recipe.options.get("img_size", 32)
 
     def rate_of(name: str) -> float:
-        model = build_model(name, input=(size, size, channels), classes=10, seed=cfg.seed)
+        model = build_model(name, input=(size, size, channels), classes=classes, seed=cfg.seed)
         device, precision, cl = choose_device(cfg, model)
         return _step_rate(model, device, precision, cl, size, channels, batch=64)
 
-    out = auto.scale_recipe(recipe, n_train, cfg.time_limit, rate_of, open_keys)
-    out.facts = f"{n_train:,} training images; --time-limit {cfg.time_limit:g} min on {_device_type(cfg)}"
-    return out
+    return auto.scale_recipe(recipe, n_train, cfg.time_limit, rate_of, open_keys)
 
 
 def _recipe_names() -> tuple[str, ...]:
