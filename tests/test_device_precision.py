@@ -122,3 +122,20 @@ def test_fast_optimizer_matches_the_plain_one():
                 opt.step()
         for p, q in zip(a.parameters(), b.parameters()):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_the_run_says_why_auto_chose_its_precision(monkeypatch):
+    """choose_device hands on measure_precision's reason (timings chosen by hand), only for auto."""
+    from cnnlab.train import setup as st
+    from cnnlab.train.config import make_config
+
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "amx_tile"}))
+    monkeypatch.setattr(st, "time_steps_quick", lambda model, x, y, variants: {
+        f"{p}{'+cl' if cl else ''}": {"fp32": 100, "fp32+cl": 125, "bf16": 200, "bf16+cl": 375}[
+            f"{p}{'+cl' if cl else ''}"] for p, cl in variants})
+    model = build_model("seed", input=(64, 64, 3), classes=2)  # 7.3M MACs: above the bf16 floor
+    device, precision, cl, why = st.choose_device(make_config(data="x", device="cpu"), model, sample=(64, 64, 3))
+    assert (device.type, precision, cl) == ("cpu", "bf16", True)
+    assert "3.00x the fastest fp32" in why  # 375 / 125
+    *_, why = st.choose_device(make_config(data="x", device="cpu", precision="fp32"), model, sample=(64, 64, 3))
+    assert why == ""  # asked for: nothing to explain

@@ -68,7 +68,7 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
 
 
 def describe(setup) -> str:
-    """Two lines on what is about to be trained (a third names the recipe)."""
+    """What is about to be trained: the data, the model (and why its precision), the recipe."""
     n_params = sum(p.numel() for p in setup.model.parameters())
     val = setup.val_loader.num_samples if setup.val_loader is not None else 0
     splits = f"{setup.train_loader.num_samples:,} train / {val:,} val"
@@ -80,6 +80,7 @@ def describe(setup) -> str:
             f"model   {setup.spec.name} ({n_params:,} parameters) on {setup.device} {setup.precision}, "
             f"{cfg.optimizer} lr {setup.hparams['lr']:g} {cfg.scheduler}, batch {cfg.batch_size}, "
             f"{cfg.epochs} epochs" + (f" or {cfg.time_limit:g} min" if cfg.time_limit else "")
+            + (f"\n        precision: {setup.precision_why}" if setup.precision_why else "")
             + (f"\nrecipe  {cfg.recipe}: augment {cfg.augment}, label smoothing {cfg.label_smoothing:g}, "
                f"weight averaging {cfg.weight_averaging}, test TTA {cfg.tta}" if cfg.recipe else ""))
 

@@ -48,6 +48,7 @@ class Setup:
     channels_last: bool
     hparams: dict[str, Any]  # lr, weight_decay, warmup, step_size as used
     val_subset: Any | None = None  # a fixed part of the validation set, validated each epoch but the last
+    precision_why: str = ""  # why --precision auto chose what it did ("" when it was given)
 
     def meta(self) -> dict[str, Any]:
         """What every weights file carries, so it can be used without the run folder."""
@@ -138,8 +139,8 @@ def choose_input(cfg: TrainConfig, spec_input: tuple[int, int, int], items,
 
 
 def choose_device(cfg: TrainConfig, model: nn.Module | None = None,
-                  sample: tuple[int, int, int] | None = None) -> tuple[torch.device, str, bool]:
-    """(device, precision, channels_last) for the config's auto values (see cnnlab.device).
+                  sample: tuple[int, int, int] | None = None) -> tuple[torch.device, str, bool, str]:
+    """(device, precision, channels_last, why) for the config's auto values (see cnnlab.device).
 
     With ``sample`` (height, width, channels), a CPU whose bf16 the rule would use times the
     model's own training step both ways first (:func:`cnnlab.device.measure_precision`, a
@@ -149,15 +150,15 @@ def choose_device(cfg: TrainConfig, model: nn.Module | None = None,
     from cnnlab.device import choose_precision, measure_precision, pick_device
 
     device = pick_device(cfg.device)
-    precision, channels_last, _ = choose_precision(cfg.precision, device, model, cfg.channels_last)
+    precision, channels_last, why = choose_precision(cfg.precision, device, model, cfg.channels_last)
     if cfg.precision == "auto" and device.type == "cpu" and precision == "bf16" and sample is not None:
         h, w, c = sample
         g = torch.Generator().manual_seed(0)
         x = torch.rand(8, c, h, w, generator=g)
         y = torch.arange(8) % max(getattr(model, "num_outputs", 2), 2)
         choice = measure_precision(model, x, y, device, channels_last=cfg.channels_last, timer=time_steps_quick)
-        precision, channels_last = choice.precision, choice.channels_last
-    return device, precision, channels_last
+        precision, channels_last, why = choice.precision, choice.channels_last, choice.reason
+    return device, precision, channels_last, why if cfg.precision == "auto" else ""
 
 
 def time_steps_quick(model, x, y, variants):
@@ -191,7 +192,7 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
     if cfg.time_limit and cfg.img_size is None and median is not None:
         s0 = min(base.input[0], min(median))
         model = build_model(base, input=(s0, s0, channels), classes=len(index.classes), seed=cfg.seed)
-        device, precision, cl = choose_device(cfg, model)
+        device, precision, cl, _ = choose_device(cfg, model)
         rate_at = auto.measured_rate(_step_rate(model, device, precision, cl, s0, channels), s0)
     recipes = _recipe_names()
     choice = auto.choose(facts, given, time_limit=cfg.time_limit, device_type=_device_type(cfg),
@@ -238,7 +239,7 @@ def _scale_recipe(cfg: TrainConfig, n_train: int, classes: int, channels: int):
 
     def rate_of(name: str) -> float:
         model = build_model(name, input=(size, size, channels), classes=classes, seed=cfg.seed)
-        device, precision, cl = choose_device(cfg, model)
+        device, precision, cl, _ = choose_device(cfg, model)
         return _step_rate(model, device, precision, cl, size, channels, batch=64)
 
     return auto.scale_recipe(recipe, n_train, cfg.time_limit, rate_of, open_keys)
@@ -364,7 +365,7 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
         from cnnlab.io.models import init_weights
 
         init_weights(model, cfg.init_weights, verbose=verbose)
-    device, precision, channels_last = choose_device(cfg, model, sample=(*size, channels))
+    device, precision, channels_last, precision_why = choose_device(cfg, model, sample=(*size, channels))
 
     workers = cfg.workers if cfg.workers is not None else (os.cpu_count() or 1)
     common = dict(size=size, channels=channels, resize=cfg.resize, seed=cfg.seed, workers=workers,
@@ -399,4 +400,4 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
             val_subset = ShardedLoader(val_subset, *shard, train=False)
     return Setup(cfg, index, size, channels, model.spec, model, train_loader, val_loader, normalization,
                  None if augment.is_identity else Augmenter(augment), device, precision, channels_last,
-                 resolved_defaults(cfg), val_subset)
+                 resolved_defaults(cfg), val_subset, precision_why)
