@@ -125,17 +125,25 @@ def test_fast_optimizer_matches_the_plain_one():
 
 
 def test_the_run_says_why_auto_chose_its_precision(monkeypatch):
-    """choose_device hands on measure_precision's reason (timings chosen by hand), only for auto."""
+    """choose_device times at the run's batch and hands on measure_precision's reason, only for auto."""
     from cnnlab.train import setup as st
     from cnnlab.train.config import make_config
 
     monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "amx_tile"}))
-    monkeypatch.setattr(st, "time_steps_quick", lambda model, x, y, variants: {
-        f"{p}{'+cl' if cl else ''}": {"fp32": 100, "fp32+cl": 125, "bf16": 200, "bf16+cl": 375}[
-            f"{p}{'+cl' if cl else ''}"] for p, cl in variants})
+    batches = []
+
+    def timer(model, x, y, variants):
+        batches.append(len(x))
+        rates = {"fp32": 100, "fp32+cl": 125, "bf16": 200, "bf16+cl": 375}
+        return {f"{p}{'+cl' if cl else ''}": rates[f"{p}{'+cl' if cl else ''}"] for p, cl in variants}
+
+    monkeypatch.setattr(st, "time_steps_quick", timer)
     model = build_model("seed", input=(64, 64, 3), classes=2)  # 7.3M MACs: above the bf16 floor
-    device, precision, cl, why = st.choose_device(make_config(data="x", device="cpu"), model, sample=(64, 64, 3))
+    device, precision, cl, why = st.choose_device(make_config(data="x", device="cpu", batch_size=64), model,
+                                                  sample=(64, 64, 3))
     assert (device.type, precision, cl) == ("cpu", "bf16", True)
     assert "3.00x the fastest fp32" in why  # 375 / 125
+    st.choose_device(make_config(data="x", device="cpu", batch_size=16), model, sample=(64, 64, 3))
+    assert batches == [32, 16]  # timed at the run's batch, at most 32 (which is faster depends on it)
     *_, why = st.choose_device(make_config(data="x", device="cpu", precision="fp32"), model, sample=(64, 64, 3))
     assert why == ""  # asked for: nothing to explain
