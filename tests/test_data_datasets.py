@@ -169,3 +169,29 @@ def test_a_damaged_split_file_is_named(tmp_path):
         Run(tmp_path / "run").split()
     (tmp_path / "run" / "split.json").unlink()
     assert Run(tmp_path / "run").split() == {} and Run(tmp_path / "run").index() is None
+
+
+def test_linked_images_are_listed_by_their_real_path(tmp_path):
+    """A class folder of links (as a subset made with ``ln -s``): each image is named by the
+    file it points to, as ``os.path.realpath`` resolves it, through chains of links, relative
+    targets with ``..`` and linked folders; a loop keeps its own name (it is reported later)."""
+    store = tmp_path / "store"
+    real = [_png(store / f"{i}.png", value=i) for i in range(3)]
+    (tmp_path / "alias").symlink_to("store", target_is_directory=True)
+    cat, dog = tmp_path / "d" / "cat", tmp_path / "d" / "dog"
+    cat.mkdir(parents=True)
+    dog.mkdir()
+    (cat / "a.png").symlink_to(real[0])                      # absolute target
+    (cat / "b.png").symlink_to("../../alias/1.png")          # relative, through a linked folder
+    (cat / "c.png").symlink_to("b.png")                      # a chain of two links
+    (dog / "d.png").symlink_to(tmp_path / "alias" / "2.png")
+    _png(dog / "e.png", value=9)                             # a plain file
+    (dog / "loop.png").symlink_to("loop.png")
+
+    idx = discover(tmp_path / "d", val_split=0.0)
+    got = sorted(idx.splits["train"])
+    expected = sorted([(os.path.realpath(cat / n), 0) for n in ("a.png", "b.png", "c.png")]
+                      + [(os.path.realpath(dog / "d.png"), 1), (os.path.realpath(dog / "e.png"), 1),
+                         (str(dog / "loop.png"), 1)])
+    assert got == expected
+    assert [p for p, _ in got if p.startswith(str(store))] == [str(real[0]), str(real[1]), str(real[1]), str(real[2])]
