@@ -183,3 +183,28 @@ def test_the_console_command(ws, argv, fragment):
     r = subprocess.run([str(exe), *argv], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and fragment in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and r.stdout == ""
+
+
+EXIT_PROBE = """
+import atexit, gc, sys
+from cnnlab.cli import main
+if sys.argv[1] == "program":
+    sys.argv = ["cnnlab", "models"]  # as the console script sees it
+    code = main()
+else:
+    code = main(["models"])
+atexit._run_exitfuncs()  # what the interpreter runs first at exit
+print(code, gc.get_freeze_count())
+"""
+
+
+@pytest.mark.parametrize("how", ["program", "python call"])
+def test_the_program_leaves_its_objects_to_the_os_at_exit(how):
+    """The `cnnlab` program freezes the garbage collector at exit (Python's last collections
+    over torch's objects took a second of every command); main(argv) called from Python code,
+    a notebook or a test, leaves the interpreter's exit as it is."""
+    r = subprocess.run([sys.executable, "-c", EXIT_PROBE, how], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    code, frozen = r.stdout.split()[-2:]
+    assert code == "0"
+    assert (int(frozen) > 10_000) if how == "program" else (frozen == "0")
