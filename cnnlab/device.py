@@ -139,6 +139,53 @@ class PrecisionChoice:
     timings: dict[str, float]  # "fp32", "fp32+cl", "bf16", "bf16+cl" -> images per second
 
 
+def _proc_stat_busy() -> tuple[float, float] | None:
+    """(busy, all) CPU seconds of the whole machine since boot, from Linux's /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already inside user
+    return (total - idle) / tick, total / tick
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+class CpuContention:
+    """``with CpuContention() as c: ...``; then ``c.share``: the part of the machine's CPU
+    time that *other* processes used while the block ran (0.0 quiet, 0.5 = one of two
+    cores busy elsewhere), or None where it cannot be read (not Linux).
+
+    A timed probe of a few training steps (the precision and image-size choices) measures
+    whatever the machine gives it; this says when another program took part of it, so the
+    run can say its choices may be low. The machine's counters (/proc/stat) minus this
+    process's own CPU time, over the wall time of the block times the cores.
+    """
+
+    def __init__(self, machine: Callable[[], tuple[float, float] | None] | None = None,
+                 own: Callable[[], float] | None = None):
+        self._machine = machine or (lambda: _proc_stat_busy())
+        self._own = own or (lambda: _own_cpu_seconds())
+        self.share: float | None = None
+
+    def __enter__(self) -> "CpuContention":
+        self._m0, self._o0 = self._machine(), self._own()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        m1, o1 = self._machine(), self._own()
+        if self._m0 is None or m1 is None or m1[1] <= self._m0[1]:
+            return
+        busy, total = m1[0] - self._m0[0], m1[1] - self._m0[1]
+        self.share = min(1.0, max(0.0, (busy - (o1 - self._o0)) / total))
+
+
 def time_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, variants: list[tuple[str, bool]],
                steps: int = 3, warmup: int = 1, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Images/s of a training step (forward, loss, backward, AdamW) in each (precision, channels_last).

@@ -7,6 +7,12 @@ compared bit for bit before and after timing).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
+import pytest
 import torch
 
 import cnnlab.device as dev
@@ -147,3 +153,35 @@ def test_the_run_says_why_auto_chose_its_precision(monkeypatch):
     assert batches == [32, 16]  # timed at the run's batch, at most 32 (which is faster depends on it)
     *_, why = st.choose_device(make_config(data="x", device="cpu", precision="fp32"), model, sample=(64, 64, 3))
     assert why == ""  # asked for: nothing to explain
+
+
+def test_contention_counts_only_what_other_programs_used():
+    """share = (machine busy - own CPU) / machine total over the block; None when unreadable."""
+    readings = iter([(50.0, 200.0), (51.5, 202.0)])  # 1.5 of 2.0 CPU-seconds busy
+    own = iter([3.0, 3.5])  # of which this process used 0.5
+    with dev.CpuContention(machine=lambda: next(readings), own=lambda: next(own)) as c:
+        pass
+    assert c.share == pytest.approx(0.5)
+    with dev.CpuContention(machine=lambda: None, own=lambda: 0.0) as c:
+        pass
+    assert c.share is None
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="Linux only (the CI machine is Linux)")
+def test_contention_sees_a_busy_neighbour_and_not_itself():
+    cores = os.cpu_count() or 1
+    burn = "import time\nt = time.time()\nwhile time.time() - t < 2.5: pass"
+    with dev.CpuContention() as own:  # this process busy, nothing else (a quiet machine)
+        t = time.time()
+        while time.time() - t < 0.5:
+            pass
+    neighbours = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(cores)]
+    try:
+        time.sleep(0.5)  # let them start
+        with dev.CpuContention() as other:
+            time.sleep(1.0)
+    finally:
+        for p in neighbours:
+            p.wait()
+    assert other.share > 0.6  # every core burning elsewhere
+    assert own.share < 0.25

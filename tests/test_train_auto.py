@@ -269,3 +269,31 @@ def test_a_slow_machine_trains_the_recipes_smaller_model_with_a_smaller_batch():
     # 8 min: airbench_small fits 3.8 epochs -> 185 steps at 1024, 370 at 512, 740 at 256.
     out = scale_recipe(airbench, 50_000, 8, rates.__getitem__, {"model", "batch_size", "lr"})
     assert out.values == {"model": "airbench_small", "batch_size": 256, "lr": 0.375}
+
+
+def test_a_run_timed_on_a_busy_machine_says_so(image_folder, tmp_path, monkeypatch, capsys, one_thread):
+    """The machine's CPU counters (faked: every second of the probe busy elsewhere, or none)
+    decide whether the run warns that its timed choices may be low."""
+    import cnnlab
+    import cnnlab.device as dev
+
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    monkeypatch.setattr(dev, "MIN_BF16_MACS", 0)
+    monkeypatch.setattr(dev, "time_steps", lambda model, x, y, variants, **kw: {
+        f"{p}{'+cl' if cl else ''}": 100.0 for p, cl in variants})
+    for busy, name in ((True, "busy"), (False, "quiet")):
+        clock = {"t": 1000.0}
+
+        def machine(busy=busy):  # (busy, all) CPU seconds since boot: 2 cores, 1 s per reading
+            clock["t"] += 2.0
+            return (clock["t"] if busy else 0.0, clock["t"])
+
+        monkeypatch.setattr(dev, "_proc_stat_busy", machine)
+        cnnlab.train(image_folder, model=TINY, epochs=1, evaluate=False, device="cpu", name=name,
+                     out=str(tmp_path / "runs"))
+        printed = capsys.readouterr().out
+        line = [ln for ln in printed.splitlines() if "busy:" in ln]
+        if busy:  # 2 s of the machine's per 2 s, less this process's own CPU time
+            assert len(line) == 1 and "other programs used" in line[0] and "--img-size" in line[0], printed
+        else:
+            assert line == [], printed

@@ -81,6 +81,7 @@ def describe(setup) -> str:
             f"{cfg.optimizer} lr {setup.hparams['lr']:g} {cfg.scheduler}, batch {cfg.batch_size}, "
             f"{cfg.epochs} epochs" + (f" or {cfg.time_limit:g} min" if cfg.time_limit else "")
             + (f"\n        precision: {setup.precision_why}" if setup.precision_why else "")
+            + (f"\n        busy: {setup.busy_note}" if setup.busy_note else "")
             + (f"\nrecipe  {cfg.recipe}: augment {cfg.augment}, label smoothing {cfg.label_smoothing:g}, "
                f"weight averaging {cfg.weight_averaging}, test TTA {cfg.tta}" if cfg.recipe else ""))
 

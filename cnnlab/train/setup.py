@@ -49,6 +49,7 @@ class Setup:
     hparams: dict[str, Any]  # lr, weight_decay, warmup, step_size as used
     val_subset: Any | None = None  # a fixed part of the validation set, validated each epoch but the last
     precision_why: str = ""  # why --precision auto chose what it did ("" when it was given)
+    busy_note: str = ""  # set when other programs took the CPU while the choices were timed
 
     def meta(self) -> dict[str, Any]:
         """What every weights file carries, so it can be used without the run folder."""
@@ -139,6 +140,30 @@ def choose_input(cfg: TrainConfig, spec_input: tuple[int, int, int], items,
 
 
 PROBE_BATCH = 32  # images per timed step when --precision auto times bf16 against fp32
+BUSY_SHARE = 0.25  # other programs' share of the CPU above which the run says its timings may be low
+_probe_busy: list[float] = []  # other programs' share of the CPU during each timed probe of this build
+
+
+def _timed(timer, *args, **kwargs):
+    """``timer(*args, **kwargs)``, noting how much of the CPU other programs took meanwhile."""
+    from cnnlab.device import CpuContention
+
+    with CpuContention() as contention:
+        out = timer(*args, **kwargs)
+    if contention.share is not None:
+        _probe_busy.append(contention.share)
+    return out
+
+
+def busy_note() -> str:
+    """A line for the run's output when other programs took part of the CPU while this build
+    timed its steps (the precision, image-size and model choices rest on those timings)."""
+    share = max(_probe_busy, default=0.0)
+    if share <= BUSY_SHARE:
+        return ""
+    return (f"other programs used {share:.0%} of the CPU while cnnlab timed its steps, so the speeds "
+            f"above may be low and the choices smaller than a quiet machine gets (--img-size, "
+            f"--model, --precision fix them)")
 
 
 def choose_device(cfg: TrainConfig, model: nn.Module | None = None,
@@ -171,7 +196,7 @@ def time_steps_quick(model, x, y, variants):
     """Two timed steps of each variant after one warm-up (cnnlab.device.time_steps)."""
     from cnnlab.device import time_steps
 
-    return time_steps(model, x, y, variants, steps=2, warmup=1)
+    return _timed(time_steps, model, x, y, variants, steps=2, warmup=1)
 
 
 def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, channels: int,
@@ -274,7 +299,7 @@ def _step_rate(model: nn.Module, device: torch.device, precision: str, channels_
     x = torch.rand(batch, channels, size, size, generator=g).to(device)
     classes = max(model.num_outputs, 2)
     y = (torch.arange(batch) % classes).to(device)
-    rates = time_steps(model, x, y, [(precision, channels_last)], steps=2)
+    rates = _timed(time_steps, model, x, y, [(precision, channels_last)], steps=2)
     return next(iter(rates.values()))
 
 
@@ -353,6 +378,7 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
     from cnnlab.model.spec import load_spec
 
     index_given = index is not None
+    _probe_busy.clear()
     if index is None:
         if not cfg.data:
             raise CnnlabError("no data given: cnnlab train DATA (a folder of class sub-folders)")
@@ -406,4 +432,4 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
             val_subset = ShardedLoader(val_subset, *shard, train=False)
     return Setup(cfg, index, size, channels, model.spec, model, train_loader, val_loader, normalization,
                  None if augment.is_identity else Augmenter(augment), device, precision, channels_last,
-                 resolved_defaults(cfg), val_subset, precision_why)
+                 resolved_defaults(cfg), val_subset, precision_why, busy_note())
