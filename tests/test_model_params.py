@@ -131,7 +131,8 @@ def test_residual_block_identity_and_projection():
     assert torch_count(cnnlab.build_model(model_spec)) == s.total_params
 
 
-@pytest.mark.parametrize("preset", ["seed", "tinyvgg", "vgg_bn", "resnet_small", "airbench", "airbench_small"])
+@pytest.mark.parametrize("preset", ["seed", "tinyvgg", "vgg_bn", "resnet_small", "airbench", "airbench_medium",
+                                    "airbench_small"])
 def test_presets_summary_equals_torch_and_forward_shapes(preset):
     model = cnnlab.build_model(preset, classes=4).eval()
     s = summary(model)

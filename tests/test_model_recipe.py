@@ -157,3 +157,17 @@ def test_airbench_small_is_airbench_at_half_the_width():
     full = summary("airbench")
     assert s.total_macs == macs and 3.4 < full.total_macs / s.total_macs < 3.7
     assert [r.type for r in s.layers] == [r.type for r in full.layers]
+
+
+def test_airbench_medium_is_airbench_at_three_quarters_of_the_width():
+    s = summary("airbench_medium")
+    assert [r.output_shape for r in s.layers if r.type == "MaxPooling2D"] == [(15, 15, 48), (7, 7, 192),
+                                                                               (3, 3, 192), (1, 1, 192)]
+    convs = [r.params for r in s.layers if r.type == "Conv2D"]
+    assert convs == [3 * 3 * 24 * 48, 3 * 3 * 48 * 48, 3 * 3 * 48 * 192] + [3 * 3 * 192 * 192] * 3
+    assert s.non_trainable_params == 2 * 2 * 3 * 24 + 2 * (48 * 2 + 192 * 4)
+    macs = (31 * 31 * 2 * 2 * 3 * 24 + 31 * 31 * 9 * 24 * 48 + 15 * 15 * 9 * 48 * 48 + 15 * 15 * 9 * 48 * 192
+            + 7 * 7 * 9 * 192 * 192 * 2 + 3 * 3 * 9 * 192 * 192 + 192 * 10)
+    full = summary("airbench")
+    assert s.total_macs == macs == 69_070_368 and 0.58 < s.total_macs / full.total_macs < 0.59
+    assert [r.type for r in s.layers] == [r.type for r in full.layers]

@@ -246,14 +246,15 @@ def test_a_slow_machine_trains_the_recipes_smaller_model_with_a_smaller_batch():
     """airbench under --time-limit 15 on 50,000 images: by hand, epochs = 0.85 x 900 s x rate / 50,000.
 
     At 159 img/s (measured: the full net on a 2-core EPYC) 2.4 epochs fit, fewer than the 8 it
-    wants: airbench_small at 464 img/s fits 7.1 (the smallest, so it trains anyway). 7.1 epochs
-    of 50,000 are 347 steps at 1024 (< 400) and 693 at 512: batch 512, lr 1.5 x 512/1024 = 0.75.
+    wants; airbench_medium at 270 img/s fits 4.1, also too few; airbench_small at 464 img/s
+    fits 7.1 (the smallest, so it trains anyway). 7.1 epochs of 50,000 are 347 steps at 1024
+    (< 400) and 693 at 512: batch 512, lr 1.5 x 512/1024 = 0.75.
     """
     from cnnlab.train.auto import scale_recipe
     from cnnlab.train.recipes import get_recipe
 
     airbench = get_recipe("airbench")
-    rates = {"airbench": 159.0, "airbench_small": 464.0}
+    rates = {"airbench": 159.0, "airbench_medium": 270.0, "airbench_small": 464.0}
     out = scale_recipe(airbench, 50_000, 15, rates.__getitem__, {"model", "batch_size", "lr"})
     assert out.values == {"model": "airbench_small", "batch_size": 512, "lr": 0.75}
     assert "airbench fits only 2.4 epochs in 15 min (159 img/s measured)" in out.reasons["model"]
@@ -269,6 +270,46 @@ def test_a_slow_machine_trains_the_recipes_smaller_model_with_a_smaller_batch():
     # 8 min: airbench_small fits 3.8 epochs -> 185 steps at 1024, 370 at 512, 740 at 256.
     out = scale_recipe(airbench, 50_000, 8, rates.__getitem__, {"model", "batch_size", "lr"})
     assert out.values == {"model": "airbench_small", "batch_size": 256, "lr": 0.375}
+
+
+def test_a_middling_machine_trains_the_widest_model_that_fits_the_epochs():
+    """The rates measured on a 2-core Zen 4 with AVX512-BF16 (batch 256): airbench 730,
+    airbench_medium 1,067, airbench_small 2,080 img/s. By hand, epochs = 0.85 x 60 x minutes x
+    rate / 50,000: in 8 min airbench fits 5.96 (< 8) and airbench_medium 8.71 (>= 8, and 425
+    steps of 1024, >= 400: the batch stays); in 15 min airbench fits 11.2: nothing changes."""
+    from cnnlab.train.auto import scale_recipe
+    from cnnlab.train.recipes import get_recipe
+
+    airbench = get_recipe("airbench")
+    timed: list[str] = []
+    rates = {"airbench": 730.0, "airbench_medium": 1067.0, "airbench_small": 2080.0}
+
+    def rate_of(name):
+        timed.append(name)
+        return rates[name]
+
+    out = scale_recipe(airbench, 50_000, 8, rate_of, {"model", "batch_size", "lr"})
+    assert out.values == {"model": "airbench_medium"}
+    assert "airbench fits only 6.0 epochs in 8 min (730 img/s measured)" in out.reasons["model"]
+    assert "airbench_medium fits them (8.7 epochs at 1,067 img/s)" in out.reasons["model"]
+    assert timed == ["airbench", "airbench_medium"]  # the small one is not timed: not needed
+    timed.clear()
+    assert scale_recipe(airbench, 50_000, 15, rate_of, {"model", "batch_size", "lr"}).values == {}
+    assert timed == ["airbench"]
+
+
+def test_the_users_own_model_is_the_one_timed_for_the_batch():
+    """--recipe airbench --model mine.yaml --time-limit 8: the batch follows mine's speed (here
+    100 img/s: 0.816 epochs, 40 steps at 1024, 80 at 512, 159 at 256: the recipe's smallest
+    batch, lr 0.375), not airbench's (a fast 10,000 img/s would leave the batch alone)."""
+    from cnnlab.train.auto import scale_recipe
+    from cnnlab.train.recipes import get_recipe
+
+    rates = {"airbench": 10_000.0, "mine.yaml": 100.0}
+    out = scale_recipe(get_recipe("airbench"), 50_000, 8, rates.__getitem__, {"batch_size", "lr"},
+                       model="mine.yaml")
+    assert out.values == {"batch_size": 256, "lr": 0.375}
+    assert "0.8 epochs of 50,000 images: about 159 steps" in out.reasons["batch_size"]
 
 
 def test_a_run_timed_on_a_busy_machine_says_so(image_folder, tmp_path, monkeypatch, capsys, one_thread):

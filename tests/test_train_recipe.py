@@ -175,16 +175,20 @@ def test_train_with_the_recipe_end_to_end(split_folder, tmp_path):
 
 
 def test_a_time_limit_on_a_slow_machine_trains_the_smaller_model(split_folder, tmp_path, monkeypatch):
-    """--recipe airbench --time-limit: the speeds measured (here: given, 2 and 100 img/s) pick
-    airbench_small and a batch of 256 (lr 0.375), printed, saved and trained as said."""
+    """--recipe airbench --time-limit: the speeds measured (here: given, 2, 3 and 100 img/s for
+    airbench, airbench_medium and airbench_small) pick airbench_small and a batch of 256
+    (lr 0.375), printed, saved and trained as said; each timed at the run's batch, up to 256."""
     import yaml
 
     import cnnlab
     from cnnlab.train import setup
 
+    batches = []
+
     def fake_rate(model, device, precision, channels_last, size, channels, batch=32):
+        batches.append(batch)
         widths = {m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)}
-        return 2.0 if 256 in widths else 100.0
+        return 2.0 if 256 in widths else 3.0 if 192 in widths else 100.0
 
     monkeypatch.setattr(setup, "_step_rate", fake_rate)
     run = cnnlab.train(split_folder, recipe="airbench", time_limit=0.05, out=str(tmp_path / "runs"),
@@ -193,9 +197,12 @@ def test_a_time_limit_on_a_slow_machine_trains_the_smaller_model(split_folder, t
     assert (cfg["model"], cfg["batch_size"], cfg["lr"]) == ("airbench_small", 256, 0.375)
     why = cfg["auto"]["chosen"]["model"]["why"]
     assert why.startswith("airbench fits only") and "airbench_small is the smallest" in why
+    assert batches[-3:] == [256, 256, 256]  # the recipe's 1024, timed at 256
     spec = yaml.safe_load((run.path / "model.yaml").read_text())
     assert [l["Conv2D"]["filters"] for l in spec["layers"] if "Conv2D" in l] == [32, 32, 128, 128, 128, 128]
-    # A --model of the user's own is theirs: no swap.
+    # A --model of the user's own is theirs: no swap (and with their batch, nothing to time).
+    timed = len(batches)
     run = cnnlab.train(split_folder, recipe="airbench", model="airbench", time_limit=0.05, batch_size=8,
                        out=str(tmp_path / "runs"), evaluate=False, verbose=False)
     assert yaml.safe_load((run.path / "config.yaml").read_text())["model"] == "airbench"
+    assert len(batches) == timed

@@ -225,12 +225,13 @@ def choose(facts: DataFacts, given: set[str] | frozenset[str], *, time_limit: fl
 
 
 def scale_recipe(recipe, n_train: int, minutes: float, rate_of: Callable[[str], float],
-                 open_keys: Iterable[str]) -> AutoChoice:
+                 open_keys: Iterable[str], model: str | None = None) -> AutoChoice:
     """Under ``--time-limit``: the recipe's model and batch that suit the budget on this machine.
 
     ``recipe`` is a :class:`cnnlab.train.recipes.Recipe`; ``rate_of(model)`` the measured
     training images/s of one of its models; ``open_keys`` the options the user left to the
-    recipe (only those are chosen). The model: the recipe's own when at least
+    recipe (only those are chosen); ``model`` the one the run has (the user's, when they gave
+    one: then only the batch may change, from that model's speed). The model: the recipe's own when at least
     ``recipe.min_epochs`` of it fit the budget, else the first of ``recipe.smaller_models``
     that fits them (the smallest when none does). The batch: the recipe's, halved (down to
     ``recipe.min_batch``) while the planned epochs would take fewer than ``recipe.min_steps``
@@ -238,9 +239,11 @@ def scale_recipe(recipe, n_train: int, minutes: float, rate_of: Callable[[str], 
     """
     out = AutoChoice()
     open_keys = set(open_keys)
+    if not open_keys & {"model", "batch_size"}:
+        return out  # all the user's: nothing to time
     models = [recipe.options["model"], *recipe.smaller_models]
-    if "model" not in open_keys or not recipe.smaller_models:
-        models = models[:1]
+    if "model" not in open_keys:
+        models = [model or recipe.options["model"]]
     fits: dict[str, tuple[float, float]] = {}
     for name in models:
         rate = rate_of(name)
@@ -249,7 +252,7 @@ def scale_recipe(recipe, n_train: int, minutes: float, rate_of: Callable[[str], 
             break
     chosen = name
     rate, epochs = fits[chosen]
-    if chosen != recipe.options["model"]:
+    if chosen != models[0]:
         full_rate, full_epochs = fits[models[0]]
         how = "fits them" if epochs >= recipe.min_epochs else "is the smallest"
         out.set("model", chosen, f"{models[0]} fits only {full_epochs:.1f} epochs in {minutes:g} min "

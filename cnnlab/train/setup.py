@@ -268,12 +268,17 @@ def _scale_recipe(cfg: TrainConfig, n_train: int, classes: int, channels: int):
     open_keys = [k for k in ("model", "batch_size", "lr") if k in cfg._from_recipe]
     size = cfg.img_size if isinstance(cfg.img_size, int) else recipe.options.get("img_size", 32)
 
+    # Timed at a batch near the run's (up to 256): at 64 images a step ran 3-17 % slower per
+    # image than at 256, and its timing varied up to 2x between runs, so that a too small
+    # model won (benchmarks/RESULTS.md).
+    batch = min(cfg.batch_size or recipe.options.get("batch_size", 256), 256)
+
     def rate_of(name: str) -> float:
         model = build_model(name, input=(size, size, channels), classes=classes, seed=cfg.seed)
         device, precision, cl, _ = choose_device(cfg, model)
-        return _step_rate(model, device, precision, cl, size, channels, batch=64)
+        return _step_rate(model, device, precision, cl, size, channels, batch=batch)
 
-    return auto.scale_recipe(recipe, n_train, cfg.time_limit, rate_of, open_keys)
+    return auto.scale_recipe(recipe, n_train, cfg.time_limit, rate_of, open_keys, model=cfg.model)
 
 
 def _recipe_names() -> tuple[str, ...]:
