@@ -97,13 +97,13 @@ def main() -> None:
     models = args.models.split(",") if args.models else list(list_presets())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
           f"median of {args.steps} steps, images/s")
-    head = f"{'model':<13} {'px':>4} {'auto':>9} {'torch fp32':>11} {'torch auto':>11} {'cnnlab fp32':>12} " \
+    head = f"{'model':<15} {'px':>4} {'auto':>9} {'torch fp32':>11} {'torch auto':>11} {'cnnlab fp32':>12} " \
            f"{'cnnlab auto':>12} {'auto/fp32':>10} {'cnnlab/torch':>13}"
     print(head)
     for name in models:
         for size in (int(s) for s in args.sizes.split(",")):
             r = bench(name, size, args.batch, args.steps)
-            print(f"{name:<13} {size:>4} {r['auto']:>9} {r['torch fp32']:>11.0f} {r['torch auto']:>11.0f} "
+            print(f"{name:<15} {size:>4} {r['auto']:>9} {r['torch fp32']:>11.0f} {r['torch auto']:>11.0f} "
                   f"{r['cnnlab fp32']:>12.0f} {r['cnnlab auto']:>12.0f} {r['cnnlab auto'] / r['torch fp32']:>9.2f}x "
                   f"{r['cnnlab auto'] / r['torch auto']:>12.2f}x", flush=True)
 

@@ -255,9 +255,11 @@ def scale_recipe(recipe, n_train: int, minutes: float, rate_of: Callable[[str], 
     if chosen != models[0]:
         full_rate, full_epochs = fits[models[0]]
         how = "fits them" if epochs >= recipe.min_epochs else "is the smallest"
+        between = "".join(f"{name} only {fits[name][1]:.1f} ({fits[name][0]:,.0f} img/s); "
+                          for name in models[1:] if name in fits and name != chosen)
         out.set("model", chosen, f"{models[0]} fits only {full_epochs:.1f} epochs in {minutes:g} min "
                                  f"({full_rate:,.0f} img/s measured), fewer than the {recipe.min_epochs:g} it "
-                                 f"wants; {chosen} {how} ({epochs:.1f} epochs at {rate:,.0f} img/s)")
+                                 f"wants; {between}{chosen} {how} ({epochs:.1f} epochs at {rate:,.0f} img/s)")
     if "batch_size" in open_keys and recipe.min_steps:
         batch = recipe.options["batch_size"]
         while batch // 2 >= recipe.min_batch and epochs * n_train / batch < recipe.min_steps:
