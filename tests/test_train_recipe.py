@@ -157,6 +157,33 @@ def test_recipe_options_sit_under_the_users(tmp_path):
         make_config(recipe="airbenh")
 
 
+def test_cnnlab_recipes_shows_what_a_recipe_run_gets(capsys):
+    """`cnnlab recipes` lists each option with the value a `--recipe airbench` config holds
+    (the text as a config file writes it, the JSON exactly), the --time-limit changes and the
+    sources; `cnnlab --help` names the command."""
+    import json
+
+    from cnnlab.cli import main
+    from cnnlab.train.config import make_config
+
+    cfg = make_config(recipe="airbench")
+    assert main(["recipes"]) == 0
+    text = capsys.readouterr().out
+    for key in ("model", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "augment", "tta"):
+        assert f"\n    {key}: {getattr(cfg, key)}\n" in text
+    assert "\n    channels_last: true\n" in text and cfg.channels_last is True
+    assert "epochs: 40 (a cap: the budget decides)" in text
+    assert "the first of airbench, airbench_medium, airbench_small that fits 8 epochs" in text
+    assert "Lookahead" in text and "Jordan 2024" in text
+    assert main(["recipes", "--format", "json"]) == 0
+    (airbench,) = json.loads(capsys.readouterr().out)
+    assert airbench["name"] == "airbench" and airbench["smaller_models"] == ["airbench_medium", "airbench_small"]
+    assert all(airbench["options"][k] == getattr(cfg, k) for k in airbench["options"])
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "recipes   list the training recipes (--recipe)" in capsys.readouterr().out
+
+
 def test_train_with_the_recipe_end_to_end(split_folder, tmp_path):
     """cnnlab.train(recipe=airbench) on drawn images: whitened stem, averaging, TTA evaluation."""
     import json

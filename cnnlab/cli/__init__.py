@@ -18,7 +18,7 @@ from cnnlab import __version__
 from cnnlab.errors import CnnlabError
 
 # The order of `cnnlab --help`; modules not named here come after, alphabetically.
-ORDER = ["demo", "train", "evaluate", "predict", "summary", "models", "layers", "data", "viz",
+ORDER = ["demo", "train", "evaluate", "predict", "summary", "models", "recipes", "layers", "data", "viz",
          "explain", "export", "lr_find", "doctor"]
 
 DESCRIPTION = """\

@@ -14,7 +14,8 @@ examples:
   cnnlab train data/cats --model model.keras --init-weights model.keras   fine-tune your Keras model
   cnnlab train data/leaves --config run.yaml --lr 3e-4     flags override the file
   cnnlab train data/cifar10 --time-limit 10                fit the schedule into 10 minutes
-  cnnlab train data/cifar10 --recipe airbench              ~94 % on CIFAR-10 in about 10 epochs
+  cnnlab train data/cifar10 --recipe airbench              airbench94's recipe: 10 epochs (94 % on
+                                                           lossless CIFAR-10; `cnnlab recipes`)
   cnnlab train --resume runs/flowers-vgg_bn                continue after Ctrl-C or a crash
   cnnlab train --resume                                    the most recent unfinished run
 

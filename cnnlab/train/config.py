@@ -112,7 +112,7 @@ class TrainConfig(BaseModel):
     time_limit: float | None = Field(None, gt=0, description="train for this many minutes; the schedule is "
                                      "fitted to the time")
     recipe: str | None = Field(None, description="a named bundle of options (yours win): airbench -- the fast "
-                               "CIFAR recipe (see cnnlab/train/recipes.py)")
+                               "CIFAR recipe (`cnnlab recipes` shows its options and sources)")
     bias_lr_scale: float = Field(1.0, gt=0, description="batch-norm shifts (and scales) train at this x the "
                                  "lr and are decayed at weight_decay / it; 1: plain rule, no decay on them")
     weight_averaging: Literal["none", "lookahead", "ema"] = Field(
