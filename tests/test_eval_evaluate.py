@@ -148,3 +148,49 @@ def test_cli_table_output(evaluated, capsys):
     for word in ("accuracy", "macro avg", "weighted avg", "hbar", "vbar", "ROC-AUC", str(run / "eval" / "val")):
         assert word in out
     assert (run / "eval" / "val" / "metrics.json").is_file()
+
+
+def test_bf16_inference_agrees_with_the_exact_fp32_forward_pass(trained_run, tmp_path):
+    """precision bf16 (autocast) + channels_last: probabilities within bf16's rounding of the
+    hand-run fp32 model's, the same predicted classes; "run" takes the run's config.yaml;
+    fp32 stays the default and says so."""
+    run = _copy(trained_run, tmp_path)
+    model, meta = load_weights(run / "weights" / "best.safetensors")
+    norm = Normalization.from_dict(meta["normalization"])
+    split = json.loads((run / "split.json").read_text())
+    paths = [p for p, _ in split.get("splits", split)["test"]]
+    x = np.stack([load_image(p, (32, 32), 3) for p in paths])
+    with torch.no_grad():
+        exact = torch.softmax(model(norm.apply(torch.from_numpy(x).permute(0, 3, 1, 2))), 1).numpy()
+
+    def probabilities(m):
+        rows = _rows(Path(m["eval_dir"]) / "predictions.csv")
+        return np.array([[float(r["p_hbar"]), float(r["p_vbar"])] for r in rows])
+
+    fp32 = evaluate_run(run, "test", device="cpu", report=False)
+    assert fp32["inference_precision"] == "fp32"
+    np.testing.assert_allclose(probabilities(fp32), exact, atol=1e-5)
+    bf16 = evaluate_run(run, "test", device="cpu", report=False, precision="bf16")
+    assert bf16["inference_precision"] == "bf16"
+    got = probabilities(bf16)
+    assert not np.array_equal(got, exact)  # it did run in bf16 (8 bits of mantissa)...
+    np.testing.assert_allclose(got, exact, atol=0.03)  # ...and rounds like it
+    assert (got.argmax(1) == exact.argmax(1)).all()
+    cfg = run / "config.yaml"
+    cfg.write_text((cfg.read_text() if cfg.is_file() else "") + "\nprecision: bf16\nchannels_last: true\n")
+    as_run = evaluate_run(run, "test", device="cpu", report=False, precision="run")
+    assert as_run["inference_precision"] == "bf16+channels_last"
+    np.testing.assert_allclose(probabilities(as_run), exact, atol=0.03)
+    with pytest.raises(CnnlabError, match="precision must be one of fp32, bf16, fp16, got 'int8'"):
+        evaluate_run(run, "test", device="cpu", report=False, precision="int8")
+
+
+def test_train_evaluates_its_test_split_in_the_precision_it_trained_in(split_folder, tmp_path):
+    import cnnlab
+    from tinymodels import TINY_BN
+
+    opts = dict(model=TINY_BN, epochs=1, device="cpu", out=str(tmp_path / "runs"), verbose=False)
+    for precision, expected in (("bf16", "bf16+channels_last"), ("fp32", "fp32")):
+        run = cnnlab.train(split_folder, precision=precision, name=precision, **opts)
+        metrics = json.loads((run.path / "eval" / "test" / "metrics.json").read_text())
+        assert metrics["inference_precision"] == expected

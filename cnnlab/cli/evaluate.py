@@ -51,6 +51,9 @@ def register(sub) -> None:
                         "(for small images such as CIFAR's)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "run"], default="fp32",
+                   help="fp32: exact; bf16/fp16: autocast, ~3x faster where the hardware has it; "
+                        "run: as the run trained (what `cnnlab train` evaluates with)")
     p.add_argument("--no-report", action="store_true", help="do not refresh RUN/report.html")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     add_keras_options(p)
@@ -69,7 +72,7 @@ def run(args) -> int:
     run = from_args(args, data_classes=data_classes(args.data) if args.data else None)
     m = evaluate_run(run, args.split, args.weights, args.data, args.tta_mode or args.tta,
                      batch_size=args.batch_size,
-                     device=args.device, report=not args.no_report)
+                     device=args.device, report=not args.no_report, precision=args.precision)
     if args.format == "json":
         print_json(m)
         return 0

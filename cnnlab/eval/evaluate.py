@@ -164,13 +164,16 @@ def evaluate_run(
     batch_size: int = BATCH_SIZE,
     device: str = "auto",
     report: bool = True,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Evaluate a run's model on a split; write ``RUN/eval/<split>/`` and return metrics.json's dict.
 
     ``weights`` is "best", "last" or a .safetensors path; ``data`` a labelled folder (or
     CSV) to evaluate on instead of the run's own split; ``tta`` averages each image with
     its mirror image; ``device`` is auto, cpu, cuda or mps. ``report`` refreshes
-    RUN/report.html afterwards.
+    RUN/report.html afterwards. ``precision``: fp32 (exact, the default), bf16 or fp16
+    (autocast), or ``run``: the precision and memory layout the run trained in (what
+    `cnnlab train` evaluates its test split with: a bf16 run is about 3x faster to evaluate).
     """
     from cnnlab.device import pick_device
     from cnnlab.io.models import is_model_file, open_model
@@ -197,8 +200,13 @@ def evaluate_run(
                           f"{len(classes)} classes")
 
     pre = source.preprocessor() if source else run.preprocessor(meta)
+    channels_last = False
+    if precision == "run":  # as it trained (RUN/config.yaml; fp32 for a model file on its own)
+        trained = run.config if source is None else {}
+        precision = trained.get("precision") if trained.get("precision") in ("bf16", "fp16") else "fp32"
+        channels_last = bool(trained.get("channels_last")) and precision != "fp32"
     probs, ok, errors = predict_files(model, pre, [p for p, _ in items], tta=tta, batch_size=batch_size,
-                                      device=dev)
+                                      device=dev, precision=precision, channels_last=channels_last)
     if not ok:
         i, reason = next(iter(errors.items()))
         hint = "; if the data moved, evaluate on its new place with --data DIR" if data is None else ""
@@ -224,6 +232,7 @@ def evaluate_run(
         "epoch": meta.get("epoch"),
         "tta": tta_mode(tta) != "none",
         "tta_mode": tta_mode(tta),
+        "inference_precision": precision + ("+channels_last" if channels_last else ""),
         **metrics,
         "top_losses": top,
         "unreadable": [{"path": items[i][0], "error": reason} for i, reason in sorted(errors.items())],

@@ -68,6 +68,6 @@ def tta_probabilities(model, x: torch.Tensor, mode: bool | str = "flip") -> torc
     """The weighted mean of ``model.probabilities(model(view(x)))`` over the mode's views."""
     total = None
     for weight, view in views(tta_mode(mode)):
-        p = model.probabilities(model(view(x))).float() * weight
+        p = model.probabilities(model(view(x)).float()) * weight
         total = p if total is None else total + p
     return total

@@ -218,8 +218,11 @@ def _evaluate(run, has_test: bool, device, verbose: bool, tta: str = "none", wei
     from cnnlab.eval.report import write_report
 
     if has_test:  # this also refreshes report.html
-        result = evaluate_run(run, split="test", weights=weights, tta=tta, device=str(device))
+        # in the precision it trained in: fp32 stays exact, bf16 evaluates ~3x faster
+        result = evaluate_run(run, split="test", weights=weights, tta=tta, device=str(device), precision="run")
         how = f"{weights} weights" + (f", TTA {tta}" if tta != "none" else "")
+        if result["inference_precision"] != "fp32":
+            how += f", {result['inference_precision'].split('+')[0]}"
         say(f"test    accuracy {result['accuracy']:.4f} ({how}): {run.eval_dir('test')}", verbose)
     else:
         write_report(run.path)
