@@ -194,3 +194,22 @@ def test_train_evaluates_its_test_split_in_the_precision_it_trained_in(split_fol
         run = cnnlab.train(split_folder, precision=precision, name=precision, **opts)
         metrics = json.loads((run.path / "eval" / "test" / "metrics.json").read_text())
         assert metrics["inference_precision"] == expected
+
+
+def test_predict_takes_the_precision_too(trained_run, tmp_path, capsys):
+    """`cnnlab predict --precision bf16`: the same labels as fp32, confidences within bf16's
+    rounding; `run` on an fp32 run is fp32 itself (bit-identical)."""
+    from cnnlab.eval.predict import predict
+
+    run = _copy(trained_run, tmp_path)
+    folder = run.parent / "probe"
+    make_image_folder(folder, ("hbar", "vbar"), n=4)
+    exact = predict(run, folder, device="cpu")
+    bf16 = predict(run, folder, device="cpu", precision="bf16")
+    assert [r["label"] for r in bf16] == [r["label"] for r in exact]
+    assert [r["confidence"] for r in bf16] == pytest.approx([r["confidence"] for r in exact], abs=0.03)
+    assert [r["confidence"] for r in bf16] != [r["confidence"] for r in exact]
+    cfg = run / "config.yaml"
+    cfg.write_text((cfg.read_text() if cfg.is_file() else "") + "\nprecision: fp32\n")
+    assert predict(run, folder, device="cpu", precision="run") == exact
+    assert main(["predict", str(run), str(folder), "--precision", "bf16", "--out", str(tmp_path / "p.csv")]) == 0

@@ -28,7 +28,7 @@ import numpy as np
 from cnnlab.errors import CnnlabError, DataError
 from cnnlab.eval import plots
 from cnnlab.eval.tta import tta_mode
-from cnnlab.eval.infer import BATCH_SIZE, predict_files
+from cnnlab.eval.infer import BATCH_SIZE, predict_files, resolve_precision
 from cnnlab.eval.metrics import compute_metrics, image_losses
 from cnnlab.io.figures import save_figure
 from cnnlab.io.fs import atomic_write_text
@@ -200,11 +200,7 @@ def evaluate_run(
                           f"{len(classes)} classes")
 
     pre = source.preprocessor() if source else run.preprocessor(meta)
-    channels_last = False
-    if precision == "run":  # as it trained (RUN/config.yaml; fp32 for a model file on its own)
-        trained = run.config if source is None else {}
-        precision = trained.get("precision") if trained.get("precision") in ("bf16", "fp16") else "fp32"
-        channels_last = bool(trained.get("channels_last")) and precision != "fp32"
+    precision, channels_last = resolve_precision(precision, run.config if source is None else {})
     probs, ok, errors = predict_files(model, pre, [p for p, _ in items], tta=tta, batch_size=batch_size,
                                       device=dev, precision=precision, channels_last=channels_last)
     if not ok:

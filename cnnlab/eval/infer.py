@@ -32,6 +32,17 @@ BATCH_SIZE = 64
 AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def resolve_precision(precision: str, run_config: dict) -> tuple[str, bool]:
+    """(precision, channels_last) for ``precision``; ``run``: as the run trained, from its
+    config.yaml values (fp32 when it has none: a model file on its own)."""
+    if precision != "run":
+        return precision, False
+    trained = run_config.get("precision")
+    if trained not in ("bf16", "fp16"):
+        return "fp32", False
+    return trained, bool(run_config.get("channels_last"))
+
+
 @torch.inference_mode()
 def batch_probabilities(model, x: torch.Tensor, tta: bool | str = False) -> torch.Tensor:
     """Class probabilities for a batch (N, C, H, W); ``tta``: a mode of :mod:`cnnlab.eval.tta`

@@ -30,7 +30,7 @@ import numpy as np
 
 from cnnlab.data.decode import is_image_file
 from cnnlab.errors import CnnlabError
-from cnnlab.eval.infer import BATCH_SIZE, predict_files
+from cnnlab.eval.infer import BATCH_SIZE, predict_files, resolve_precision
 from cnnlab.io.fs import atomic_write_text
 from cnnlab.run import Preprocessor, Run
 
@@ -99,12 +99,14 @@ def predict(
     *,
     batch_size: int = BATCH_SIZE,
     device: str = "auto",
+    precision: str = "fp32",
 ) -> list[dict[str, Any]]:
     """One dict per file (see the module docstring), in the order the files were found.
 
     ``run`` is a run directory, a model file (.safetensors, .keras, .h5) or a ModelFile; ``top_k`` labels are listed
     per file (at most the number of classes); ``tta`` averages each image with its mirror
-    image; ``weights`` is best, last or a path (for a run directory).
+    image; ``weights`` is best, last or a path (for a run directory); ``precision`` fp32
+    (exact), bf16, fp16 or run (as the run trained; see :mod:`cnnlab.eval.infer`).
     """
     from cnnlab.device import pick_device
 
@@ -120,8 +122,12 @@ def predict(
     k = min(top_k, len(classes))
 
     readable = [i for i, (_, err) in enumerate(files) if not err]
+    is_dir = isinstance(run, (str, Path)) and Path(run).is_dir()
+    run_config = run.config if isinstance(run, Run) else Run(run).config if is_dir else {}
+    precision, channels_last = resolve_precision(precision, run_config)
     probs, ok, errors = predict_files(model, preprocessor, [files[i][0] for i in readable],
-                                      tta=tta, batch_size=batch_size, device=dev)
+                                      tta=tta, batch_size=batch_size, device=dev, precision=precision,
+                                      channels_last=channels_last)
     row_probs = {readable[j]: p for j, p in zip(ok, probs)}
     row_errors = {readable[j]: reason for j, reason in errors.items()}
     return prediction_rows(files, row_probs, row_errors, classes, k)
