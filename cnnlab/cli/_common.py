@@ -35,3 +35,10 @@ def add_keras_options(p) -> None:
     p.add_argument("--rescale", type=float, metavar="F",
                    help="Keras model without a Rescaling/Normalization layer: pixels are multiplied by F "
                         "(default 1/255, as ImageDataGenerator(rescale=1./255))")
+
+
+def add_precision_option(p) -> None:
+    """--precision for the commands that run a trained model (evaluate, predict)."""
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "run"], default="fp32",
+                   help="fp32: exact; bf16/fp16: autocast, ~3x faster where the hardware has it; "
+                        "run: as the run trained (what `cnnlab train` evaluates with)")

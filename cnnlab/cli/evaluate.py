@@ -1,6 +1,6 @@
 """`cnnlab evaluate`: accuracy, per-class metrics, confusion matrix, ROC-AUC, top losses."""
 
-from cnnlab.cli._common import add_keras_options, add_subcommand, console, print_json
+from cnnlab.cli._common import add_keras_options, add_precision_option, add_subcommand, console, print_json
 
 EPILOG = """\
 examples:
@@ -51,9 +51,7 @@ def register(sub) -> None:
                         "(for small images such as CIFAR's)")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "run"], default="fp32",
-                   help="fp32: exact; bf16/fp16: autocast, ~3x faster where the hardware has it; "
-                        "run: as the run trained (what `cnnlab train` evaluates with)")
+    add_precision_option(p)
     p.add_argument("--no-report", action="store_true", help="do not refresh RUN/report.html")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     add_keras_options(p)

@@ -2,7 +2,7 @@
 
 import sys
 
-from cnnlab.cli._common import add_keras_options, add_subcommand, console
+from cnnlab.cli._common import add_keras_options, add_precision_option, add_subcommand, console
 
 EPILOG = """\
 examples:
@@ -43,9 +43,7 @@ def register(sub) -> None:
                    help="the run's best or last weights, or a .safetensors file")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "run"], default="fp32",
-                   help="fp32: exact; bf16/fp16: autocast, ~3x faster where the hardware has it; "
-                        "run: as the run trained")
+    add_precision_option(p)
     add_keras_options(p)
     p.set_defaults(func=run)
 

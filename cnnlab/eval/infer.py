@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from cnnlab.device import AUTOCAST
 from cnnlab.eval.tta import tta_mode, tta_probabilities
 
 BATCH_SIZE = 64
@@ -28,8 +29,8 @@ BATCH_SIZE = 64
 # run); bf16/fp16 run the model under autocast, as a run trained in them did, at about 3x
 # the speed of fp32 on a CPU with native bf16 (airbench, 6-view TTA over CIFAR-10's 10,000
 # test images: 85-95 s in fp32, 25-28 s in bf16 + channels_last, 3 of 10,000 predictions
-# different; benchmarks/RESULTS.md). The probabilities themselves are always fp32.
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# different; benchmarks/RESULTS.md). The probabilities themselves are always fp32. The
+# formats and their autocast dtypes are the training step's (cnnlab.device.AUTOCAST).
 
 
 def resolve_precision(precision: str, run_config: dict) -> tuple[str, bool]:
@@ -67,7 +68,7 @@ def predict_files(
 
     Returns ``(probs, ok, errors)``: ``probs[j]`` (float64, one column per class) belongs
     to ``paths[ok[j]]``; ``errors`` maps the index of each unreadable file to the reason.
-    ``precision`` (fp32, bf16, fp16: see :data:`AUTOCAST`) and ``channels_last`` say how the
+    ``precision`` (fp32, bf16, fp16: see :data:`cnnlab.device.AUTOCAST`) and ``channels_last`` say how the
     model runs; channels_last converts ``model`` in place (its outputs stay the same).
     """
     from cnnlab.errors import CnnlabError
