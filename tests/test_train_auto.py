@@ -339,3 +339,26 @@ def test_a_run_timed_on_a_busy_machine_says_so(image_folder, tmp_path, monkeypat
             assert len(line) == 1 and "other programs used" in line[0] and "--img-size" in line[0], printed
         else:
             assert line == [], printed
+
+
+def test_the_image_size_probe_is_timed_at_the_runs_batch(image_folder, tmp_path, monkeypatch, one_thread):
+    """Under --time-limit the model's speed decides the image size; a step's speed per image
+    depends on the batch, so the probe times the batch the run then trains at (it used to be
+    32 whatever the run's: the CPU default is 64, and a user's --batch-size is theirs)."""
+    import cnnlab
+    from cnnlab.train import auto, setup
+
+    timed = []
+
+    def fake_rate(model, device, precision, channels_last, size, channels, batch=32):
+        timed.append(batch)
+        return 500.0
+
+    monkeypatch.setattr(setup, "_step_rate", fake_rate)
+    monkeypatch.setattr(auto, "SMALL_SET", 10)  # these 19 training images count as a large set: batch 64
+    for name, given in (("default", {}), ("theirs", {"batch_size": 8})):
+        run = cnnlab.train(image_folder, model=TINY, time_limit=0.01, evaluate=False, device="cpu",
+                           precision="fp32", name=name, verbose=False, out=str(tmp_path / "runs"), **given)
+        trained_at = yaml.safe_load((run.path / "config.yaml").read_text())["batch_size"]
+        assert trained_at == given.get("batch_size", 64)
+        assert timed[-1] == trained_at, (name, timed)

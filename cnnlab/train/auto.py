@@ -37,6 +37,7 @@ MAX_SIZE = {"cpu": 160, "cuda": 224, "mps": 160}  # beyond this, too slow to be 
 SMALL_IMAGES = 40  # median side (px) at or below which a small-image recipe fits (CIFAR: 32)
 SMALL_IMAGE_RECIPE = "airbench"
 RECIPE_MIN_IMAGES = 5000  # the recipe's large batches and few epochs want thousands of images
+SMALL_SET = 2_000  # training images below which a CPU run takes batches of 32, not 64
 IMBALANCE = 0.5  # smallest class / largest class below this: protect the small class
 VAL_MAX = 2000  # images validated per epoch at most (the full set at the end)
 USABLE = 0.85  # share of the budget planned for training steps (the rest: validation, saving)
@@ -125,6 +126,19 @@ def _size_candidates(image_size: tuple[int, int] | None, base: int, device_type:
     return sizes
 
 
+def default_batch(n_train: int, device_type: str, size: int) -> tuple[int, str]:
+    """The batch a run gets when the user sets none, and why.
+
+    The image-size probe times its steps at this same batch: a step's speed per image
+    depends on the batch, so timing at another one misjudges what fits.
+    """
+    if device_type == "cuda":
+        return (256 if size <= 64 else 128 if size <= 128 else 64), "a GPU: large batches keep it busy"
+    if n_train < SMALL_SET:
+        return 32, f"{n_train:,} images: more steps per epoch"
+    return 64, "CPU default"
+
+
 def fit_epochs(rate: float, n_train: int, minutes: float) -> float:
     """Epochs of ``n_train`` images that fit ``minutes`` at ``rate`` training images per second."""
     return USABLE * minutes * 60.0 * rate / max(n_train, 1)
@@ -176,14 +190,7 @@ def choose(facts: DataFacts, given: set[str] | frozenset[str], *, time_limit: fl
 
     # batch
     if "batch_size" not in given:
-        if device_type == "cuda":
-            size = out.values.get("img_size", base_size)
-            batch = 256 if size <= 64 else 128 if size <= 128 else 64
-            out.set("batch_size", batch, "a GPU: large batches keep it busy")
-        elif n < 2_000:
-            out.set("batch_size", 32, f"{n:,} images: more steps per epoch")
-        else:
-            out.set("batch_size", 64, "CPU default")
+        out.set("batch_size", *default_batch(n, device_type, out.values.get("img_size", base_size)))
 
     # length
     annealing = scheduler in ("onecycle", "cosine")

@@ -224,7 +224,9 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
         s0 = min(base.input[0], min(median))
         model = build_model(base, input=(s0, s0, channels), classes=len(index.classes), seed=cfg.seed)
         device, precision, cl, _ = choose_device(cfg, model)
-        rate_at = auto.measured_rate(_step_rate(model, device, precision, cl, s0, channels), s0)
+        # timed at the batch the run will train at (was always 32: the CPU default is 64)
+        batch = cfg.batch_size or auto.default_batch(len(labels), device.type, s0)[0]
+        rate_at = auto.measured_rate(_step_rate(model, device, precision, cl, s0, channels, batch=batch), s0)
     recipes = _recipe_names()
     choice = auto.choose(facts, given, time_limit=cfg.time_limit, device_type=_device_type(cfg),
                          base_size=base.input[0], scheduler=cfg.scheduler, rate_at=rate_at, recipes=recipes)
