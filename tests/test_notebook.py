@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 
 def execute(path: Path, cwd: Path):
     nb = nbformat.read(path, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
+    client = nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(cwd)}})
     client.execute()
     return nb
 
