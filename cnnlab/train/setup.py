@@ -225,7 +225,7 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
         model = build_model(base, input=(s0, s0, channels), classes=len(index.classes), seed=cfg.seed)
         device, precision, cl, _ = choose_device(cfg, model)
         # timed at the batch the run will train at (was always 32: the CPU default is 64)
-        batch = cfg.batch_size or auto.default_batch(len(labels), device.type, s0)[0]
+        batch = cfg.batch_size or auto.default_batch(facts.n_train, device.type, s0)[0]
         rate_at = auto.measured_rate(_step_rate(model, device, precision, cl, s0, channels, batch=batch), s0)
     recipes = _recipe_names()
     choice = auto.choose(facts, given, time_limit=cfg.time_limit, device_type=_device_type(cfg),
