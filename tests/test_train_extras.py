@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -34,6 +35,18 @@ def test_lr_find_analysis_on_a_known_curve():
     assert result.suggested == pytest.approx(result.minimum / 10)
 
 
+def test_lr_find_suggests_nothing_when_the_loss_never_fell():
+    """A flat, noisy curve (tinyvgg on the digits in 100 steps: 2.303 -> 2.299 at best) has a
+    lowest point, but it is noise: a tenth of its rate (3e-8) was printed as the suggestion."""
+    rng = np.random.default_rng(0)
+    lrs = list(np.logspace(-7, 1, 100))
+    result = analyse(lrs, list(2.30 + rng.normal(0, 0.01, 100)))
+    assert result.suggested is None and result.minimum is None
+    assert result.lowest_loss == pytest.approx(2.30, abs=0.02) and result.start_loss == pytest.approx(2.30, abs=0.02)
+    falling = analyse(lrs, list(np.linspace(2.30, 2.0, 100) + rng.normal(0, 0.01, 100)))  # 13 % lower
+    assert falling.suggested is not None
+
+
 def test_lr_find_cli_writes_plot_csv_and_suggests(tmp_path, capsys):
     data = make_image_folder(tmp_path / "data", n=16)
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(TINY))
@@ -42,12 +55,22 @@ def test_lr_find_cli_writes_plot_csv_and_suggests(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "suggested learning rate" in out and "next: cnnlab train" in out
+    assert "over 40 batches of 4 (" in out
     folder = tmp_path / "runs" / "lr-find-data-tiny"
     assert Image.open(folder / "lr_find.png").size[0] > 400
     rows = (folder / "lr_find.csv").read_text().splitlines()
     assert rows[0] == "lr,loss,smoothed_loss" and 10 < len(rows) <= 41
     lrs = [float(r.split(",")[0]) for r in rows[1:]]
     assert lrs == sorted(lrs) and lrs[0] == pytest.approx(1e-7)
+    # Without -b the line names the batch the sweep chose (it printed "batches of None"). A
+    # sweep that never reaches a rate that teaches anything suggests nothing, and says why.
+    assert main(["lr-find", str(data), "--model", str(tmp_path / "tiny.yaml"), "--steps", "12", "--workers", "0",
+                 "--end-lr", "1e-5", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "runs2")]) == 2
+    out, err = capsys.readouterr()
+    assert "the loss never fell in 12 steps" in err and "no rate to suggest" in err and "Traceback" not in err
+    assert "suggested learning rate" not in out
+    chosen = re.search(r"over 12 batches of (\S+) \(", out)
+    assert chosen and chosen.group(1) == "32", chosen  # README: batch 32 under 2,000 images
 
 
 @pytest.fixture(scope="module")

@@ -57,8 +57,11 @@ def run(args) -> int:
                f"Learning-rate range test: {setup.spec.name}, {cfg.optimizer}, batch {cfg.batch_size}")
     atomic_write_text(out / "lr_find.csv", result.to_csv())
     if result.suggested is None:
-        raise CnnlabError(f"the loss never fell in {len(result.lrs)} steps; try a larger --end-lr or more --steps "
-                          f"(plot: {png})")
+        fell = (f" (smoothed {result.start_loss:.3f} at the start, {result.lowest_loss:.3f} at the lowest)"
+                if result.lowest_loss is not None else "")
+        raise CnnlabError(f"the loss never fell in {len(result.lrs)} steps{fell}, so there is no rate to suggest; "
+                          f"the model learns too slowly for so short a sweep: try a larger --end-lr or --steps "
+                          f"{max(3 * len(result.lrs), 300)} (plot: {png})")
     if args.quiet:
         print(f"{result.suggested:.2g}")
         return 0

@@ -248,5 +248,5 @@ def lr_find(data: str | Path | None = None, *, config: str | Path | None = None,
     setup = build(cfg, verbose=verbose)
     trainer = setup.trainer(lr=start_lr)
     say(f"sweeping the learning rate from {start_lr:g} to {end_lr:g} over {steps} batches of "
-        f"{cfg.batch_size} ({setup.spec.name}, {cfg.optimizer}, {setup.device})", verbose)
+        f"{setup.cfg.batch_size} ({setup.spec.name}, {setup.cfg.optimizer}, {setup.device})", verbose)
     return range_test(trainer, setup.train_loader, start_lr, end_lr, steps), setup

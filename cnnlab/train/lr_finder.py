@@ -9,7 +9,9 @@ the steps overshoot and the loss explodes. Two classic picks from the curve:
 * ``min/10``: a tenth of the rate at the lowest loss, safely before the explosion.
 
 The suggestion is ``min/10``, a good peak rate for the one-cycle schedule ``cnnlab train``
-uses; ``steep`` is printed and plotted beside it. The model is thrown away afterwards.
+uses; ``steep`` is printed and plotted beside it. When the smoothed loss never falls 5 %
+below its start there is no suggestion (``suggested`` is None): the sweep was too short for
+the model. The model is thrown away afterwards.
 
     result, setup = cnnlab.train.lr_find("data/flowers", model="vgg_bn", steps=100)
     result.suggested          # a peak learning rate for cnnlab.train(..., lr=...)
@@ -24,13 +26,22 @@ from pathlib import Path
 import numpy as np
 
 
+# The smoothed loss must fall at least this fraction below its start for the curve to say
+# anything: a model that learns too slowly for the sweep leaves a flat, noisy line whose
+# lowest point is noise (tinyvgg on the digits in 100 steps: 2.303 -> 2.299), and a tenth
+# of that rate would be a useless suggestion.
+MIN_FALL = 0.05
+
+
 @dataclass
 class LRFinderResult:
     lrs: list[float]
     losses: list[float]  # raw, per step
     smoothed: list[float] = field(default_factory=list)
     steep: float | None = None
-    minimum: float | None = None  # the lr at the lowest smoothed loss
+    minimum: float | None = None  # the lr at the lowest smoothed loss; None when the loss never fell
+    start_loss: float | None = None  # the smoothed loss where the analysis starts
+    lowest_loss: float | None = None  # and its lowest value
 
     @property
     def suggested(self) -> float | None:
@@ -63,6 +74,9 @@ def analyse(lrs: list[float], losses: list[float], skip_start: int = 5, skip_end
         return result
     s, x = s[finite], x[finite]
     lowest = int(np.argmin(s))
+    result.start_loss, result.lowest_loss = float(s[0]), float(s[lowest])
+    if s[lowest] > (1 - MIN_FALL) * s[0]:  # noise around a flat curve: nothing to pick from
+        return result
     result.minimum = float(10 ** x[lowest])
     if lowest >= 2:
         slope = np.gradient(s[:lowest + 1], x[:lowest + 1])
