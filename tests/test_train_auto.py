@@ -93,6 +93,12 @@ def test_unmeasured_speed_keeps_the_model_size_and_the_block_says_why():
     assert c.values["img_size"] == 64 and c.values["epochs"] == 30
     digits = DataFacts((115,) * 10, (32, 32))
     assert choose(digits, set(), time_limit=None).values["img_size"] == 32  # the images' own
+    # 40x60 images: 48 px would upscale their short side, so 32, and the reason says that
+    # (it used to say "the model's input size", which is 64)
+    narrow = choose(DataFacts((500,) * 4, (40, 60)), set(), time_limit=None)
+    assert narrow.values["img_size"] == 32
+    assert "img_size 32: the largest of 32, 48, 64 px not above the images' median 40x60" in narrow.block()
+    assert "img_size 64: the model's input size" in choose(DOGS, set(), time_limit=None).block()
     block = choose(DOGS, set(), time_limit=15, rate_at=cpu_rate).block()
     assert block.startswith("auto    1,600 training images in 2 classes, median 256x256 px; --time-limit 15 min")
     assert "img_size 128: largest size with >= 40 epochs" in block

@@ -175,8 +175,14 @@ def choose(facts: DataFacts, given: set[str] | frozenset[str], *, time_limit: fl
         wanted = epochs_wanted(n)
         if rate_at is None or len(sizes) == 1:  # not measured: the model's size, or the images' if smaller
             size = max([s for s in sizes if s <= base_size] or sizes[:1])
-            own = facts.image_size is not None and size >= min(facts.image_size)
-            out.set("img_size", size, "the images' own size" if own else "the model's input size")
+            if size >= base_size:
+                why = "the model's input size"
+            elif facts.image_size is not None and size >= min(facts.image_size):
+                why = "the images' own size"
+            else:  # between two sizes of the ladder: the one below, never an upscale
+                ladder = ", ".join(str(s) for s in SIZES if s <= base_size)
+                why = f"the largest of {ladder} px not above the images' median {shape}"
+            out.set("img_size", size, why)
         else:
             fits = {s: fit_epochs(rate_at(s), n, minutes) for s in sizes}
             ok = [s for s in sizes if fits[s] >= wanted]
