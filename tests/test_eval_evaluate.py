@@ -56,6 +56,7 @@ def test_writes_every_file_and_metrics_json(evaluated):
     assert on_disk["accuracy"] >= 0.85  # the fixture's model learned the bars
     assert on_disk["unreadable"] == [] and on_disk["split"] == "test" and on_disk["epoch"] == 15
     assert (run / "report.html").is_file() and (run / "curves.png").is_file()
+    assert on_disk["report"] == str(run / "report.html")
 
 
 def test_predictions_match_an_independent_forward_pass(evaluated):
@@ -122,7 +123,7 @@ def test_cli_json_tta_and_split_layout(trained_run, tmp_path, capsys):
     m = json.loads(capsys.readouterr().out)
     assert m["tta"] is True and m["split"] == "test" and m["n_images"] == 6
     assert Path(m["eval_dir"]) == run / "eval" / "kaggle-test"
-    assert not (run / "report.html").exists()
+    assert not (run / "report.html").exists() and m["report"] is None
 
 
 def test_cli_errors_are_one_sentence(trained_run, tmp_path, capsys):

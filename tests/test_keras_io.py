@@ -128,6 +128,9 @@ def test_keras_file_in_every_command(saved, tmp_path, split_folder, capsys):
     labels = np.array([0 if p.parent.name == "hbar" else 1 for p in files])
     assert m["accuracy"] == pytest.approx(float((expected.argmax(1) == labels).mean()))
     assert (tmp_path / "model-eval" / "data-test" / "metrics.json").is_file()
+    assert m["report"] is None  # a model file has no run folder, so no report.html
+    assert main(["evaluate", str(h5), "--data", str(test_dir)]) == 0  # the table names no report
+    assert "report:" not in capsys.readouterr().out
 
     for cmd in (["viz", "gradcam", str(h5), str(files[0])], ["viz", "featuremaps", str(h5), str(files[0])],
                 ["viz", "filters", str(h5)]):

@@ -80,8 +80,6 @@ def run(args) -> int:
 
 def show(m: dict, args) -> None:
     """The metrics as a person reads them: headline, per-class table, confusions, files."""
-    from pathlib import Path
-
     from rich.table import Table
 
     out = console()
@@ -121,4 +119,4 @@ def show(m: dict, args) -> None:
         names = ", ".join(f"{k} ({v} images)" for k, v in m["unknown_classes"].items())
         out.print(f"[yellow]left out, classes the model does not know: {names}[/]", highlight=False)
     out.print(f"written: {m['eval_dir']}/ (metrics.json, predictions.csv, confusion matrices, top_losses.png)"
-              + ("" if args.no_report else f"; report: {Path(m['run']) / 'report.html'}"), highlight=False)
+              + (f"; report: {m['report']}" if m.get("report") else ""), highlight=False)

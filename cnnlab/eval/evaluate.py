@@ -233,6 +233,7 @@ def evaluate_run(
         "top_losses": top,
         "unreadable": [{"path": items[i][0], "error": reason} for i, reason in sorted(errors.items())],
         "unknown_classes": unknown,
+        "report": str(run.path / "report.html") if report else None,  # a model file has no run report
     }
 
     _write_files(out, result, items, probs_all, losses_all, errors, pre, title=(
