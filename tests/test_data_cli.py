@@ -48,6 +48,9 @@ def test_check_table_and_strict_exit_code(tmp_path, capsys):
     bi.write_bad(root / "vbar", ["text_as_jpg"])
     code, out, _ = run(capsys, "data", "check", str(root), "--strict", "--workers", "2")
     assert code == 1 and "notes.jpg" in out and "not an image" in out
+    (root / "ship").mkdir()  # an empty class folder was dropped without a word
+    code, out, _ = run(capsys, "data", "check", str(root), "--strict")
+    assert code == 1 and "ship: a class folder with no images" in out.replace("\n", "")
 
 
 def test_check_user_errors_exit_2_with_one_line(tmp_path, capsys):

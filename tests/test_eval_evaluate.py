@@ -108,6 +108,15 @@ def test_data_folder_maps_class_names_and_names_unknown_ones(trained_run, tmp_pa
     assert {(Path(r["path"]).parent.name, r["true"]) for r in rows} == {("hbar", "hbar"), ("vbar", "vbar")}
 
 
+def test_a_folder_of_one_class_is_evaluated(trained_run, tmp_path):
+    """'How does the model do on these hbar images?': training needs two classes, evaluation one."""
+    data = make_image_folder(tmp_path / "only_hbar", ("hbar",), n=5, seed=3)
+    m = evaluate_run(_copy(trained_run, tmp_path), data=data, device="cpu", report=False)
+    assert m["n_images"] == 5 and m["per_class"]["hbar"]["support"] == 5
+    predicted_hbar = sum(r["predicted"] == "hbar" for r in _rows(Path(m["eval_dir"]) / "predictions.csv"))
+    assert m["accuracy"] == pytest.approx(predicted_hbar / 5)  # counted by hand from the rows
+
+
 def _copy(run: Path, tmp_path: Path) -> Path:
     dst = tmp_path / "run"
     shutil.copytree(run, dst)

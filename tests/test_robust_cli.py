@@ -30,6 +30,15 @@ def ws(tmp_path_factory, trained_run):
     make_image_folder(root / "ok", n=4, size=(16, 16))
     make_image_folder(root / "one", ("square",), n=3, size=(16, 16))
     (root / "empty").mkdir()
+    make_image_folder(root / "emptycls", n=4, size=(16, 16))
+    (root / "emptycls" / "ship").mkdir()  # a class folder left empty
+    make_image_folder(root / "allbad", n=4, size=(16, 16))
+    (root / "allbad" / "ship").mkdir()
+    for i in range(3):  # a class whose every file is text named .png
+        (root / "allbad" / "ship" / f"ship_{i}.png").write_text("not a picture\n")
+    (root / "flat").mkdir()  # images straight in the folder: no class sub-folders
+    for f in (root / "ok" / "hbar").glob("*.png"):
+        (root / "flat" / f"img{f.stem[-1]}.png").write_bytes(f.read_bytes())
     (root / "notes.txt").write_text("not an image\n")
     (root / "not_a_run").mkdir()
     (root / "runs").mkdir()
@@ -43,9 +52,9 @@ def ws(tmp_path_factory, trained_run):
     return {"root": root, "run": trained_run, "image": image}
 
 
-def train(ws, *extra):
+def train(ws, *extra, data="ok"):
     r = ws["root"]
-    return ["train", r / "ok", "--out", r / "runs", "--workers", "0", "--cache-dir", r / "cache", *extra]
+    return ["train", r / data, "--out", r / "runs", "--workers", "0", "--cache-dir", r / "cache", *extra]
 
 
 # (id, argv from ws, a fragment the message must contain)
@@ -72,6 +81,12 @@ CASES = [
      "missing: no such file or folder"),
     ("train: empty folder", lambda w: ["train", w["root"] / "empty", "--out", w["root"] / "runs"], "no images found"),
     ("train: one class", lambda w: ["train", w["root"] / "one", "--out", w["root"] / "runs"], "only one class"),
+    ("train: an empty class folder", lambda w: train(w, data="emptycls"),
+     "emptycls/ship: a class folder with no images; add images of 'ship' or remove the folder"),
+    ("train: a class of unreadable files", lambda w: train(w, data="allbad"),
+     "class 'ship' has no readable training image: none of its 2 training files can be decoded"),
+    ("train: no class folders", lambda w: train(w, data="flat"),
+     "flat: 4 images but no class: they are not in class sub-folders"),
     ("train: --img-size 0", lambda w: train(w, "--img-size", "0"), "img_size"),
     ("train: --img-size abc", lambda w: train(w, "--img-size", "abc"), "must look like 64 or 64x48"),
     ("train: unknown preset", lambda w: train(w, "--model", "resnet9000"),

@@ -105,8 +105,10 @@ class CheckReport:
         counts = self.counts()
         train = {c: n["train"] for c, n in counts.items()}
         lo, hi = min(train, key=train.get), max(train, key=train.get)
+        for folder in self.index.empty_class_folders:
+            out.append(f"{folder}: a class folder with no images (training refuses it; add images or remove it)")
         if train[lo] == 0:
-            out.append(f"class {lo!r} has no usable training images")
+            out.append(f"class {lo!r} has no usable training images (training refuses it)")
         elif train[hi] / train[lo] >= IMBALANCE_RATIO:
             out.append(f"class imbalance: {hi!r} has {train[hi]} training images, {lo!r} only {train[lo]} "
                        f"({train[hi] / train[lo]:.1f}x); consider `cnnlab train --class-weights` or `--balanced`")

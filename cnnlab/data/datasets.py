@@ -56,6 +56,9 @@ class DataIndex:
     ignored: dict[str, int] = field(default_factory=dict)  # e.g. {"hidden": 2, "not_image": 3}
     val_split: float | None = None  # the fraction drawn from train, or None when val is on disk
     seed: int | None = None
+    # training class folders that hold no image: not classes (no label can be learned from
+    # nothing); training refuses them, `cnnlab data check` warns. Not saved in split.json.
+    empty_class_folders: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{class name: {split: number of images}}."""
@@ -104,12 +107,14 @@ def discover(
     val_split: float = 0.2,
     seed: int = 0,
     label_regex: str | None = None,
+    min_classes: int = 2,
 ) -> DataIndex:
     """Index the images of ``data`` (a folder or a ``.csv`` file); see the module docstring.
 
     ``val_split`` is the fraction of each class moved to "val" when no validation folder
     (or CSV split column) exists; ``seed`` makes that draw reproducible. ``label_regex``
     takes the class from a file name: its first group (or the group named ``label``).
+    ``min_classes``: training needs two; evaluating a model on one class's images needs one.
     """
     path = Path(data).expanduser()
     if not 0.0 <= val_split < 1.0:
@@ -119,16 +124,17 @@ def discover(
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise DataError(f"{path}: expected a folder of images or a .csv file of path,label rows")
-        return _from_csv(path, val_split, seed)
+        return _from_csv(path, val_split, seed, min_classes)
     train_dir = _child(path, ("train",))
     if train_dir is not None:
-        return _from_split_folders(path, train_dir, label_regex, val_split, seed)
+        return _from_split_folders(path, train_dir, label_regex, val_split, seed, min_classes)
     ignored: Counter = Counter()
     if label_regex is None and _class_dirs(path):
-        named = _scan_class_dirs(path, ignored)
-        return _finish(path, "folders", {"train": named}, ignored, val_split, seed)
+        empty: list[str] = []
+        named = _scan_class_dirs(path, ignored, empty)
+        return _finish(path, "folders", {"train": named}, ignored, val_split, seed, min_classes, empty)
     named = _scan_regex(path, label_regex, ignored)
-    return _finish(path, "regex", {"train": named}, ignored, val_split, seed)
+    return _finish(path, "regex", {"train": named}, ignored, val_split, seed, min_classes)
 
 
 # ---------------------------------------------------------------------------- folders
@@ -208,26 +214,35 @@ def _resolver():
     return resolved
 
 
-def _scan_class_dirs(root: Path, ignored: Counter) -> list[tuple[str, str]]:
-    """[(path, class name)] for root/<class>/**; loose files in root itself are counted."""
+def _scan_class_dirs(root: Path, ignored: Counter, empty: list[str] | None = None) -> list[tuple[str, str]]:
+    """[(path, class name)] for root/<class>/**; loose files in root itself are counted, and
+    class folders without an image are added to ``empty``."""
     for p in root.iterdir():
         if p.is_file():
             ignored["hidden" if p.name.startswith(".") else "outside_class_folder"] += 1
     resolved = _resolver()
-    return [(resolved(f), d.name) for d in _class_dirs(root) for f in _walk_images(d, ignored)]
+    named = []
+    for d in _class_dirs(root):
+        files = _walk_images(d, ignored)
+        if not files and empty is not None:
+            empty.append(str(d))
+        named += [(resolved(f), d.name) for f in files]
+    return named
 
 
-def _scan(folder: Path, label_regex: str | None, ignored: Counter) -> list[tuple[str, str]]:
+def _scan(folder: Path, label_regex: str | None, ignored: Counter,
+          empty: list[str] | None = None) -> list[tuple[str, str]]:
     """Class sub-folders, or labels from file names when there are none (or a regex is given)."""
     if label_regex is None and _class_dirs(folder):
-        return _scan_class_dirs(folder, ignored)
+        return _scan_class_dirs(folder, ignored, empty)
     return _scan_regex(folder, label_regex, ignored)
 
 
 def _from_split_folders(root: Path, train_dir: Path, label_regex: str | None, val_split: float,
-                        seed: int) -> DataIndex:
+                        seed: int, min_classes: int = 2) -> DataIndex:
     ignored: Counter = Counter()
-    named = {"train": _scan(train_dir, label_regex, ignored)}
+    empty: list[str] = []
+    named = {"train": _scan(train_dir, label_regex, ignored, empty)}
     val_dir = _child(root, VAL_NAMES)
     test_dir = _child(root, ("test",))
     if val_dir is not None:
@@ -239,7 +254,7 @@ def _from_split_folders(root: Path, train_dir: Path, label_regex: str | None, va
         extra = sorted({c for _, c in named.get(split, [])} - train_classes)
         if extra:
             raise DataError(f"{folder}: class {extra[0]!r} has no training images in {train_dir}")
-    return _finish(root, "split-folders", named, ignored, val_split, seed)
+    return _finish(root, "split-folders", named, ignored, val_split, seed, min_classes, empty)
 
 
 # ---------------------------------------------------------------------------- regex
@@ -272,7 +287,7 @@ def _scan_regex(root: Path, label_regex: str | None, ignored: Counter) -> list[t
 # ---------------------------------------------------------------------------- csv
 
 
-def _from_csv(path: Path, val_split: float, seed: int) -> DataIndex:
+def _from_csv(path: Path, val_split: float, seed: int, min_classes: int = 2) -> DataIndex:
     base = path.parent.resolve()
     try:
         with path.open(newline="", encoding="utf-8-sig") as f:
@@ -302,7 +317,7 @@ def _from_csv(path: Path, val_split: float, seed: int) -> DataIndex:
             named.setdefault(split, []).append((str(file.resolve()), row[1].strip()))
     if "train" not in named:
         raise DataError(f"{path}: no training images listed (or none of the listed files exist)")
-    return _finish(path.resolve(), "csv", named, ignored, val_split, seed)
+    return _finish(path.resolve(), "csv", named, ignored, val_split, seed, min_classes)
 
 
 # ---------------------------------------------------------------------------- split
@@ -330,14 +345,24 @@ def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[lis
     return sorted(train), sorted(val)
 
 
+# What the scan skipped, in words (the keys of DataIndex.ignored).
+_IGNORED_WORDS = {"hidden": "hidden", "not_image": "non-image", "no_label": "unlabelled",
+                  "outside_class_folder": "outside the class folders", "symlink_loop": "looping links",
+                  "missing": "missing"}
+
+
 def _finish(root: Path, layout: str, named: dict[str, list[tuple[str, str]]], ignored: Counter,
-            val_split: float, seed: int) -> DataIndex:
+            val_split: float, seed: int, min_classes: int = 2, empty: list[str] | None = None) -> DataIndex:
     """Named items -> labelled splits; draws "val" from "train" when it is not on disk."""
     classes = sorted({c for items in named.values() for _, c in items})
     if not classes:
-        raise DataError(f"{root}: no images found "
-                        f"({', '.join(f'{v} {k}' for k, v in sorted(ignored.items())) or 'it is empty'})")
-    if len(classes) < 2:
+        if ignored.get("no_label"):  # images, but no class folders and no label in their names
+            raise DataError(f"{root}: {ignored['no_label']} images but no class: they are not in class "
+                            "sub-folders and their names carry no label; point at the folder that holds "
+                            "one sub-folder per class (DATA/cat/, DATA/dog/), or give --label-regex")
+        skipped = ", ".join(f"{v} {_IGNORED_WORDS.get(k, k.replace('_', ' '))}" for k, v in sorted(ignored.items()))
+        raise DataError(f"{root}: no images found ({skipped or 'it is empty'})")
+    if len(classes) < min_classes:
         raise DataError(f"{root}: only one class ({classes[0]!r}) found; a classifier needs at least two")
     label_of = {c: i for i, c in enumerate(classes)}
     splits = {s: sorted((p, label_of[c]) for p, c in items) for s, items in named.items()}
@@ -349,4 +374,5 @@ def _finish(root: Path, layout: str, named: dict[str, list[tuple[str, str]]], ig
         drawn = val_split
     order = [s for s in ("train", "val", "test") if s in splits]
     return DataIndex(str(root.resolve()), layout, classes, {s: splits[s] for s in order},
-                     dict(sorted(ignored.items())), drawn, seed if drawn is not None else None)
+                     dict(sorted(ignored.items())), drawn, seed if drawn is not None else None,
+                     list(empty or []))

@@ -60,7 +60,7 @@ def _items_from_data(data: str | Path, split: str, classes: list[str]) -> tuple[
     """
     from cnnlab.data.datasets import discover
 
-    index = discover(data, val_split=0.0)
+    index = discover(data, val_split=0.0, min_classes=1)  # one class's images can be evaluated
     has_splits = "test" in index.splits or index.val_split is None
     if has_splits:
         items = index.splits.get(split) or []
@@ -88,7 +88,7 @@ def data_classes(data: str | Path) -> list[str]:
     """The class names of a labelled folder (sorted, as Keras' flow_from_directory orders them)."""
     from cnnlab.data.datasets import discover
 
-    return list(discover(data, val_split=0.0).classes)
+    return list(discover(data, val_split=0.0, min_classes=1).classes)
 
 
 def eval_name(split: str, data: str | Path | None) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import statistics
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -379,7 +380,7 @@ def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
 def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None = None) -> Setup:
     from cnnlab.data.augment import Augmenter, parse_augment
     from cnnlab.data.datasets import discover
-    from cnnlab.data.loader import make_loader
+    from cnnlab.data.loader import make_loader, print_bad_files
     from cnnlab.data.normalize import Normalization, compute_mean_std
     from cnnlab.model.build import build_model
     from cnnlab.model.spec import load_spec
@@ -390,6 +391,10 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
         if not cfg.data:
             raise CnnlabError("no data given: cnnlab train DATA (a folder of class sub-folders)")
         index = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed, label_regex=cfg.label_regex)
+    if index.empty_class_folders:
+        folder = index.empty_class_folders[0]
+        raise CnnlabError(f"{folder}: a class folder with no images; add images of {Path(folder).name!r} "
+                          "or remove the folder (a model cannot learn a class it never sees)")
     base = load_spec(cfg.model)
     probe = probe_images(index.splits["train"])
     val_split = cfg.val_split
@@ -411,9 +416,19 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
                   cache_dir=cfg.cache_dir, progress=None if verbose else False)
     n_train = len(index.splits["train"])
     train_loader = make_loader(index.splits["train"], batch_size=cfg.batch_size, shuffle=True,
-                               balanced=cfg.balanced, drop_last=n_train > cfg.batch_size, **common)
+                               balanced=cfg.balanced, drop_last=n_train > cfg.batch_size, report_bad=False,
+                               **common)
     if train_loader.num_samples == 0:
         raise CnnlabError(f"{cfg.data}: none of the {n_train} training images can be read (see skipped.csv)")
+    unseen = sorted(set(range(len(index.classes))) - set(train_loader.labels.tolist()))
+    if unseen:  # every file of a class is unreadable: the model could never learn it
+        name = index.classes[unseen[0]]
+        files = [p for p, y in index.splits["train"] if y == unseen[0]]
+        reason = dict(train_loader.bad_files).get(files[0], "unreadable")
+        raise CnnlabError(f"class {name!r} has no readable training image: none of its {len(files)} training "
+                          f"files can be decoded (first: {files[0]}: {reason}); replace them or remove the class")
+    if train_loader.bad_files:  # after the checks above, so that an error stays one sentence
+        print_bad_files(train_loader.bad_files, n_train)
     val_items = index.splits.get("val") or []
     val_loader = make_loader(val_items, batch_size=cfg.batch_size * 2, **common) if val_items else None
     if val_loader is not None and val_loader.num_samples == 0:
