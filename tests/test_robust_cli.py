@@ -200,6 +200,19 @@ def test_the_console_command(ws, argv, fragment):
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr and r.stdout == ""
 
 
+def test_a_closed_output_pipe_stops_with_a_word_and_code_141(ws, tmp_path):
+    """`cnnlab train DATA | head -1`: the run stopped early and the command said 0, silently."""
+    exe = Path(sys.executable).with_name("cnnlab")
+    argv = [str(a) for a in train(ws, "--epochs", "30", "--model", "tinyvgg", "--img-size", "16")]
+    argv[argv.index("--out") + 1] = str(tmp_path / "runs")
+    p = subprocess.Popen([str(exe), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().startswith("auto")
+    p.stdout.close()  # what `head -1` does after its line
+    err = p.stderr.read()
+    assert p.wait(timeout=300) == 141, err
+    assert "cnnlab: stopped: the output pipe was closed" in err and "Traceback" not in err
+
+
 EXIT_PROBE = """
 import atexit, gc, sys
 from cnnlab.cli import main

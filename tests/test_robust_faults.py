@@ -361,6 +361,7 @@ def test_read_only_output_folder(ws, evaluated_run, read_only, monkeypatch, caps
         (["explain", run, "--out", locked / "page.html"], "page.html: Permission denied"),
         (["viz", "filters", run, "--out", locked / "f.png"], "f.png: Permission denied"),
         (["train", "--resume", unfinished, "-q"], "cannot write in"),  # said before any training
+        (["demo", "--out", locked / "demo", "--epochs", "1"], "cannot write the demo's images in"),  # a traceback
     ]
     for argv, fragment in cases:
         assert main([str(a) for a in argv]) == 2, argv

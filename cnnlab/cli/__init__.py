@@ -11,6 +11,7 @@ import argparse
 import atexit
 import gc
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -94,4 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         print("cnnlab: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        return 0
+        # The program reading our output has gone (`cnnlab train DATA | head`): stop, as
+        # other tools do, with the shell's code for it (128 + SIGPIPE), but not in silence,
+        # since a training run ends early. What was saved stays: --resume continues a run.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        print("cnnlab: stopped: the output pipe was closed", file=sys.stderr)
+        return 141

@@ -61,14 +61,20 @@ def write_digits(root: str | Path, size: int = DIGITS_SIZE, seed: int = 0) -> Pa
         return root
     index = np.arange(len(digits.images))
     train, test = train_test_split(index, test_size=TEST_FRACTION, stratify=digits.target, random_state=seed)
-    for split, rows in (("train", train), ("test", test)):
-        for i in sorted(rows):
-            label = int(digits.target[i])
-            folder = root / split / str(label)
-            folder.mkdir(parents=True, exist_ok=True)
-            pixels = (digits.images[i] * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255
-            image = Image.fromarray(pixels, mode="L").resize((size, size), Image.Resampling.BICUBIC)
-            image.save(folder / f"{label}_{i:04d}.png")
+    try:
+        for split, rows in (("train", train), ("test", test)):
+            for i in sorted(rows):
+                label = int(digits.target[i])
+                folder = root / split / str(label)
+                folder.mkdir(parents=True, exist_ok=True)
+                pixels = (digits.images[i] * (255.0 / 16.0)).round().astype(np.uint8)  # 0..16 -> 0..255
+                image = Image.fromarray(pixels, mode="L").resize((size, size), Image.Resampling.BICUBIC)
+                image.save(folder / f"{label}_{i:04d}.png")
+    except OSError as e:  # a read-only or full --out: one sentence (a partial set is rewritten next time)
+        from cnnlab.errors import CnnlabError
+
+        raise CnnlabError(f"cannot write the demo's images in {root}: {e.strerror or e}; "
+                          "choose another --out") from None
     return root
 
 
