@@ -193,6 +193,14 @@ def test_bf16_inference_agrees_with_the_exact_fp32_forward_pass(trained_run, tmp
     np.testing.assert_allclose(probabilities(as_run), exact, atol=0.03)
     with pytest.raises(CnnlabError, match="precision must be one of fp32, bf16, fp16, got 'int8'"):
         evaluate_run(run, "test", device="cpu", report=False, precision="int8")
+    # fp16 on the CPU: refused as training refuses it (it ran, and said "fp16", emulated and slow)
+    with pytest.raises(CnnlabError, match="precision fp16 needs a GPU"):
+        evaluate_run(run, "test", device="cpu", report=False, precision="fp16")
+    # a run trained in fp16 on a GPU, evaluated on the CPU "as it trained": exact fp32
+    cfg.write_text(cfg.read_text() + "\nprecision: fp16\n")
+    as_gpu_run = evaluate_run(run, "test", device="cpu", report=False, precision="run")
+    assert as_gpu_run["inference_precision"] == "fp32"
+    np.testing.assert_allclose(probabilities(as_gpu_run), exact, atol=1e-5)
 
 
 def test_train_evaluates_its_test_split_in_the_precision_it_trained_in(split_folder, tmp_path):

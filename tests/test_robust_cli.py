@@ -106,6 +106,12 @@ CASES = [
      "bad_value.yaml: epochs: input should be a valid integer"),
     # (an unknown config key: tests/test_train_cli.py::test_bad_config_names_the_field)
     ("train: --name taken", lambda w: train(w, "--name", "taken"), "already exists; continue it with --resume"),
+    ("train: --name ../x", lambda w: train(w, "--name", "../escaped"), "name: must be a folder name without '/'"),
+    ("train: --name .", lambda w: train(w, "--name", "."), "name: must be a folder name"),
+    ("lr-find: --steps 5", lambda w: ["lr-find", w["root"] / "ok", "--steps", "5", "--out", w["root"] / "runs"],
+     "--steps must be at least 10, got 5"),
+    ("evaluate: fp16 on the CPU", lambda w: ["evaluate", w["run"], "--precision", "fp16", "--device", "cpu",
+                                            "--no-report"], "precision fp16 needs a GPU"),
     ("train: --out is a file", lambda w: ["train", w["root"] / "ok", "--out", w["root"] / "notes.txt", "--workers",
                                          "0", "--cache-dir", w["root"] / "cache"], "notes.txt"),
     ("resume: not a run", lambda w: ["train", "--resume", w["root"] / "not_a_run"], "not a cnnlab training run"),

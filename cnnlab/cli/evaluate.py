@@ -13,7 +13,8 @@ examples:
   cnnlab evaluate model.keras --data photos --rescale 1 --classes cat,dog
 
 Written to RUN/eval/<split>/ (with --data DIR: RUN/eval/<DIR's name>/, or <DIR's name>-<split>
-when DIR has train/val/test sub-folders; for a model file MODEL: MODEL-eval/<DIR's name>/ beside it):
+when DIR has train/val/test sub-folders, or <parent>-<DIR's name> when DIR is itself one, as
+data/test -> data-test; for a model file MODEL: MODEL-eval/<DIR's name>/ beside it):
   metrics.json                     accuracy, top-k accuracy, per_class {precision, recall, f1,
                                    support}, macro_avg, weighted_avg, confusion_matrix (rows =
                                    true class, in `classes` order), roc_auc, most_confused

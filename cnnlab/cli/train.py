@@ -24,8 +24,8 @@ layout DATA/{train,val,test}/<class>/, a CSV of path,label[,split] rows, or a fo
 files named by class (cat.1.jpg). Without a val/ folder, --val-split of each class is held
 out. Everything is written to runs/NAME/: config.yaml (the resolved options; reuse it with
 --config), model.yaml, classes.json, split.json, skipped.csv, history.csv,
-weights/{best,last}.safetensors, resume.safetensors; with a test split also eval/test/ and
-report.html. Ctrl-C stops after the current batch and saves; --resume continues exactly.
+weights/{best,last}.safetensors, resume.safetensors, curves.png and report.html; with a test
+split also eval/test/. Ctrl-C stops after the current batch and saves; --resume continues exactly.
 
 Multi-GPU: torchrun --nproc_per_node=4 -m cnnlab train DATA (PyTorch DDP)."""
 

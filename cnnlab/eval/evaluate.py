@@ -200,7 +200,7 @@ def evaluate_run(
                           f"{len(classes)} classes")
 
     pre = source.preprocessor() if source else run.preprocessor(meta)
-    precision, channels_last = resolve_precision(precision, run.config if source is None else {})
+    precision, channels_last = resolve_precision(precision, run.config if source is None else {}, dev)
     probs, ok, errors = predict_files(model, pre, [p for p, _ in items], tta=tta, batch_size=batch_size,
                                       device=dev, precision=precision, channels_last=channels_last)
     if not ok:

@@ -33,13 +33,14 @@ BATCH_SIZE = 64
 # formats and their autocast dtypes are the training step's (cnnlab.device.AUTOCAST).
 
 
-def resolve_precision(precision: str, run_config: dict) -> tuple[str, bool]:
+def resolve_precision(precision: str, run_config: dict, device: str | torch.device = "cpu") -> tuple[str, bool]:
     """(precision, channels_last) for ``precision``; ``run``: as the run trained, from its
-    config.yaml values (fp32 when it has none: a model file on its own)."""
+    config.yaml values (fp32 when it has none: a model file on its own, or when the run
+    trained in fp16 on a GPU and now runs on the CPU, which has no fp16 autocast worth it)."""
     if precision != "run":
         return precision, False
     trained = run_config.get("precision")
-    if trained not in ("bf16", "fp16"):
+    if trained not in ("bf16", "fp16") or (trained == "fp16" and torch.device(device).type == "cpu"):
         return "fp32", False
     return trained, bool(run_config.get("channels_last"))
 
@@ -77,6 +78,8 @@ def predict_files(
         raise CnnlabError(f"precision must be one of {', '.join(AUTOCAST)}, got {precision!r}")
     model.eval()
     device = torch.device(device)
+    if precision == "fp16" and device.type == "cpu":  # as training says: fp16 on the CPU is emulated, slow
+        raise CnnlabError("precision fp16 needs a GPU; on the CPU use fp32 (or bf16 on CPUs with AVX512-BF16/AMX)")
     dtype = AUTOCAST[precision]
     if channels_last:
         model.to(memory_format=torch.channels_last)

@@ -124,7 +124,7 @@ def predict(
     readable = [i for i, (_, err) in enumerate(files) if not err]
     is_dir = isinstance(run, (str, Path)) and Path(run).is_dir()
     run_config = run.config if isinstance(run, Run) else Run(run).config if is_dir else {}
-    precision, channels_last = resolve_precision(precision, run_config)
+    precision, channels_last = resolve_precision(precision, run_config, dev)
     probs, ok, errors = predict_files(model, preprocessor, [files[i][0] for i in readable],
                                       tta=tta, batch_size=batch_size, device=dev, precision=precision,
                                       channels_last=channels_last)

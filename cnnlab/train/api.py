@@ -242,6 +242,8 @@ def lr_find(data: str | Path | None = None, *, config: str | Path | None = None,
     from cnnlab.train.lr_finder import range_test
     from cnnlab.train.setup import build
 
+    if steps < 10:  # the curve needs points to smooth, and a few to skip at each end
+        raise CnnlabError(f"--steps must be at least 10, got {steps}")
     if not 0 < start_lr < end_lr:
         raise CnnlabError(f"--start-lr must be positive and below --end-lr, got {start_lr} and {end_lr}")
     cfg = make_config(config, data=str(data) if data is not None else None, **options)

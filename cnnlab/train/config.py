@@ -78,7 +78,8 @@ class TrainConfig(BaseModel):
     # model and optimisation
     model: str | dict[str, Any] = Field(DEFAULT_MODEL, description="a preset (see `cnnlab models`), a model "
                                         "YAML file, a Keras .keras/.h5 model (its architecture) or (from "
-                                        "Python or a config file) the spec itself")
+                                        "Python or a config file) the spec itself; 5,000+ images of at most "
+                                        "40 px with no --model or --recipe get the airbench recipe's model")
     init_weights: str | None = Field(None, description="start from the weights of this file: a Keras .keras/"
                                      ".h5 model or a cnnlab .safetensors; tensors of another shape (a new "
                                      "head for other classes) keep their fresh start")
@@ -112,7 +113,8 @@ class TrainConfig(BaseModel):
     time_limit: float | None = Field(None, gt=0, description="train for this many minutes; the schedule is "
                                      "fitted to the time")
     recipe: str | None = Field(None, description="a named bundle of options (yours win): airbench -- the fast "
-                               "CIFAR recipe (`cnnlab recipes` shows its options and sources)")
+                               "CIFAR recipe (`cnnlab recipes` shows its options and sources); auto: airbench "
+                               "for 5,000+ images of at most 40 px when no --model is given, else none")
     bias_lr_scale: float = Field(1.0, gt=0, description="batch-norm shifts (and scales) train at this x the "
                                  "lr and are decayed at weight_decay / it; 1: plain rule, no decay on them")
     weight_averaging: Literal["none", "lookahead", "ema"] = Field(
@@ -168,6 +170,14 @@ class TrainConfig(BaseModel):
         sizes = v if isinstance(v, tuple) else (v,) if v is not None else ()
         if any(not isinstance(s, int) or s < 8 for s in sizes):
             raise ValueError(f"sizes must be whole numbers of pixels, at least 8, got {v!r}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        """One folder inside --out: `--name ../x` wrote outside it, `--name .` named --out itself."""
+        if v is not None and (v in ("", ".", "..") or "/" in v or "\\" in v):
+            raise ValueError(f"must be a folder name without '/' (the run goes in --out), got {v!r}")
         return v
 
     @field_validator("device")
