@@ -26,7 +26,7 @@ DESCRIPTION = """\
 cnnlab: from a folder of labelled images to a trained, evaluated and understood CNN.
 
 A typical session:
-  cnnlab demo                              train + evaluate on a built-in dataset (~2 min)
+  cnnlab demo                              train + evaluate on a built-in dataset (~20 s)
   cnnlab summary seed                      the lecture's CNN: shapes and parameter formulas
   cnnlab train DATA --model resnet_small   train on your folder of class sub-folders
   cnnlab evaluate runs/NAME                accuracy, precision/recall/F1, confusion matrix

@@ -4,7 +4,7 @@ from cnnlab.cli._common import add_subcommand
 
 EPILOG = """\
 examples:
-  cnnlab demo                      digits -> runs/demo (about a minute on 2 CPU cores)
+  cnnlab demo                      digits -> runs/demo (10-25 s on 2 CPU cores)
   cnnlab demo --epochs 5           quicker, a little less accurate
   cnnlab demo --model tinyvgg      CNN Explainer's Tiny VGG instead of the demo CNN
 
@@ -17,7 +17,7 @@ and trained on exactly like your own folder would be. Then try:
 
 
 def register(sub) -> None:
-    p = add_subcommand(sub, "demo", "train + evaluate a CNN on a built-in dataset (~1 min)",
+    p = add_subcommand(sub, "demo", "train + evaluate a CNN on a built-in dataset (~20 s)",
                        "Write scikit-learn's handwritten digits as an image folder, train a small CNN "
                        "on it (batch norm, dropout, augmentation, early stopping, checkpoints), "
                        "evaluate it on the test split and write the report: everything a run writes.",
