@@ -13,6 +13,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import kerasmodels as km
 from cnnlab.cli import main
@@ -78,6 +79,13 @@ def test_keras_export_round_trip(weights_file, tmp_path, capsys):
     assert np.ptp(expected, axis=0).max() > 0.05
     # Keras counts what cnnlab counts (the preprocessing layer has no weights).
     assert model.count_params() == summary(build_model(SPEC, classes=3)).total_params
+    # Read back by cnnlab, the file names its classes (predict said class_0, class_1, ...).
+    image = tmp_path / "x.png"
+    Image.fromarray(images[0]).save(image)
+    capsys.readouterr()
+    assert main(["predict", str(out), str(image), "--out", str(tmp_path / "p.json")]) == 0
+    row = json.loads((tmp_path / "p.json").read_text())[0]
+    assert row["label"] == CLASSES[int(np.argmax(got[0]))]
 
 
 def test_onnx_export_round_trip_and_predict(weights_file, tmp_path, capsys):

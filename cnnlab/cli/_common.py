@@ -30,8 +30,9 @@ def console():
 def add_keras_options(p) -> None:
     """The command-line options for a Keras model file (shared by the commands that take one)."""
     p.add_argument("--classes", metavar="A,B,...", dest="keras_classes",
-                   help="Keras .keras/.h5 model: the class names, in output order (default: classes.json "
-                        "beside the file; for evaluate, the --data folder's classes; else class_0, class_1, ...)")
+                   help="Keras .keras/.h5 model: the class names, in output order (default: the names "
+                        "`cnnlab export` wrote into the file, else classes.json beside it, else (evaluate) the "
+                        "--data folder's classes, else class_0, class_1, ...)")
     p.add_argument("--rescale", type=float, metavar="F",
                    help="Keras model without a Rescaling/Normalization layer: pixels are multiplied by F "
                         "(default 1/255, as ImageDataGenerator(rescale=1./255))")

@@ -61,6 +61,7 @@ class KerasFile:
     config: dict[str, Any]
     weights: dict[str, list[np.ndarray]]
     keras_version: str = ""
+    classes: list[str] | None = None  # the class names `cnnlab export` writes into metadata.json
 
 
 # ---------------------------------------------------------------------------------------
@@ -165,10 +166,14 @@ def _read_keras_zip(path: Path) -> KerasFile:
                                 "file holds (a zip bomb?)")
         config = _json(path, _read_capped(zf, cfg_info, MAX_CONFIG_BYTES, path), "config.json")
         meta_info = infos.get("metadata.json")
-        version = ""
+        version, own_classes = "", None
         if meta_info is not None and meta_info.file_size < 1 << 20:
-            version = str(_json(path, _read_capped(zf, meta_info, 1 << 20, path), "metadata.json")
-                          .get("keras_version", ""))
+            metadata = _json(path, _read_capped(zf, meta_info, 1 << 20, path), "metadata.json")
+            version = str(metadata.get("keras_version", ""))
+            ours = metadata.get("cnnlab")
+            names = ours.get("classes") if isinstance(ours, dict) else None
+            if isinstance(names, list) and names and all(isinstance(x, str) for x in names):
+                own_classes = names
         weights: dict[str, list[np.ndarray]] = {}
         w_info = infos.get("model.weights.h5")
         if w_info is not None:
@@ -181,7 +186,7 @@ def _read_keras_zip(path: Path) -> KerasFile:
                 raise _refuse(path, f"its model.weights.h5 cannot be read ({e})") from None
         elif any(n.endswith(".npz") or n == "model.weights.npz" for n in infos):
             raise _refuse(path, "its weights are not in model.weights.h5 (an unsupported .keras variant)")
-    return KerasFile(path, config, weights, version)
+    return KerasFile(path, config, weights, version, own_classes)
 
 
 def _read_capped(zf: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, path: Path) -> bytes:
@@ -720,12 +725,16 @@ def preprocessing_inside(spec) -> str | None:
     return None
 
 
-def class_names(path: Path, n: int, classes: list[str] | None, data_classes: list[str] | None) -> tuple[list[str], str]:
-    """(names, where they came from): --classes, classes.json beside the file, the data folder, or class_i."""
+def class_names(path: Path, n: int, classes: list[str] | None, data_classes: list[str] | None,
+                own: list[str] | None = None) -> tuple[list[str], str]:
+    """(names, where they came from): --classes, the file's own (a .keras file `cnnlab export`
+    wrote), classes.json beside the file, the data folder, or class_i."""
     if classes:
         if len(classes) != n:
             raise CnnlabError(f"--classes names {len(classes)} classes but {path} has {n} outputs")
         return list(classes), "--classes"
+    if own and len(own) == n:
+        return list(own), "the file's metadata.json"
     beside = path.with_name("classes.json")
     if beside.is_file():
         try:
@@ -765,7 +774,7 @@ def load_keras(path: str | Path, *, classes: list[str] | None = None, rescale: f
     n = model.num_outputs
     if n == 1 and model.output_activation == "sigmoid":
         n = 2
-    names, names_from = class_names(path, n, classes, data_classes)
+    names, names_from = class_names(path, n, classes, data_classes, kf.classes)
     inside = preprocessing_inside(spec)
     c = spec.input[2]
     if inside is not None:
