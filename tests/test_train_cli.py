@@ -117,6 +117,21 @@ def test_config_file_with_flags_on_top(workspace, tmp_path):
     assert history(workspace / "runs" / "again") == history(workspace / "runs" / "configured")
 
 
+def test_a_saved_config_repeats_the_run_from_another_folder(workspace, tmp_path, monkeypatch):
+    """DATA given as a relative path is saved as an absolute one: `--config RUN/config.yaml`
+    failed with 'data: no such file or folder' anywhere but the folder the run started in."""
+    monkeypatch.chdir(workspace)
+    a = args(workspace, "relative", "--epochs", "1", "-q")
+    a[1] = "data"
+    assert main(a) == 0
+    saved = yaml.safe_load((workspace / "runs" / "relative" / "config.yaml").read_text())
+    assert saved["data"] == str(workspace / "data")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", str(workspace / "runs" / "relative" / "config.yaml"),
+                 "--out", str(workspace / "runs"), "--name", "relative-again", "-q"]) == 0
+    assert history(workspace / "runs" / "relative-again") == history(workspace / "runs" / "relative")
+
+
 @pytest.mark.parametrize("text, message", [
     ("lr: -1\n", "run.yaml: lr: input should be greater than 0 (got -1)"),
     ("learning_rate: 0.1\n", "run.yaml: unknown option 'learning_rate'"),

@@ -96,8 +96,11 @@ class Setup:
         return trainer
 
     def resolved_config(self) -> TrainConfig:
-        """The config with every automatic choice written in (saved as config.yaml)."""
-        return self.cfg.model_copy(update={
+        """The config with every automatic choice written in (saved as config.yaml). The data
+        folder is written as an absolute path, so that ``--config RUN/config.yaml`` repeats the
+        run from any working folder."""
+        data = str(Path(self.cfg.data).expanduser().absolute()) if self.cfg.data else self.cfg.data
+        return self.cfg.model_copy(update={"data": data,
             "img_size": self.size if self.size[0] != self.size[1] else self.size[0],
             "channels": self.channels, "device": str(self.device), "precision": self.precision,
             "channels_last": self.channels_last, **self.hparams})
