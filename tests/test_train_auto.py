@@ -55,6 +55,9 @@ def test_without_a_time_limit_a_fixed_plan_of_the_default_minutes():
     # an epoch count is never below 10 nor above 60
     tiny = DataFacts((20, 20), (32, 32))
     assert choose(tiny, set(), time_limit=None, rate_at=cpu_rate).values["epochs"] == 60
+    # an --epochs of the user's: the block says the plan's minutes do not set the length
+    assert "planned for 10 min (the epochs are yours) on cpu" in choose(DOGS, {"epochs"}, time_limit=None).block()
+    assert "planned for 10 min on cpu" in choose(DOGS, set(), time_limit=None).block()
     # step schedule: early stopping stays
     assert "patience" not in choose(DOGS, set(), time_limit=None, rate_at=cpu_rate, scheduler="step").values
 

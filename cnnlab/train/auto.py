@@ -158,6 +158,8 @@ def choose(facts: DataFacts, given: set[str] | frozenset[str], *, time_limit: fl
     minutes = time_limit or DEFAULT_MINUTES
     n = facts.n_train
     budget = f"--time-limit {time_limit:g} min" if time_limit else f"no --time-limit: planned for {minutes:g} min"
+    if not time_limit and "epochs" in given:  # the plan still sizes the images; the length is the user's
+        budget += " (the epochs are yours)"
     shape = "x".join(map(str, facts.image_size)) if facts.image_size else "?"
     out.facts = (f"{n:,} training images in {len(facts.class_counts)} classes, median {shape} px; "
                  f"{budget} on {device_type}")
