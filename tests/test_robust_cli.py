@@ -38,7 +38,7 @@ def ws(tmp_path_factory, trained_run):
         (root / "allbad" / "ship" / f"ship_{i}.png").write_text("not a picture\n")
     (root / "flat").mkdir()  # images straight in the folder: no class sub-folders
     for f in (root / "ok" / "hbar").glob("*.png"):
-        (root / "flat" / f"img{f.stem[-1]}.png").write_bytes(f.read_bytes())
+        (root / "flat" / f"{f.stem[-3:]}.png").write_bytes(f.read_bytes())  # 000.png: no label in the name
     (root / "notes.txt").write_text("not an image\n")
     (root / "not_a_run").mkdir()
     (root / "runs").mkdir()
