@@ -8,6 +8,9 @@ import pytest
 
 # Keep the suite predictable on a 2-core machine and free of display needs.
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Runs compared bit for bit keep their threads even if the machine gets busy during the suite
+# (cnnlab.train.cpu_share; tests/test_train_cpu_share.py turns it on where it is tested).
+os.environ.setdefault("CNNLAB_SHARE_CPU", "0")
 
 
 @pytest.fixture

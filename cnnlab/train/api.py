@@ -64,6 +64,11 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
         callbacks.append(cb.TensorBoard(run_dir / "tensorboard"))
     if verbose:
         callbacks.append(cb.ProgressBar())
+    from cnnlab.train.cpu_share import ShareCpu, should_share
+
+    given = cfg.precision if "precision" in cfg.model_fields_set else None
+    if should_share(setup.device, given)[0]:  # after the bar: its notes follow the epoch's line
+        callbacks.append(ShareCpu(verbose=verbose, start_share=getattr(setup, "busy_share", 0.0)))
     return callbacks
 
 

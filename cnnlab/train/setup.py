@@ -51,6 +51,7 @@ class Setup:
     val_subset: Any | None = None  # a fixed part of the validation set, validated each epoch but the last
     precision_why: str = ""  # why --precision auto chose what it did ("" when it was given)
     busy_note: str = ""  # set when other programs took the CPU while the choices were timed
+    busy_share: float = 0.0  # other programs' share of the CPU during the last timed probe (0-1)
 
     def meta(self) -> dict[str, Any]:
         """What every weights file carries, so it can be used without the run folder."""
@@ -457,4 +458,4 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
             val_subset = ShardedLoader(val_subset, *shard, train=False)
     return Setup(cfg, index, size, channels, model.spec, model, train_loader, val_loader, normalization,
                  None if augment.is_identity else Augmenter(augment), device, precision, channels_last,
-                 resolved_defaults(cfg), val_subset, precision_why, busy_note())
+                 resolved_defaults(cfg), val_subset, precision_why, busy_note(), (_probe_busy or [0.0])[-1])
