@@ -35,8 +35,8 @@ def train(data: Path, out: Path, model: str, size: int, epochs: int, share: bool
     env.pop("OMP_NUM_THREADS", None)
     name = f"{model}-{size}-{'share' if share else 'plain'}-{time.monotonic_ns()}"
     return subprocess.Popen([*CNNLAB, "train", str(data), "--model", model, "--img-size", str(size), "--epochs",
-                             str(epochs), "--batch-size", "32", "--out", str(out), "--name", name, "--no-evaluate",
-                             "-q"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                             str(epochs), "--batch-size", "32", "--out", str(out), "--name", name, "--no-evaluate"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def rate(out: Path, p: subprocess.Popen) -> float:
@@ -52,15 +52,19 @@ def scenario(kind: str, data: Path, out: Path, model: str, size: int, epochs: in
         time.sleep(0.5)
     t0 = time.perf_counter()
     procs = [train(data, out, model, size, epochs, share) for _ in range(2 if kind == "two runs" else 1)]
+    said = []
     for p in procs:
-        if p.wait() != 0:
-            raise SystemExit(p.stderr.read())
+        stdout, stderr = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(stderr)
+        said.append(sum(line.strip().startswith("threads:") for line in stdout.splitlines()))
     wall = time.perf_counter() - t0
     if busy is not None:
         busy.kill()
     rates = [rate(out, p) for p in procs]
     shown = " + ".join(f"{r:,.0f}" for r in rates)
-    return f"| {model} {size} px | {kind} | {'on' if share else 'off'} | {shown} | {wall:.1f} |"
+    return (f"| {model} {size} px | {kind} | {'on' if share else 'off'} | {shown} | {wall:.1f} | "
+            f"{' + '.join(map(str, said))} |")
 
 
 def main() -> None:
@@ -75,8 +79,8 @@ def main() -> None:
         out = Path(tmp) / "runs"
         out.mkdir()
         print(f"load before: {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs; {args.epochs} epochs of the digits")
-        print("| model | scenario | ShareCpu | train img/s (median of epochs 3+, per run) | wall s |")
-        print("|---|---|---|---:|---:|")
+        print("| model | scenario | ShareCpu | train img/s (median of epochs 3+, per run) | wall s | thread changes |")
+        print("|---|---|---|---:|---:|---:|")
         for spec in args.models:
             model, size = spec.split(":")
             for kind in ("alone", "two runs", "busy loop"):
