@@ -23,6 +23,11 @@ TABLE = "border-collapse:collapse;font-size:13px;margin:4px 0"
 CELL = "padding:2px 8px;border-bottom:1px solid #ddd;text-align:{align}"
 
 
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """``count(1, "epoch")`` is "1 epoch", ``count(2, "epoch")`` "2 epochs", ``count(1200, "image")`` "1,200 images"."""
+    return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"
+
+
 def kernel_shell():
     """The IPython shell of a Jupyter/Colab kernel, or None (a script, a terminal IPython)."""
     ipython = sys.modules.get("IPython")
@@ -122,7 +127,7 @@ class Metrics(dict):
 
     def __str__(self) -> str:
         lines = [f"accuracy {self.get('accuracy', float('nan')):.4f}  loss {self.get('loss') or float('nan'):.4f}  "
-                 f"({self.get('n_images', 0)} images)"]
+                 f"({count(self.get('n_images', 0), 'image')})"]
         for c, d in (self.get("per_class") or {}).items():
             lines.append(f"  {c:>12}  precision {d['precision']:.3f}  recall {d['recall']:.3f}  f1 {d['f1']:.3f}  "
                          f"support {d['support']}")

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cnnlab.display import count
 from cnnlab.data.decode import BadImage, load_image
 from cnnlab.data.normalize import Normalization
 from cnnlab.errors import CnnlabError
@@ -215,7 +216,7 @@ class Run:
         if m.is_file():
             data = json.loads(m.read_text())
             rows.append(("test", f"accuracy {number(data.get('accuracy'))}, loss {number(data.get('loss'))} "
-                                 f"({data.get('n_images')} images)"))
+                                 f"({count(data.get('n_images') or 0, 'image')})"))
         if (self.path / "report.html").is_file():
             rows.append(("report", str(self.path / "report.html")))
         hist = self.history()
@@ -334,7 +335,7 @@ def check_unfinished(run_dir: Path) -> None:
 
     state = load_checkpoint(run_dir / RESUME_FILE)
     if state["stopped"] or state["epoch"] >= state["epochs"]:
-        raise CnnlabError(f"{run_dir} has finished ({state['epoch']} epochs); nothing to resume")
+        raise CnnlabError(f"{run_dir} has finished ({count(state['epoch'], 'epoch')}); nothing to resume")
 
 
 def latest_unfinished(out: str | Path) -> Path:

@@ -8,6 +8,7 @@ compared bit for bit before and after timing).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -187,3 +188,22 @@ def test_contention_sees_a_busy_neighbour_and_not_itself():
             p.wait()
     assert other.share > 0.6  # every core burning elsewhere
     assert own.share < background.share + 0.25  # its own busy loop is not counted as contention
+
+
+@pytest.mark.parametrize("gpus, name, message", [
+    (1, "cuda:7", "--device cuda:7: torch sees 1 CUDA GPU (cuda:0)"),
+    (4, "cuda:4", "--device cuda:4: torch sees 4 CUDA GPUs (cuda:0 to cuda:3)"),
+    (0, "cuda:1", "--device cuda:1: no CUDA GPU is visible to torch"),
+])
+def test_a_gpu_that_is_not_there_is_named(monkeypatch, gpus, name, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(dev.CnnlabError, match=re.escape(message)):
+        dev.pick_device(name)
+
+
+def test_a_gpu_that_is_there_is_picked(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert dev.pick_device("CUDA:1") == torch.device("cuda", 1)
+    assert dev.pick_device("cuda") == torch.device("cuda")

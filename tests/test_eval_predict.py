@@ -114,6 +114,7 @@ def test_cli_csv_json_and_table(trained_run, mixed, tmp_path, capsys):
     out_json = tmp_path / "preds.json"
     assert main(["predict", str(trained_run), str(mixed / "h0.png"), "--out", str(out_json)]) == 0
     (row,) = json.loads(out_json.read_text())
+    assert f"1 prediction written to {out_json}" in capsys.readouterr().err
     assert row["label"] == "hbar" and row["error"] == "" and len(row["top_k"]) == 2
 
     assert main(["predict", str(trained_run), str(mixed)]) == 0
@@ -124,7 +125,7 @@ def test_cli_csv_json_and_table(trained_run, mixed, tmp_path, capsys):
     assert ".csv or .json" in capsys.readouterr().err
     assert not (tmp_path / "p.txt").exists()
     assert main(["predict", str(trained_run), str(mixed / "broken.jpg")]) == 2
-    assert "none of the 1 files could be read" in capsys.readouterr().err
+    assert "broken.jpg could not be read: " in capsys.readouterr().err
 
 
 def test_a_weights_file_on_its_own(trained_run, mixed, tmp_path):

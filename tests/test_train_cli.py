@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -97,10 +98,11 @@ def test_a_run_folder_has_everything(workspace, tmp_path, capsys):
     assert model.predict_proba(x).shape == (1, 2) and ok == [0]
 
     # The same command again gets a new folder instead of overwriting this one.
-    assert main(["train", str(data), "--model", str(workspace / "tiny.yaml"), "--epochs", "1", "-q",
+    assert main(["train", str(data), "--model", str(workspace / "tiny.yaml"), "--epochs", "1",
                  "--device", "cpu", "--workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
                  "--no-evaluate"]) == 0
     assert (out / "data-tiny-2" / "weights" / "last.safetensors").is_file()
+    assert re.search(r"^model   tiny .*, 1 epoch$", capsys.readouterr().out, re.M)  # not "1 epochs"
 
 
 def test_config_file_with_flags_on_top(workspace, tmp_path):
@@ -193,7 +195,7 @@ def test_sigkill_mid_training_then_resume_gives_the_same_weights(workspace, refe
     assert json.loads((run / "split.json").read_text()) == json.loads((reference / "split.json").read_text())
 
     assert main(["train", "--resume", str(run)]) == 2  # a finished run has nothing left to do
-    assert "has finished" in capsys.readouterr().err
+    assert "has finished (5 epochs)" in capsys.readouterr().err
 
 
 def test_ctrl_c_saves_and_resume_continues_exactly(workspace, reference):

@@ -70,7 +70,7 @@ def register(sub) -> None:
                        CHECK_EPILOG)
     _dataset_args(c)
     c.add_argument("--format", choices=["table", "json"], default="table", help="output format")
-    c.add_argument("--workers", type=int, default=0, metavar="N", help="processes that decode in parallel")
+    c.add_argument("--workers", type=int, default=0, metavar="N", help="processes that decode in parallel; 0 decodes in this process")
     c.add_argument("--strict", action="store_true", help="exit with code 1 when there are bad files or warnings")
     c.set_defaults(func=run_check)
 

@@ -1,6 +1,7 @@
 """`cnnlab evaluate`: accuracy, per-class metrics, confusion matrix, ROC-AUC, top losses."""
 
 from cnnlab.cli._common import add_keras_options, add_precision_option, add_subcommand, console, print_json
+from cnnlab.display import count
 
 EPILOG = """\
 examples:
@@ -92,7 +93,7 @@ def show(m: dict, args) -> None:
     if auc["macro"] is not None:
         head += [f"ROC-AUC {auc['macro']:.3f} ({auc['method']})"]
     head += [f"loss {m['loss']:.4f}"]
-    out.print(f"[bold]{m['n_images']} images[/] ({source}, {m['weights']} weights"
+    out.print(f"[bold]{count(m['n_images'], 'image')}[/] ({source}, {m['weights']} weights"
               f"{', TTA' if m['tta'] else ''}): " + " · ".join(head), highlight=False)
 
     t = Table(title_justify="left")

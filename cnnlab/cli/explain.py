@@ -35,11 +35,11 @@ def register(sub) -> None:
                                                  "for a model file MODEL: MODEL-explainer.html beside it)")
     p.add_argument("--serve", action="store_true",
                    help="serve the page on a local web server instead of writing a file")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind with --serve (0.0.0.0 opens it to your network)")
-    p.add_argument("--port", type=int, default=8000, help="port for --serve")
-    p.add_argument("--max-upload-mb", type=float, default=10, metavar="MB",
-                   help="largest image upload --serve accepts")
+    p.add_argument("--host", default=None,
+                   help="address to bind with --serve; 0.0.0.0 opens it to your network (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port for --serve; 0 picks a free one (default: 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=None, metavar="MB",
+                   help="largest image upload --serve accepts (default: 10)")
     add_keras_options(p)
     p.set_defaults(func=run)
 
@@ -52,14 +52,23 @@ def run(args) -> int:
 
     if args.image is not None and not Path(args.image).is_file():
         raise CnnlabError(f"{args.image}: no such image file")
+    server_options = [f"--{name.replace('_', '-')}" for name in ("host", "port", "max_upload_mb")
+                      if getattr(args, name) is not None]
+    if server_options and not args.serve:
+        one = len(server_options) == 1
+        raise CnnlabError(f"{' and '.join(server_options)} only appl{'ies' if one else 'y'} to the local server: "
+                          f"add --serve, or leave {'it' if one else 'them'} out to write an HTML file")
+    if args.serve and args.out:
+        raise CnnlabError("--out writes a file and --serve serves the page: choose one")
+    args.host = "127.0.0.1" if args.host is None else args.host
+    args.port = 8000 if args.port is None else args.port
+    args.max_upload_mb = 10 if args.max_upload_mb is None else args.max_upload_mb
     if not 0 < args.max_upload_mb <= 1024:
         raise CnnlabError(f"--max-upload-mb must be between 0 and 1024, got {args.max_upload_mb:g}")
     from cnnlab.io.models import from_args
 
     explainer = Explainer(from_args(args), args.weights)
     if args.serve:
-        if args.out:
-            raise CnnlabError("--out writes a file and --serve serves the page: choose one")
         try:
             import fastapi  # noqa: F401
             import uvicorn  # noqa: F401

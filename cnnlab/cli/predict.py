@@ -3,6 +3,7 @@
 import sys
 
 from cnnlab.cli._common import add_keras_options, add_precision_option, add_subcommand, console
+from cnnlab.display import count
 
 EPILOG = """\
 examples:
@@ -70,15 +71,17 @@ def run(args) -> int:
                        batch_size=args.batch_size, device=args.device, precision=args.precision)
     if args.out:
         write_predictions(rows, args.out)
-        print(f"{len(rows)} predictions written to {args.out}", file=sys.stderr)
+        print(f"{count(len(rows), 'prediction')} written to {args.out}", file=sys.stderr)
     else:
         show(rows)
     failed = [r for r in rows if r["error"]]
     if failed and len(failed) == len(rows):
+        if len(rows) == 1:
+            raise CnnlabError(f"{failed[0]['path']} could not be read: {failed[0]['error']}")
         raise CnnlabError(f"none of the {len(rows)} files could be read (first: {failed[0]['path']}: "
                           f"{failed[0]['error']})")
     if failed:
-        print(f"cnnlab: {len(failed)} of {len(rows)} files could not be read (see the error column)",
+        print(f"cnnlab: {len(failed)} of {count(len(rows), 'file')} could not be read (see the error column)",
               file=sys.stderr)
     return 0
 

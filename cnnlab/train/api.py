@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from cnnlab.errors import CnnlabError
+from cnnlab.display import count
 from cnnlab.run import (RESUME_FILE, check_resumable, check_unfinished, new_run_dir, remove_stale_temporaries, start_run_folder,
                         write_run_files)
 from cnnlab.train import callbacks as cb
@@ -84,7 +85,7 @@ def describe(setup) -> str:
     return (f"data    {cfg.data}: {len(setup.index.classes)} classes, {splits} images, {h}x{w}x{setup.channels}\n"
             f"model   {setup.spec.name} ({n_params:,} parameters) on {setup.device} {setup.precision}, "
             f"{cfg.optimizer} lr {setup.hparams['lr']:g} {cfg.scheduler}, batch {cfg.batch_size}, "
-            f"{cfg.epochs} epochs" + (f" or {cfg.time_limit:g} min" if cfg.time_limit else "")
+            + count(cfg.epochs, "epoch") + (f" or {cfg.time_limit:g} min" if cfg.time_limit else "")
             + (f"\n        precision: {setup.precision_why}" if setup.precision_why else "")
             + (f"\n        busy: {setup.busy_note}" if setup.busy_note else "")
             + (f"\nrecipe  {cfg.recipe}: augment {cfg.augment}, label smoothing {cfg.label_smoothing:g}, "
