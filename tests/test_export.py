@@ -94,7 +94,8 @@ def test_onnx_export_round_trip_and_predict(weights_file, tmp_path, capsys):
 
     out = tmp_path / "model.onnx"
     assert main(["export", str(weights_file), "--format", "onnx", "--out", str(out)]) == 0
-    assert "with onnxruntime" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "with onnxruntime" in printed and "input raw RGB pixels 0-255, shape (batch, 12, 10, 3)" in printed
     proto = onnx.load(str(out))
     assert proto.opset_import[0].version >= 17
     props = {p.key: p.value for p in proto.metadata_props}
@@ -143,7 +144,7 @@ def test_keras_file_read_and_written_back(tmp_path):
 
 def test_export_errors(weights_file, tmp_path, capsys):
     assert main(["export", str(weights_file), "--format", "onnx", "--out", str(tmp_path / "x.keras")]) == 2
-    assert "must end in .onnx" in capsys.readouterr().err
+    assert "an ONNX file's name must end in .onnx" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "missing.onnx"), str(tmp_path)]) == 2
     assert "no such ONNX file" in capsys.readouterr().err
 
@@ -162,3 +163,25 @@ def test_keras_file_to_onnx(tmp_path):
     session = ort.InferenceSession(str(r.path), providers=["CPUExecutionProvider"])
     images = km.pixels((11, 13, 3), n=4, seed=3).astype("float32")
     np.testing.assert_allclose(session.run(None, {"pixels": images})[0], model.predict(images, verbose=0), atol=1e-4)
+
+
+def test_a_grayscale_model_says_it_takes_one_channel(tmp_path, capsys):
+    """A --channels 1 model's files take (batch, h, w, 1): the message and metadata say so
+    (they said RGB, 3), as onnxruntime's own view of the input does."""
+    import onnxruntime as ort
+
+    spec = {"input": [8, 6, 1], "layers": [{"Conv2D": {"filters": 2, "kernel_size": 3, "activation": "relu"}},
+                                           {"Flatten": {}}, {"Dense": {"units": 2, "activation": "softmax"}}]}
+    torch.manual_seed(0)
+    path = tmp_path / "gray.safetensors"
+    save_weights(path, build_model(spec, classes=2).eval(),
+                 {"classes": ["a", "b"], "input": spec["input"], "normalization": {"mean": [0.5], "std": [0.25]}})
+    out = tmp_path / "gray.onnx"
+    assert main(["export", str(path), "--format", "onnx", "--out", str(out)]) == 0
+    assert "input raw grayscale pixels 0-255, shape (batch, 8, 6, 1)" in capsys.readouterr().out
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == [8, 6, 1]
+    assert "(batch, height, width, 1), grayscale" in session.get_modelmeta().custom_metadata_map["input_layout"]
+    images = km.pixels((8, 6, 1), n=3, seed=4)
+    got = session.run(None, {"pixels": images.astype("float32")})[0]
+    np.testing.assert_allclose(got, ours(path, images), atol=1e-5)

@@ -356,7 +356,10 @@ def test_read_only_output_folder(ws, evaluated_run, read_only, monkeypatch, caps
     before = snapshot(locked)
     cases = [
         (train_args(ws, "x", "--out", str(locked / "runs")), "cannot create the run folder"),
-        (["evaluate", run, "--no-report", "--device", "cpu"], "Permission denied"),
+        # said before any image is predicted, with the way out
+        (["evaluate", run, "--no-report", "--device", "cpu"], "Permission denied); write them elsewhere with --out DIR"),
+        (["export", run, "--format", "onnx"], "cannot write there"),  # into RUN/export/: was a traceback
+        (["lr-find", ws / "data", "--out", locked / "lr", "--workers", "0"], "cannot write there"),  # before the sweep
         (["predict", run, image, "--out", run / "new.csv", "--device", "cpu"], "new.csv: Permission denied"),
         (["explain", run, "--out", locked / "page.html"], "page.html: Permission denied"),
         (["viz", "filters", run, "--out", locked / "f.png"], "f.png: Permission denied"),
@@ -366,6 +369,14 @@ def test_read_only_output_folder(ws, evaluated_run, read_only, monkeypatch, caps
     for argv, fragment in cases:
         assert main([str(a) for a in argv]) == 2, argv
         assert_one_sentence(capsys.readouterr().err, fragment)
+    # --out puts the evaluation somewhere writable: the same figures as the run's own files.
+    elsewhere = ws / "evaluated-elsewhere"
+    assert main(["evaluate", str(run), "--device", "cpu", "--out", str(elsewhere), "--format", "json"]) == 0
+    got = json.loads((elsewhere / "metrics.json").read_text())
+    assert json.loads(capsys.readouterr().out)["eval_dir"] == str(elsewhere) and got["report"] is None
+    own = json.loads(before[f"{run.name}/eval/test/metrics.json"])
+    assert got["accuracy"] == own["accuracy"] and got["confusion_matrix"] == own["confusion_matrix"]
+    assert (elsewhere / "predictions.csv").is_file()
     assert snapshot(locked) == before  # nothing changed, nothing added
 
 

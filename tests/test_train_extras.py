@@ -67,7 +67,10 @@ def test_lr_find_cli_writes_plot_csv_and_suggests(tmp_path, capsys):
     assert main(["lr-find", str(data), "--model", str(tmp_path / "tiny.yaml"), "--steps", "12", "--workers", "0",
                  "--end-lr", "1e-5", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "runs2")]) == 2
     out, err = capsys.readouterr()
-    assert "the loss never fell in 12 steps" in err and "no rate to suggest" in err and "Traceback" not in err
+    fell = re.search(r"the loss (never fell|fell only (\d+\.\d)%) in 12 steps", err)
+    assert fell and (fell.group(2) is None or float(fell.group(2)) < 5), err  # under MIN_FALL, said as it is
+    assert "no rate to suggest" in err and "Traceback" not in err
+    assert "try a larger --end-lr or --steps 300" in err  # --end-lr 1e-5: a wider sweep can help
     assert "suggested learning rate" not in out
     chosen = re.search(r"over 12 batches of (\S+) \(", out)
     assert chosen and chosen.group(1) == "32", chosen  # README: batch 32 under 2,000 images

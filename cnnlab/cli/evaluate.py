@@ -54,6 +54,8 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     add_precision_option(p)
+    p.add_argument("--out", metavar="DIR", help="folder for the files (default: RUN/eval/SPLIT, or "
+                                                "MODEL-eval/ beside a model file); RUN/report.html is then left as it is")
     p.add_argument("--no-report", action="store_true", help="do not refresh RUN/report.html")
     p.add_argument("--format", choices=["table", "json"], default="table", help="output format")
     add_keras_options(p)
@@ -72,7 +74,7 @@ def run(args) -> int:
     run = from_args(args, data_classes=data_classes(args.data) if args.data else None)
     m = evaluate_run(run, args.split, args.weights, args.data, args.tta_mode or args.tta,
                      batch_size=args.batch_size,
-                     device=args.device, report=not args.no_report, precision=args.precision)
+                     device=args.device, report=not args.no_report, precision=args.precision, out=args.out)
     if args.format == "json":
         print_json(m)
         return 0

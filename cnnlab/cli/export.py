@@ -9,8 +9,8 @@ examples:
   cnnlab export runs/cats/weights/last.safetensors --format onnx
   cnnlab predict runs/cats/export/cats.onnx photo.jpg    run the ONNX file with onnxruntime
 
-Both files take raw RGB pixel values 0-255, shape (batch, height, width, 3), channels last,
-any batch size, and give class probabilities (batch, classes): the preprocessing of
+Both files take raw pixel values 0-255, shape (batch, height, width, channels), channels
+last (3 channels, RGB, or 1 for a model trained with --channels 1), any batch size, and give class probabilities (batch, classes): the preprocessing of
 training and the final softmax are inside. The ONNX file (opset 18) keeps the class names
 (JSON), the input size and the layout in its metadata (metadata_props); the .keras file
 loads with keras.saving.load_model and needs no cnnlab.
@@ -35,11 +35,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from cnnlab.export import export
+    from cnnlab.export import export, pixels_layout
 
     r = export(args.run, args.format, args.out, args.weights)
     size = r.path.stat().st_size / 1e6
-    print(f"wrote {r.path} ({size:.2f} MB, {r.format}): input raw RGB pixels 0-255 (batch, height, width, 3), "
+    print(f"wrote {r.path} ({size:.2f} MB, {r.format}): input {pixels_layout(r.input)}, "
           "output class probabilities")
     if r.max_difference is None:
         print(f"parity check skipped: {r.checked_with} is not installed (pip install keras)")

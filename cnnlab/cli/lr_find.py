@@ -44,10 +44,11 @@ def run(args) -> int:
     from pathlib import Path
 
     from cnnlab.errors import CnnlabError
-    from cnnlab.io.fs import atomic_write_text
+    from cnnlab.io.fs import atomic_write_text, check_can_write
     from cnnlab.train import lr_find
-    from cnnlab.train.lr_finder import plot
+    from cnnlab.train.lr_finder import MIN_FALL, plot
 
+    check_can_write(args.out, "--out")  # before the sweep, not after it
     options = {field: getattr(args, field) for field, _, _ in CONFIG_FLAGS if hasattr(args, field)}
     result, setup = lr_find(args.data, config=args.config, start_lr=args.start_lr, end_lr=args.end_lr,
                             steps=args.steps, verbose=not args.quiet, **options)
@@ -57,11 +58,17 @@ def run(args) -> int:
                f"Learning-rate range test: {setup.spec.name}, {cfg.optimizer}, batch {cfg.batch_size}")
     atomic_write_text(out / "lr_find.csv", result.to_csv())
     if result.suggested is None:
-        fell = (f" (smoothed {result.start_loss:.3f} at the start, {result.lowest_loss:.3f} at the lowest)"
-                if result.lowest_loss is not None else "")
-        raise CnnlabError(f"the loss never fell in {len(result.lrs)} steps{fell}, so there is no rate to suggest; "
-                          f"the model learns too slowly for so short a sweep: try a larger --end-lr or --steps "
-                          f"{max(3 * len(result.lrs), 300)} (plot: {png})")
+        steps = len(result.lrs)
+        if result.lowest_loss is not None and result.lowest_loss < result.start_loss:
+            fell = (f"the loss fell only {1 - result.lowest_loss / result.start_loss:.1%} in {steps} steps "
+                    f"(smoothed {result.start_loss:.3f} at the start, {result.lowest_loss:.3f} at the lowest; "
+                    f"a rate is suggested from a fall of {MIN_FALL:.0%})")
+        else:
+            fell = f"the loss never fell in {steps} steps" + (
+                f" (smoothed {result.start_loss:.3f} at the start)" if result.start_loss is not None else "")
+        wider = "a larger --end-lr or " if args.end_lr < 10 else ""
+        raise CnnlabError(f"{fell}, so there is no rate to suggest; the model learns too slowly for so short "
+                          f"a sweep: try {wider}--steps {max(3 * steps, 300)} (plot: {png})")
     if args.quiet:
         print(f"{result.suggested:.2g}")
         return 0

@@ -165,6 +165,7 @@ def evaluate_run(
     device: str = "auto",
     report: bool = True,
     precision: str = "fp32",
+    out: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's model on a split; write ``RUN/eval/<split>/`` and return metrics.json's dict.
 
@@ -174,7 +175,10 @@ def evaluate_run(
     RUN/report.html afterwards. ``precision``: fp32 (exact, the default), bf16 or fp16
     (autocast), or ``run``: the precision and memory layout the run trained in (what
     `cnnlab train` evaluates its test split with: a bf16 run is about 3x faster to evaluate).
+    ``out``: the folder for the files instead of ``RUN/eval/<split>/`` (a run you cannot
+    write to); the run's report is then left as it is.
     """
+    from cnnlab.io.fs import check_can_write
     from cnnlab.device import pick_device
     from cnnlab.io.models import is_model_file, open_model
 
@@ -194,6 +198,16 @@ def evaluate_run(
         items, unknown = _items_from_run(run, split), {}
     else:
         items, unknown, split = _items_from_data(data, split, classes)
+    if out is not None:
+        out, report = Path(out), False
+        check_can_write(out, "--out")
+    else:
+        if source is not None:  # written beside the model file: model.h5 -> model-eval/<data>/
+            out = source.path.with_name(f"{source.path.stem}-eval") / eval_name(split, data)
+            report = False
+        else:
+            out = run.eval_dir(eval_name(split, data))
+        check_can_write(out, "evaluate writes its files to", "; write them elsewhere with --out DIR")
     bad_labels = [p for p, y in items if not 0 <= y < len(classes)]
     if bad_labels:
         raise CnnlabError(f"{run.path / 'split.json'}: {bad_labels[0]} has a label outside the model's "
@@ -214,11 +228,6 @@ def evaluate_run(
     probs_all = dict(zip(ok, probs))
     losses_all = dict(zip(ok, image_losses(y_true, probs)))
     top = _top_losses(items, probs_all, losses_all, ok, classes)
-    if source is not None:  # written beside the model file: model.h5 -> model-eval/<data>/
-        out = source.path.with_name(f"{source.path.stem}-eval") / eval_name(split, data)
-        report = False
-    else:
-        out = run.eval_dir(eval_name(split, data))
     result = {
         "run": str(source.path if source else run.path),
         "eval_dir": str(out),

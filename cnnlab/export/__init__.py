@@ -4,7 +4,8 @@
     result = export("runs/cats", "onnx")          # runs/cats/export/cats.onnx
     result.max_difference                         # largest |p_onnx - p_cnnlab| on sample images
 
-Both formats take raw RGB pixels 0-255 (height, width, 3) and give class probabilities:
+Both formats take raw pixels 0-255, channels last (batch, height, width, channels: 3 for RGB,
+1 for a grayscale model; :func:`pixels_layout` says which) and give class probabilities:
 the preprocessing of training and the final softmax are inside the file.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.io.fs import check_can_write
 
 FORMATS = {"onnx": ".onnx", "keras": ".keras"}
 
@@ -65,6 +67,13 @@ class Exported:
     max_difference: float | None  # None: no checker installed (Keras)
     images: int
     checked_with: str
+    input: tuple[int, int, int] = (0, 0, 3)  # (height, width, channels) the file takes
+
+
+def pixels_layout(input: tuple[int, int, int] | list[int]) -> str:
+    """What an exported file takes, in words: "raw RGB pixels 0-255, shape (batch, 32, 32, 3)"."""
+    h, w, c = input
+    return f"raw {'grayscale' if c == 1 else 'RGB'} pixels 0-255, shape (batch, {h}, {w}, {c}), channels last"
 
 
 def open_source(run, weights: str = "best") -> Source:
@@ -110,10 +119,11 @@ def export(run, fmt: str, out: str | Path | None = None, weights: str = "best", 
     src = open_source(run, weights)
     out = Path(out) if out is not None else src.default_out(fmt)
     if out.suffix.lower() != FORMATS[fmt]:
-        raise CnnlabError(f"--out {out}: a {fmt} file's name must end in {FORMATS[fmt]}")
+        kind = {"onnx": "an ONNX", "keras": "a Keras"}[fmt]
+        raise CnnlabError(f"--out {out}: {kind} file's name must end in {FORMATS[fmt]}")
     if out.is_dir():
         raise CnnlabError(f"--out {out}: is a folder; give a file name ending in {FORMATS[fmt]}")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_can_write(out, "--out")  # the file itself is written atomically (cnnlab.io.fs.atomic_path)
     images = sample_images(src, check_images)
     ours = cnnlab_probabilities(src, images)
     if fmt == "onnx":
@@ -127,4 +137,4 @@ def export(run, fmt: str, out: str | Path | None = None, weights: str = "best", 
         write_keras(src.model, src.meta, out)
         theirs, checker = keras_probabilities(out, images), "Keras"
     diff = None if theirs is None else float(np.abs(np.asarray(theirs, dtype=np.float64) - ours).max())
-    return Exported(out, fmt, diff, len(images), checker)
+    return Exported(out, fmt, diff, len(images), checker, tuple(src.model.spec.input))

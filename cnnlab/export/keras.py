@@ -228,7 +228,7 @@ def write_keras(model, meta: dict[str, Any], out: str | Path) -> Path:
         entries = [e for e in entries if e["class_name"] != "InputLayer"]
     names = [e["config"]["name"] for e in entries]
     metadata = {"keras_version": KERAS_VERSION, "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"),
-                "cnnlab": {"classes": list(meta.get("classes") or []), "input": "raw RGB pixels 0-255, (H, W, C)"}}
+                "cnnlab": {"classes": list(meta.get("classes") or []), "input": f"raw {'grayscale' if c == 1 else 'RGB'} pixels 0-255, (H, W, C)"}}
     with atomic_path(out) as tmp:
         with zipfile.ZipFile(tmp, "w") as z:
             z.writestr("metadata.json", json.dumps(metadata))

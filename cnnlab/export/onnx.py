@@ -1,8 +1,8 @@
 """ONNX export, and prediction with an exported file through onnxruntime.
 
 The exported graph takes what an image file decodes to: ``pixels``, float32 of shape
-(batch, height, width, 3) -- RGB values 0-255, channels last, the batch size free -- and
-returns ``probabilities`` (batch, classes). The preprocessing (scaling, per-channel mean and
+(batch, height, width, 3) -- RGB values 0-255 (1 channel for a grayscale model), channels
+last, the batch size free -- and returns ``probabilities`` (batch, classes). The preprocessing (scaling, per-channel mean and
 std) and the final softmax/sigmoid are inside, so a user of onnxruntime (or any ONNX
 runtime) needs nothing of cnnlab. The file's metadata (``metadata_props``) holds the class
 names (JSON), the input size and resize policy, and the input layout in words.
@@ -30,8 +30,11 @@ from cnnlab.errors import CnnlabError
 from cnnlab.io.fs import atomic_path
 
 OPSET = 18  # the exporter's own opset (17 is converted down with a warning); any runtime of 2023+ reads it
-INPUT_LAYOUT = "pixels: float32 (batch, height, width, 3), RGB values 0-255 (channels last); " \
-               "output probabilities: float32 (batch, classes)"
+def input_layout(c: int) -> str:
+    """The ``input_layout`` metadata entry of the ONNX file."""
+    kind = "grayscale values" if c == 1 else "RGB values"
+    return (f"pixels: float32 (batch, height, width, {c}), {kind} 0-255 (channels last); "
+            "output probabilities: float32 (batch, classes)")
 
 
 class WithPreprocessing(nn.Module):
@@ -86,7 +89,7 @@ def export_onnx(model, meta: dict[str, Any], out: str | Path) -> Path:
         except Exception as e:  # the exporter's errors are long; the first line says what failed
             raise CnnlabError(f"ONNX export failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
         proto = program.model_proto
-        props = {"classes": json.dumps(list(meta.get("classes") or [])), "input_layout": INPUT_LAYOUT,
+        props = {"classes": json.dumps(list(meta.get("classes") or [])), "input_layout": input_layout(c),
                  "input_size": json.dumps([h, w, c]), "resize": str(meta.get("resize", "stretch")),
                  "producer": "cnnlab"}
         del proto.metadata_props[:]

@@ -47,6 +47,24 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def check_can_write(path: str | Path, flag: str, hint: str = "") -> None:
+    """Fail now, in one sentence, when ``path`` (a folder or file still to be made) cannot be
+    written: before minutes of work whose results would then be lost. Creates nothing.
+    ``flag`` names what the user gave (``--out``); ``hint`` ends the sentence ("; ...")."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise CnnlabError(f"{flag} {path}: cannot write there: {existing} is a file, not a folder{hint}")
+    folder = existing if existing.is_dir() else existing.parent
+    try:  # a real try (root ignores permission bits; a read-only mount refuses even root)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise CnnlabError(f"{flag} {path}: cannot write there ({folder}: {e.strerror or e}){hint}") from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
