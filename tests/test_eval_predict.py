@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -126,6 +127,9 @@ def test_cli_csv_json_and_table(trained_run, mixed, tmp_path, capsys):
     assert not (tmp_path / "p.txt").exists()
     assert main(["predict", str(trained_run), str(mixed / "broken.jpg")]) == 2
     assert "broken.jpg could not be read: " in capsys.readouterr().err
+    os.mkfifo(tmp_path / "pipe.jpg")  # named on its own, a pipe gets the reason it gets in a folder
+    assert main(["predict", str(trained_run), str(tmp_path / "pipe.jpg")]) == 2
+    assert "pipe.jpg could not be read: not a regular file (a pipe, socket or device)" in capsys.readouterr().err
 
 
 def test_a_weights_file_on_its_own(trained_run, mixed, tmp_path):

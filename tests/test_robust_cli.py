@@ -39,6 +39,10 @@ def ws(tmp_path_factory, trained_run):
     (root / "flat").mkdir()  # images straight in the folder: no class sub-folders
     for f in (root / "ok" / "hbar").glob("*.png"):
         (root / "flat" / f"{f.stem[-3:]}.png").write_bytes(f.read_bytes())  # 000.png: no label in the name
+    make_image_folder(root / "halfempty", ("square",), n=3, size=(16, 16))
+    (root / "halfempty" / "circle").mkdir()  # two class folders, one of them empty
+    make_image_folder(root / "csvset" / "imgs", ("square",), n=2, size=(16, 16))  # images + labels.csv beside them
+    (root / "csvset" / "labels.csv").write_text("imgs/square/square_000.png,cat\nimgs/square/square_001.png,dog\n")
     (root / "notes.txt").write_text("not an image\n")
     (root / "not_a_run").mkdir()
     (root / "runs").mkdir()
@@ -63,6 +67,12 @@ CASES = [
     ("check: missing folder", lambda w: ["data", "check", w["root"] / "missing"], "missing: no such file or folder"),
     ("check: empty folder", lambda w: ["data", "check", w["root"] / "empty"], "empty: no images found"),
     ("check: one class", lambda w: ["data", "check", w["root"] / "one"], "only one class ('square')"),
+    ("check: two class folders, one empty", lambda w: ["data", "check", w["root"] / "halfempty"],
+     "halfempty/circle is an empty class folder: add images of 'circle' (a classifier needs at least two classes)"),
+    ("check: a folder holding labels.csv", lambda w: ["data", "check", w["root"] / "csvset"],
+     "only one class ('imgs') found; a classifier needs at least two; to take the labels from"),
+    ("check: --label-regex matching nothing", lambda w: ["data", "check", w["root"] / "flat", "--label-regex", "^x(cat)"],
+     "--label-regex '^x(cat)' matched none of the 4 image names in"),
     ("check: a text file", lambda w: ["data", "check", w["root"] / "notes.txt"], "expected a folder of images"),
     ("check: --val-split 1.5", lambda w: ["data", "check", w["root"] / "ok", "--val-split", "1.5"],
      "--val-split must be at least 0 and below 1"),

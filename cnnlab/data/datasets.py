@@ -270,6 +270,7 @@ def _scan_regex(root: Path, label_regex: str | None, ignored: Counter) -> list[t
     if rx.groups < 1:
         raise DataError(f"--label-regex {pattern!r} needs a group around the label, e.g. '^([a-z]+)\\.'")
     named = []
+    unmatched: list[str] = []
     resolved = _resolver()
     for f in _walk_images(root, ignored):
         m = rx.search(f.name)
@@ -278,6 +279,10 @@ def _scan_regex(root: Path, label_regex: str | None, ignored: Counter) -> list[t
             named.append((resolved(f), label))
         else:
             ignored["no_label"] += 1
+            unmatched.append(f.name)
+    if label_regex is not None and unmatched and not named:
+        raise DataError(f"--label-regex {pattern!r} matched none of the {len(unmatched)} image names in {root} "
+                        f"(for example {min(unmatched)!r}): its first group must capture the label")
     if label_regex is None and named and len({c for _, c in named}) < 2:
         raise DataError(f"{root}: no class sub-folders, and file names give no labels; "
                         "put each class in its own folder or pass --label-regex")
@@ -363,7 +368,12 @@ def _finish(root: Path, layout: str, named: dict[str, list[tuple[str, str]]], ig
         skipped = ", ".join(f"{v} {_IGNORED_WORDS.get(k, k.replace('_', ' '))}" for k, v in sorted(ignored.items()))
         raise DataError(f"{root}: no images found ({skipped or 'it is empty'})")
     if len(classes) < min_classes:
-        raise DataError(f"{root}: only one class ({classes[0]!r}) found; a classifier needs at least two")
+        if empty:  # the other class folders hold no images
+            raise DataError(f"{root}: only one class ({classes[0]!r}) has images; {empty[0]} is an empty class "
+                            f"folder: add images of {Path(empty[0]).name!r} (a classifier needs at least two classes)")
+        csvs = sorted(root.glob("*.csv")) if root.is_dir() else []
+        hint = f"; to take the labels from {csvs[0]}, give that file as DATA" if csvs else ""
+        raise DataError(f"{root}: only one class ({classes[0]!r}) found; a classifier needs at least two{hint}")
     label_of = {c: i for i, c in enumerate(classes)}
     splits = {s: sorted((p, label_of[c]) for p, c in items) for s, items in named.items()}
     drawn = None

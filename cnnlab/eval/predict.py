@@ -62,7 +62,7 @@ def collect_files(paths: Iterable[str | Path]) -> list[tuple[str, str]]:
         p = Path(raw).expanduser()
         if p.is_dir():
             add_folder(p)
-        elif p.is_file():
+        elif p.is_file() or p.exists():  # p.exists(): a pipe or device, which the decoder names
             add(p)
         elif GLOB_CHARS & set(str(raw)):
             matches = sorted(glob.glob(str(p), recursive=True))
