@@ -139,6 +139,9 @@ def test_a_saved_config_repeats_the_run_from_another_folder(workspace, tmp_path,
     ("learning_rate: 0.1\n", "run.yaml: unknown option 'learning_rate'"),
     ("scheduler: linear\n", "run.yaml: scheduler: must be one of none, cosine, onecycle, step, plateau, triangle, got 'linear'"),
     ("epochs: [1\n", "run.yaml: not valid YAML"),
+    # an augmentation option is checked with the rest, before the automatic choices print
+    ("augment: {preset: light, rotation: abc}\n", "run.yaml: augment: augmentation rotation got 'abc', which is "
+                                                  "not a number"),
 ])
 def test_bad_config_names_the_field(workspace, tmp_path, capsys, text, message):
     (tmp_path / "run.yaml").write_text(text)

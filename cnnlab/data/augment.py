@@ -37,6 +37,7 @@ multiplies the pixels. ``cval`` is in [0, 1] (values above 1 are read as 0..255 
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -159,7 +160,10 @@ def _set(cfg: dict[str, Any], key: str, value: Any) -> None:
         return
     name = ALIASES.get(key, key)
     if name not in cfg:
-        raise CnnlabError(f"unknown augmentation option {key!r}; allowed: {_allowed()}")
+        close = difflib.get_close_matches(key, [*PRESETS, *cfg, *ALIASES, *SHORTHANDS], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise CnnlabError(f"unknown augmentation option {key!r}; {hint}presets (first): {', '.join(PRESETS)}; "
+                          f"options: {_allowed()}")
     try:
         if name in ("horizontal_flip", "vertical_flip", "alternate_flip"):
             cfg[name] = _bool(key, value)

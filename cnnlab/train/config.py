@@ -145,6 +145,18 @@ class TrainConfig(BaseModel):
     def _registered(cls, v: str, info) -> str:
         return registry(info.field_name).check(v)
 
+    @field_validator("augment")
+    @classmethod
+    def _augment(cls, v: Any) -> Any:
+        """Checked here, so that a mistake names its config file and comes before any work."""
+        from cnnlab.data.augment import parse_augment
+
+        try:
+            parse_augment(v)
+        except CnnlabError as e:
+            raise ValueError(str(e)) from None
+        return v
+
     @field_validator("monitor")
     @classmethod
     def _monitor(cls, v: str) -> str:
