@@ -76,6 +76,15 @@ def truncated_jpeg(path: Path) -> Path:
     return path
 
 
+def truncated_jpeg_header(path: Path) -> Path:
+    """Cut inside a long header (a 25 KB colour profile, as cameras write): Pillow fails in open()."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (64, 64, 3), np.uint8)).save(
+        buf, "JPEG", icc_profile=bytes(range(256)) * 100)
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return path
+
+
 def truncated_png(path: Path) -> Path:
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), np.uint8)).save(buf, "PNG")
@@ -139,6 +148,7 @@ def absurd_header(path: Path) -> Path:
 
 BAD: dict[str, tuple[str, Writer]] = {
     "truncated_jpeg": ("truncated.jpg", truncated_jpeg),
+    "truncated_jpeg_header": ("truncated_header.jpg", truncated_jpeg_header),
     "truncated_png": ("truncated.png", truncated_png),
     "zero_bytes": ("empty.jpg", zero_bytes),
     "text_as_jpg": ("notes.jpg", text_as_jpg),
@@ -150,6 +160,7 @@ BAD: dict[str, tuple[str, Writer]] = {
 }
 BAD_REASONS = {
     "truncated_jpeg": "truncated",
+    "truncated_jpeg_header": "corrupt image data: truncated file (image data ends early)",
     "truncated_png": "truncated",
     "zero_bytes": "empty",
     "text_as_jpg": "not an image",

@@ -120,6 +120,8 @@ def open_image(path: str | Path) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(path, _bomb_reason(e)) from None
     except OSError as e:  # the file name is already in the message: keep only the reason
+        if e.strerror is None and "truncated" in str(e).lower():  # Pillow's "Truncated File Read": the header
+            raise BadImage(path, "corrupt image data: truncated file (image data ends early)") from None
         raise BadImage(path, f"cannot open: {e.strerror or e}") from None
     except (ValueError, SyntaxError) as e:
         raise BadImage(path, f"cannot open: {e}") from None
