@@ -154,10 +154,12 @@ def test_cli_table_output(evaluated, capsys):
     run, _ = evaluated
     assert main(["evaluate", str(run), "--split", "val", "--no-report", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    assert "16 images (val split, best weights)" in out
+    assert "16 images (val split, best weights, fp32)" in out
     for word in ("accuracy", "macro avg", "weighted avg", "hbar", "vbar", "ROC-AUC", str(run / "eval" / "val")):
         assert word in out
     assert (run / "eval" / "val" / "metrics.json").is_file()
+    assert main(["evaluate", str(run), "--split", "val", "--no-report", "--device", "cpu", "--tta-mode", "flip"]) == 0
+    assert "16 images (val split, best weights, TTA flip, fp32)" in capsys.readouterr().out  # it said "TTA"
 
 
 def test_bf16_inference_agrees_with_the_exact_fp32_forward_pass(trained_run, tmp_path):

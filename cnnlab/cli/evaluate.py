@@ -96,7 +96,8 @@ def show(m: dict, args) -> None:
         head += [f"ROC-AUC {auc['macro']:.3f} ({auc['method']})"]
     head += [f"loss {m['loss']:.4f}"]
     out.print(f"[bold]{count(m['n_images'], 'image')}[/] ({source}, {m['weights']} weights"
-              f"{', TTA' if m['tta'] else ''}): " + " · ".join(head), highlight=False)
+              f"{', TTA ' + m['tta_mode'] if m['tta'] else ''}, {m['inference_precision']}): " + " · ".join(head),
+              highlight=False)
 
     t = Table(title_justify="left")
     for col, just in [("class", "left"), ("precision", "right"), ("recall", "right"), ("f1", "right"),

@@ -151,7 +151,8 @@ def _curves_section(run: Run, meta: dict[str, Any] | None) -> dict[str, Any]:
     scores = ", ".join(f"{k} {_num(v, 4)}" for k, v in metric.items()
                        if isinstance(v, (int, float)) and ("loss" in k or "acc" in k))
     seconds = sum(row.get("seconds", 0.0) for row in history if row.get("seconds") == row.get("seconds"))
-    took = f" in {seconds / 60:.1f} min" if seconds >= 60 else (f" in {seconds:.0f} s" if seconds else "")
+    took = (f" in {seconds / 60:.1f} min" if seconds >= 60 else f" in {seconds:.0f} s" if seconds >= 10
+            else f" in {seconds:.1f} s" if seconds else "")
     return {"epochs": len(history), "took": took, "best": best, "scores": scores, "facts": facts,
             "image": _image(path, "training curves", "wide")}
 

@@ -84,7 +84,8 @@ def describe(setup) -> str:
     cfg = setup.cfg
     return (f"data    {cfg.data}: {len(setup.index.classes)} classes, {splits} images, {h}x{w}x{setup.channels}\n"
             f"model   {setup.spec.name} ({n_params:,} parameters) on {setup.device} {setup.precision}, "
-            f"{cfg.optimizer} lr {setup.hparams['lr']:g} {cfg.scheduler}, batch {cfg.batch_size}, "
+            f"{cfg.optimizer} lr {setup.hparams['lr']:g} {'constant' if cfg.scheduler == 'none' else cfg.scheduler}, "
+            f"batch {cfg.batch_size}, "
             + count(cfg.epochs, "epoch") + (f" or {cfg.time_limit:g} min" if cfg.time_limit else "")
             + (f"\n        precision: {setup.precision_why}" if setup.precision_why else "")
             + (f"\n        busy: {setup.busy_note}" if setup.busy_note else "")
