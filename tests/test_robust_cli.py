@@ -178,7 +178,9 @@ CASES = [
     ("argparse: bad choice", lambda w: ["evaluate", w["run"], "--split", "banana"], "invalid choice: 'banana'"),
     ("argparse: missing argument", lambda w: ["predict", w["run"]], "the following arguments are required: PATH"),
     ("argparse: unknown flag", lambda w: ["data", "check", w["root"] / "ok", "--verbose"],
-     "unrecognized arguments: --verbose"),
+     "unrecognized arguments: --verbose (see `cnnlab data check --help`)"),  # it said `cnnlab --help`
+    ("argparse: a mistyped flag", lambda w: ["train", w["root"] / "ok", "--epochz", "3"],
+     "unrecognized arguments: --epochz 3; did you mean --epochs? (see `cnnlab train --help`)"),
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import difflib
 import gc
 import importlib
 import os
@@ -64,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The (sub)command's parser that ``argv`` names: `cnnlab data check ...` -> that of `data check`."""
+    for token in argv:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs and token in subs[0].choices:
+            parser = subs[0].choices[token]
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     # A file name that is not valid UTF-8 (from a Windows zip, say) is printed with an
     # escape (caf\udce9.jpg) instead of ending the command with UnicodeEncodeError.
@@ -79,7 +89,15 @@ def main(argv: list[str] | None = None) -> int:
         # the same, spack/spack#53020; gc.freeze: CPython issue 75739.)
         atexit.register(gc.freeze)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # argparse would name `cnnlab --help`: name the command's own help, and the closest option
+        command = _command_parser(parser, sys.argv[1:] if argv is None else argv)
+        unknown = next((a.split("=")[0] for a in extra if a.startswith("--")), None)
+        close = difflib.get_close_matches(unknown, [o for a in command._actions for o in a.option_strings
+                                                    if o.startswith("--")], n=1) if unknown else []
+        hint = f"; did you mean {close[0]}?" if close else ""
+        parser.exit(2, f"cnnlab: error: unrecognized arguments: {' '.join(extra)}{hint} "
+                       f"(see `{command.prog} --help`)\n")
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
