@@ -133,6 +133,8 @@ def test_models_layers_doctor(capsys):
     assert main(["layers", "Conv2D"]) == 0
     out = capsys.readouterr().out
     assert "kernel_size" in out and "dilation_rate" in out
+    assert main(["layers", "maxpooling2d"]) == 0  # any case, as the names are written in Keras tutorials
+    assert capsys.readouterr().out.startswith("MaxPooling2D")
     assert main(["doctor", "--format", "json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["torch"] == torch.__version__ and info["auto_device"] in ("cpu", "cuda", "mps")

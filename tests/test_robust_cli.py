@@ -163,6 +163,8 @@ CASES = [
      "--port only applies to the local server: add --serve, or leave it out to write an HTML file"),
     ("explain: --host and --port without --serve", lambda w: ["explain", w["run"], "--host", "0.0.0.0", "--port", "1"],
      "--host and --port only apply to the local server: add --serve, or leave them out"),
+    ("explain: --out page.txt", lambda w: ["explain", w["run"], "--out", w["root"] / "page.txt"],
+     "the explainer is an HTML page: give a file name ending in .html"),
     ("explain: --serve and --out", lambda w: ["explain", w["run"], "--serve", "--out", "x.html"], "choose one"),
     ("explain: --port 99999", lambda w: ["explain", w["run"], "--serve", "--port", "99999"],
      "--port must be between 0 and 65535"),
@@ -170,7 +172,11 @@ CASES = [
      "cannot serve on no-such-host.invalid"),
     # summary, layers (viz mistakes: tests/test_viz_cli.py, which also checks nothing is written)
     ("summary: --classes 0", lambda w: ["summary", "seed", "--classes", "0"], "classes must be a positive integer"),
-    ("layers: unknown type", lambda w: ["layers", "Conv3D"], "unknown layer type 'Conv3D'"),
+    ("layers: unknown type", lambda w: ["layers", "Conv3D"], "unknown layer type 'Conv3D' (did you mean 'Conv2D'?); known:"),
+    ("summary: a run folder", lambda w: ["summary", w["run"]], "is a folder, not a model YAML file; for a run's model "
+                                                                 "give "),
+    ("data cache: --older-than alone", lambda w: ["data", "cache", "--older-than", "5", "--dir", w["root"] / "cache"],
+     "--older-than only chooses what --clear deletes"),
     # argparse's own mistakes
     ("argparse: unknown command", lambda w: ["trian"], "invalid choice: 'trian'"),
     ("argparse: not a number", lambda w: ["train", w["root"] / "ok", "--epochs", "ten"],

@@ -74,6 +74,11 @@ def test_a_run_folder_has_everything(workspace, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "epoch 3/3" in printed and "best    val_accuracy" in printed and str(run) in printed
 
+    mask = os.umask(0o022)
+    os.umask(mask)
+    modes = {str(p.relative_to(run)): oct(p.stat().st_mode & 0o777) for p in run.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {oct(0o666 & ~mask)}, modes  # the weights were 0600, the rest 0644
+
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     assert cfg["epochs"] == 3 and cfg["img_size"] == 32 and cfg["channels"] == 3
     assert cfg["lr"] == 2e-3 and cfg["device"] == "cpu" and cfg["precision"] == "fp32"

@@ -200,6 +200,10 @@ def run_cache(args) -> int:
     from cnnlab.data.cache import cache_entries, clear_cache, default_cache_dir
 
     root = args.dir or default_cache_dir()
+    if args.older_than is not None and not args.clear:
+        from cnnlab.errors import CnnlabError
+
+        raise CnnlabError("--older-than only chooses what --clear deletes: add --clear, or leave it out to list the cache")
     if args.clear:
         n, freed = clear_cache(root, args.older_than)
         print(f"deleted {n} cache entr{'y' if n == 1 else 'ies'} from {root}, {freed / 2**20:,.1f} MiB freed")

@@ -60,6 +60,8 @@ def run(args) -> int:
                           f"add --serve, or leave {'it' if one else 'them'} out to write an HTML file")
     if args.serve and args.out:
         raise CnnlabError("--out writes a file and --serve serves the page: choose one")
+    if args.out and Path(args.out).suffix.lower() not in (".html", ".htm"):
+        raise CnnlabError(f"--out {args.out}: the explainer is an HTML page: give a file name ending in .html")
     args.host = "127.0.0.1" if args.host is None else args.host
     args.port = 8000 if args.port is None else args.port
     args.max_upload_mb = 10 if args.max_upload_mb is None else args.max_upload_mb

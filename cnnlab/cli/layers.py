@@ -18,6 +18,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    import difflib
+
     from rich.table import Table
 
     from cnnlab.errors import CnnlabError
@@ -25,9 +27,13 @@ def run(args) -> int:
 
     names = sorted(LAYERS)
     if args.layer:
-        if args.layer not in LAYERS:
-            raise CnnlabError(f"unknown layer type {args.layer!r}; known: {', '.join(names)}")
-        names = [args.layer]
+        by_lower = {n.lower(): n for n in names}
+        name = args.layer if args.layer in LAYERS else by_lower.get(args.layer.lower())  # conv2d -> Conv2D
+        if name is None:
+            close = difflib.get_close_matches(args.layer, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise CnnlabError(f"unknown layer type {args.layer!r}{hint}; known: {', '.join(names)}")
+        names = [name]
     out = console()
     for name in names:
         cls = LAYERS[name]

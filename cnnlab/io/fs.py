@@ -38,6 +38,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+            # again: a writer may have made the file anew (safetensors' save_file leaves 0600)
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except OSError as e:
         tmp_path.unlink(missing_ok=True)

@@ -187,7 +187,9 @@ def load_spec(
             presets = ", ".join(list_presets())
             raise SpecError(f"{text_source}: no such model file or preset (presets: {presets})")
         elif path.is_dir():
-            raise SpecError(f"{text_source}: is a folder, not a model YAML file")
+            run_hint = (f"; for a run's model give {path / 'model.yaml'} (or its weights, "
+                        f"{path / 'weights' / 'best.safetensors'})" if (path / "model.yaml").is_file() else "")
+            raise SpecError(f"{text_source}: is a folder, not a model YAML file{run_hint}")
         if path.suffix.lower() in (".keras", ".h5", ".hdf5"):  # a Keras model's architecture
             from cnnlab.io.keras import read_keras_file, spec_from_keras
 
