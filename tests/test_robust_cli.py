@@ -244,6 +244,11 @@ def test_a_closed_output_pipe_stops_with_a_word_and_code_141(ws, tmp_path):
     err = p.stderr.read()
     assert p.wait(timeout=300) == 141, err
     assert "cnnlab: stopped: the output pipe was closed" in err and "Traceback" not in err
+    # `2>&1 | head -1`: stderr closes with stdout; nothing can be said, the code still says it (it was 1)
+    p = subprocess.Popen([str(exe), *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert p.stdout.readline().startswith("auto")
+    p.stdout.close()
+    assert p.wait(timeout=300) == 141
 
 
 EXIT_PROBE = """

@@ -120,5 +120,11 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         except (OSError, ValueError):
             pass
-        print("cnnlab: stopped: the output pipe was closed", file=sys.stderr)
+        try:
+            print("cnnlab: stopped: the output pipe was closed", file=sys.stderr, flush=True)
+        except (BrokenPipeError, OSError, ValueError):  # `2>&1 | head`: stderr went with it; the code says it
+            try:
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+            except (OSError, ValueError):
+                pass
         return 141
