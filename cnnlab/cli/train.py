@@ -8,7 +8,8 @@ from cnnlab.cli._common import add_subcommand
 EPILOG = """\
 examples:
   cnnlab train data/flowers                       good defaults: vgg_bn, AdamW, one-cycle,
-                                                  augmentation, early stopping, best/last weights
+                                                  augmentation, best/last weights
+  cnnlab train data/flowers --scheduler none --patience 5    early stopping
   cnnlab train data/flowers --model resnet_small --epochs 50 --img-size 96
   cnnlab train data/dogs-vs-cats --model my_cnn.yaml --augment "flip,rotation=15,zoom=0.1"
   cnnlab train data/cats --model model.keras --init-weights model.keras   fine-tune your Keras model
@@ -129,7 +130,7 @@ def register(sub) -> None:
             g.add_argument("--resume", nargs="?", const=True, default=S, metavar="RUN",
                            help="continue RUN (or --out/--name, or the most recent unfinished run) from its "
                                 "checkpoint; options given with it must equal the run's")
-            g.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
+            g.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors and warnings (skipped files)")
     p.set_defaults(func=run)
 
 
