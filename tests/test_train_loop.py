@@ -193,23 +193,29 @@ def _callbacks():
             EarlyStopping("val_loss", patience=10, restore_best_weights=True)]
 
 
-@pytest.mark.parametrize("how", ["crash", "ctrl-c"])
+@pytest.mark.parametrize("how", ["crash", "ctrl-c", "ctrl-c at the last batch"])
 def test_resume_gives_exactly_the_uninterrupted_weights(images, tmp_path, how):
-    """A crash resumes from the last finished epoch; Ctrl-C from the very next batch."""
+    """A crash resumes from the last finished epoch; Ctrl-C from the very next batch (or,
+    after an epoch's last batch, from its validation)."""
     reference = make_trainer(_callbacks())
     ref_history = reference.fit(*loaders(images), epochs=4)
 
     class Stop(Callback):
         def on_batch_end(self, trainer):
-            if trainer.epoch == 3 and trainer.batch == 2:
+            at = trainer.steps_per_epoch if how == "ctrl-c at the last batch" else 2
+            if trainer.epoch == 3 and trainer.batch == at:
                 if how == "crash":
                     raise RuntimeError("power cut")
                 trainer.interrupted = True  # what the Ctrl-C handler does
 
     ckpt = tmp_path / "resume.safetensors"
     first = make_trainer(_callbacks() + [Stop()])
-    with pytest.raises(RuntimeError if how == "crash" else TrainingInterrupted):
+    with pytest.raises(RuntimeError if how == "crash" else TrainingInterrupted) as stopped:
         first.fit(*loaders(images), epochs=4, checkpoint=ckpt)
+    if how == "ctrl-c":  # two of the epoch's batches done: the third is next
+        assert str(stopped.value).endswith(f"(it continues at batch 3 of {first.steps_per_epoch})")
+    elif how == "ctrl-c at the last batch":  # it said "at batch N+1" of an N-batch epoch
+        assert str(stopped.value).endswith("(it continues after the epoch's last batch)")
     state = load_checkpoint(ckpt)
     assert state["epoch"] == 2
     assert (state["partial"] is None) == (how == "crash")

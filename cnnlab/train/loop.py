@@ -226,8 +226,9 @@ class Trainer:
                 except Interrupt:
                     if checkpoint is not None:
                         self._save(checkpoint, partial=True)
-                    where = f"; resume with --resume (it continues at batch {self.batch + 1})" \
-                        if checkpoint is not None else ""
+                    at = (f"at batch {self.batch + 1} of {self.steps_per_epoch}" if self.batch < self.steps_per_epoch
+                          else "after the epoch's last batch")  # a 1-batch epoch said "at batch 2"
+                    where = f"; resume with --resume (it continues {at})" if checkpoint is not None else ""
                     raise TrainingInterrupted(f"interrupted during epoch {self.epoch}{where}") from None
                 self.logs = self._epoch_logs(val, t_epoch)
                 self._call("on_epoch_end")
