@@ -212,6 +212,14 @@ def test_each_mistake_is_one_sentence_and_exit_2(ws, capsys, argv, fragment):
     assert sorted(p.name for p in (ws["root"] / "runs").iterdir()) == runs_before
 
 
+def test_choices_are_not_made_from_files_that_cannot_be_read(ws, capsys):
+    """A class of text files named .png: refused before the automatic choices, which counted
+    them as images ("balanced True: class 'ship' has 3 images") and printed them first."""
+    assert call(train(ws, data="allbad"))[0] == 2
+    out = capsys.readouterr()
+    assert "class 'ship' has no readable training image" in out.err and "auto" not in out.out, out.out
+
+
 def test_a_busy_port(ws, capsys):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))

@@ -127,6 +127,32 @@ def probe_images(items: list[tuple[str, int]], limit: int = 64) -> tuple[tuple[i
     return (h, w), all(gray)
 
 
+def check_each_class_opens(index) -> None:
+    """A class none of whose training files opens as an image is refused now, before the
+    automatic choices are made from (and printed for) files that cannot be read. One header
+    per class on good data; the decode that follows still checks every file."""
+    from cnnlab.data.decode import BadImage, open_image
+
+    by_class: dict[int, list[str]] = {}
+    for path, y in index.splits["train"]:
+        by_class.setdefault(y, []).append(path)
+    for y, files in sorted(by_class.items()):
+        reasons = []
+        for path in files:
+            try:
+                with open_image(path):
+                    break
+            except BadImage as e:
+                reasons.append(e.reason)
+        else:
+            raise CnnlabError(unreadable_class(index.classes[y], files, reasons[0]))
+
+
+def unreadable_class(name: str, files: list[str], reason: str) -> str:
+    return (f"class {name!r} has no readable training image: none of its {len(files)} training files can be "
+            f"decoded (first: {files[0]}: {reason}); replace them or remove the class")
+
+
 def choose_input(cfg: TrainConfig, spec_input: tuple[int, int, int], items,
                  probe: tuple[tuple[int, int] | None, bool] | None = None) -> tuple[tuple[int, int], int]:
     """(size, channels): the config's, else the model's, shrunk to the images' own size.
@@ -399,6 +425,7 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
         folder = index.empty_class_folders[0]
         raise CnnlabError(f"{folder}: a class folder with no images; add images of {Path(folder).name!r} "
                           "or remove the folder (a model cannot learn a class it never sees)")
+    check_each_class_opens(index)
     base = load_spec(cfg.model)
     probe = probe_images(index.splits["train"])
     val_split = cfg.val_split
@@ -428,9 +455,7 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
     if unseen:  # every file of a class is unreadable: the model could never learn it
         name = index.classes[unseen[0]]
         files = [p for p, y in index.splits["train"] if y == unseen[0]]
-        reason = dict(train_loader.bad_files).get(files[0], "unreadable")
-        raise CnnlabError(f"class {name!r} has no readable training image: none of its {len(files)} training "
-                          f"files can be decoded (first: {files[0]}: {reason}); replace them or remove the class")
+        raise CnnlabError(unreadable_class(name, files, dict(train_loader.bad_files).get(files[0], "unreadable")))
     if train_loader.bad_files:  # after the checks above, so that an error stays one sentence
         print_bad_files(train_loader.bad_files, n_train)
     val_items = index.splits.get("val") or []
