@@ -78,6 +78,7 @@ def restore(trainer: "Trainer", path: str | Path) -> dict[str, Any] | None:
     state = load_checkpoint(path)
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
+    match_param_layouts(trainer.optimizer)
     if trainer.scaler.is_enabled() and state["scaler"]:
         trainer.scaler.load_state_dict(state["scaler"])
     saved = dict(state["callbacks"])
@@ -97,6 +98,17 @@ def restore(trainer: "Trainer", path: str | Path) -> dict[str, Any] | None:
     if state["partial"]:
         state["partial"]["rng"] = state["rng"]
     return state["partial"]
+
+
+def match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Optimiser state comes back from the file contiguous (NCHW); in the run that was never
+    stopped it has its parameter's layout (channels_last). Elementwise kernels round
+    differently on mixed layouts (a vectorised fused multiply-add against a plain loop), so
+    without this a channels_last run resumed to weights 1e-2 away from the uninterrupted one."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def restore_partial(trainer: "Trainer", partial: dict[str, Any]) -> int:
