@@ -22,3 +22,16 @@ class DataError(CnnlabError):
 
 class WeightsError(CnnlabError):
     """A weights file cannot be loaded (not safetensors, wrong model, ...)."""
+
+
+class SaidByMainProcess(CnnlabError):
+    """Under torchrun: the main process (rank 0) hit an error and printed it; the others stop
+    with the same exit code and say nothing, instead of each printing a traceback when the
+    main process leaves their next collective call."""
+
+
+def is_main_process() -> bool:
+    """True outside torchrun, and in its rank-0 process (torchrun sets RANK)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

@@ -117,3 +117,18 @@ def test_under_torchrun_the_main_process_chooses_and_the_others_follow(tmp_path)
     assert done.stdout.count("auto    ") == 1 and "img_size 64: largest size" in done.stdout
     cfg = yaml.safe_load((tmp_path / "runs" / "two" / "config.yaml").read_text())
     assert cfg["img_size"] == 64
+
+
+def test_a_mistake_under_torchrun_is_said_once_without_tracebacks(tmp_path):
+    """A bad path: the main process said it in one line, and the other process printed a
+    30-line gloo traceback ("Connection closed by peer") when the main one left. torchrun's
+    own failure report (its launcher's) still follows; it is not cnnlab's to change."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "-m", "cnnlab", "train", str(tmp_path / "missing"), "--out", str(tmp_path / "runs"), "--device", "cpu"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if line.startswith("cnnlab: ")]
+    assert ours == [f"cnnlab: error: {tmp_path / 'missing'}: no such file or folder"], done.stderr[-3000:]
+    assert "[rank1]" not in done.stderr and "Connection closed by peer" not in done.stderr
+    assert "exitcode  : 2" in done.stderr  # both processes ended with cnnlab's code for a user's mistake

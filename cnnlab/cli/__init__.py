@@ -17,7 +17,7 @@ import pkgutil
 import sys
 
 from cnnlab import __version__
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, SaidByMainProcess, is_main_process
 
 # The order of `cnnlab --help`; modules not named here come after, alphabetically.
 ORDER = ["demo", "train", "evaluate", "predict", "summary", "models", "recipes", "layers", "data", "viz",
@@ -107,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CnnlabError as e:
-        print(f"cnnlab: error: {e}", file=sys.stderr)
+        if not isinstance(e, SaidByMainProcess):
+            print(f"cnnlab: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("cnnlab: interrupted", file=sys.stderr)
+        if is_main_process():  # under torchrun every process gets the Ctrl-C: one says so
+            print("cnnlab: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The program reading our output has gone (`cnnlab train DATA | head`): stop, as

@@ -138,6 +138,7 @@ def run(args) -> int:
     import sys
     from pathlib import Path
 
+    from cnnlab.errors import is_main_process
     from cnnlab.run import latest_unfinished
     from cnnlab.train.api import train
     from cnnlab.train.interrupt import TrainingInterrupted
@@ -155,6 +156,7 @@ def run(args) -> int:
     try:
         train(data, config=config, resume=resume, verbose=not args.quiet, **options)
     except TrainingInterrupted as e:
-        print(f"cnnlab: {e}", file=sys.stderr)
+        if is_main_process():  # under torchrun every process stops so: one says so
+            print(f"cnnlab: {e}", file=sys.stderr)
         return e.exit_code
     return 0

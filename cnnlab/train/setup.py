@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cnnlab.errors import CnnlabError, SpecError
+from cnnlab.errors import CnnlabError, SaidByMainProcess, SpecError
 from cnnlab.train.config import TrainConfig, resolved_defaults
 
 GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L"}
@@ -397,12 +397,21 @@ def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
     cfg = cfg.model_copy(update={"device": str(device)})
     rank, world = distributed.rank(), distributed.world_size()
     if rank == 0:
-        setup = _build(cfg, index, verbose, shard=(rank, world))
+        try:
+            setup = _build(cfg, index, verbose, shard=(rank, world))
+        except CnnlabError as e:  # tell the others, who wait below, then say it (once)
+            distributed.barrier()
+            distributed.broadcast({"error": str(e), "exit_code": e.exit_code})
+            raise
         distributed.barrier()
         distributed.broadcast(setup.cfg.model_dump())
         return setup
     distributed.barrier()  # the main process has filled the decode cache and chosen
     resolved = distributed.broadcast(None)
+    if "error" in resolved:
+        error = SaidByMainProcess(resolved["error"])
+        error.exit_code = resolved["exit_code"]
+        raise error
     cfg = TrainConfig(**{**resolved, "device": cfg.device})
     return _build(cfg, index, False, shard=(rank, world))
 
