@@ -59,7 +59,8 @@ def esc(value: Any) -> str:
 
 
 def number(v: Any, digits: int = 4) -> str:
-    """4 decimals for floats, thousands separators for ints, '' for None and NaN."""
+    """4 decimals for floats (3 significant digits below 0.01, so that a learning rate of
+    1.5e-05 is not "0.0000"), thousands separators for ints, '' for None and NaN."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
     if isinstance(v, bool):
@@ -67,7 +68,7 @@ def number(v: Any, digits: int = 4) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     if isinstance(v, float):
-        return f"{v:.{digits}f}"
+        return f"{v:.3g}" if v != 0 and abs(v) < 10 ** (2 - digits) else f"{v:.{digits}f}"
     return str(v)
 
 

@@ -105,6 +105,9 @@ def test_metrics_predictions_history_html(trained_run, tmp_path):
     col = rows[0].index("val_loss")
     assert float(rows[-1][col]) == pytest.approx(h[-1]["val_loss"], abs=1e-4)
     assert h.plot().axes
+    # a small learning rate keeps its digits (it showed "0.0000")
+    [rows] = Tables(History([{"epoch": 1, "lr": 1.52002e-05, "loss": 0.5}])._repr_html_()).tables
+    assert rows[1][rows[0].index("lr")] == "1.52e-05" and rows[1][rows[0].index("loss")] == "0.5000"
 
 
 def test_html_escapes_file_names():

@@ -22,6 +22,7 @@ import pytest
 import torch
 import yaml
 
+import cnnlab
 from cnnlab.cli import main
 from cnnlab.io.weights import read_metadata
 from cnnlab.run import Run
@@ -107,7 +108,12 @@ def test_a_run_folder_has_everything(workspace, tmp_path, capsys):
                  "--device", "cpu", "--workers", "0", "--cache-dir", str(tmp_path / "cache"), "--out", str(out),
                  "--no-evaluate"]) == 0
     assert (out / "data-tiny-2" / "weights" / "last.safetensors").is_file()
-    assert re.search(r"^model   tiny .*, 1 epoch$", capsys.readouterr().out, re.M)  # not "1 epochs"
+    model_line = re.search(r"^model   tiny .*, 1 epoch$", capsys.readouterr().out, re.M)  # not "1 epochs"
+    # counted as Keras counts, by hand: conv (3*3*3+1)*4 = 112, BN 4*4 = 16 (8 of them the moving
+    # mean and variance), dense (7*7*4+1)*2 = 394 (it said "514 parameters": the trainable ones)
+    assert model_line and "tiny (522 parameters, 514 trainable)" in model_line.group(0)
+    s = cnnlab.summary(out / "data-tiny-2" / "weights" / "best.safetensors")  # a weights file, as the CLI takes
+    assert (s.total_params, s.trainable_params) == (522, 514)
 
 
 def test_config_file_with_flags_on_top(workspace, tmp_path):

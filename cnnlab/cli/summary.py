@@ -34,11 +34,7 @@ def run(args) -> int:
     from cnnlab.model.summary import summary
 
     source = args.model
-    if str(source).endswith(".safetensors"):
-        from cnnlab.io.weights import read_metadata
-
-        source = read_metadata(source)["spec"]
-    elif str(source).lower().endswith((".keras", ".h5", ".hdf5")):
+    if str(source).lower().endswith((".keras", ".h5", ".hdf5")):
         from cnnlab.io.models import open_model
 
         if args.input or args.classes:

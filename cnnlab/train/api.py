@@ -75,7 +75,11 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
 
 def describe(setup) -> str:
     """What is about to be trained: the data, the model (and why its precision), the recipe."""
-    n_params = sum(p.numel() for p in setup.model.parameters())
+    trainable = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
+    # as Keras counts: frozen weights and batch norm's moving mean and variance are non-trainable
+    n_params = (sum(p.numel() for p in setup.model.parameters() if not p.requires_grad) + trainable
+                + sum(b.numel() for name, b in setup.model.named_buffers() if name.endswith(("running_mean", "running_var"))))
+    counts = f"{n_params:,} parameters" + (f", {trainable:,} trainable" if trainable != n_params else "")
     val = setup.val_loader.num_samples if setup.val_loader is not None else 0
     splits = f"{setup.train_loader.num_samples:,} train / {val:,} val"
     if "test" in setup.index.splits:
@@ -83,7 +87,7 @@ def describe(setup) -> str:
     h, w = setup.size
     cfg = setup.cfg
     return (f"data    {cfg.data}: {len(setup.index.classes)} classes, {splits} images, {h}x{w}x{setup.channels}\n"
-            f"model   {setup.spec.name} ({n_params:,} parameters) on {setup.device} {setup.precision}, "
+            f"model   {setup.spec.name} ({counts}) on {setup.device} {setup.precision}, "
             f"{cfg.optimizer} lr {setup.hparams['lr']:g} {'constant' if cfg.scheduler == 'none' else cfg.scheduler}, "
             f"batch {cfg.batch_size}, "
             + count(cfg.epochs, "epoch") + (f" or {cfg.time_limit:g} min" if cfg.time_limit else "")
