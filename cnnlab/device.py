@@ -47,10 +47,12 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
         if not torch.cuda.is_available():
             raise CnnlabError(f"--device {name}: no CUDA GPU is visible to torch (see `cnnlab doctor`)")
-        index, count = (int(name[5:]) if ":" in name else 0), torch.cuda.device_count()
-        if index >= count:
-            raise CnnlabError(f"--device {name}: torch sees {count} CUDA GPU{'s' if count != 1 else ''} "
-                              f"(cuda:0{f' to cuda:{count - 1}' if count > 1 else ''})")
+        from cnnlab.display import count
+
+        index, gpus = (int(name[5:]) if ":" in name else 0), torch.cuda.device_count()
+        if index >= gpus:
+            raise CnnlabError(f"--device {name}: torch sees {count(gpus, 'CUDA GPU')} "
+                              f"(cuda:0{f' to cuda:{gpus - 1}' if gpus > 1 else ''})")
         return torch.device(name)
     if name == "mps":
         if not mps_available():

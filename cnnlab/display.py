@@ -145,7 +145,7 @@ class Predictions(list):
             tops = ", ".join(f"{t['label']} {t['probability']:.3f}" for t in r.get("top_k") or [])
             rows.append((r["path"], r.get("label", ""), r.get("confidence"), tops, r.get("error", "")))
         return table(["file", "label", "confidence", f"top {k}" if k else "top", "error"], rows,
-                     f"{len(self)} prediction{'s' if len(self) != 1 else ''}",
+                     count(len(self), "prediction"),
                      align=["left", "left", "right", "left", "left"])
 
     def __str__(self) -> str:
@@ -179,7 +179,7 @@ class History(list):
     def _repr_html_(self) -> str:
         keys = [k for k in self.keys if k != "epoch"]
         rows = [[int(r.get("epoch", i + 1)), *(r.get(k) for k in keys)] for i, r in enumerate(self)]
-        return table(["epoch", *keys], rows, f"History: {len(self)} epoch{'s' if len(self) != 1 else ''}",
+        return table(["epoch", *keys], rows, f"History: {count(len(self), 'epoch')}",
                      align=["right"] * (1 + len(keys)))
 
 

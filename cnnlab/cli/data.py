@@ -1,6 +1,7 @@
 """`cnnlab data check` and `cnnlab data preview`: look at a dataset before training on it."""
 
 from cnnlab.cli._common import add_subcommand, console, print_json
+from cnnlab.display import count
 
 EPILOG = """\
 examples:
@@ -206,7 +207,7 @@ def run_cache(args) -> int:
         raise CnnlabError("--older-than only chooses what --clear deletes: add --clear, or leave it out to list the cache")
     if args.clear:
         n, freed = clear_cache(root, args.older_than)
-        print(f"deleted {n} cache entr{'y' if n == 1 else 'ies'} from {root}, {freed / 2**20:,.1f} MiB freed")
+        print(f"deleted {count(n, 'cache entry', 'cache entries')} from {root}, {freed / 2**20:,.1f} MiB freed")
         return 0
     entries = cache_entries(root)
     out = console()

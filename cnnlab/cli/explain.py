@@ -19,6 +19,9 @@ softmax, and has a playground for output sizes. The file needs no network: open 
 anywhere, send it to anyone."""
 
 
+SERVER_DEFAULTS = {"host": "127.0.0.1", "port": 8000, "max_upload_mb": 10}  # of --serve's options
+
+
 def register(sub) -> None:
     p = add_subcommand(sub, "explain", "interactive page: see your CNN compute, neuron by neuron",
                        "Write an interactive, self-contained HTML page that shows a trained run's "
@@ -35,11 +38,13 @@ def register(sub) -> None:
                                                  "for a model file MODEL: MODEL-explainer.html beside it)")
     p.add_argument("--serve", action="store_true",
                    help="serve the page on a local web server instead of writing a file")
-    p.add_argument("--host", default=None,
-                   help="address to bind with --serve; 0.0.0.0 opens it to your network (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port for --serve; 0 picks a free one (default: 8000)")
+    # default None, so that one given without --serve is noticed; SERVER_DEFAULTS fill them in
+    p.add_argument("--host", default=None, help="address to bind with --serve; 0.0.0.0 opens it to your "
+                                                f"network (default: {SERVER_DEFAULTS['host']})")
+    p.add_argument("--port", type=int, default=None,
+                   help=f"port for --serve; 0 picks a free one (default: {SERVER_DEFAULTS['port']})")
     p.add_argument("--max-upload-mb", type=float, default=None, metavar="MB",
-                   help="largest image upload --serve accepts (default: 10)")
+                   help=f"largest image upload --serve accepts (default: {SERVER_DEFAULTS['max_upload_mb']})")
     add_keras_options(p)
     p.set_defaults(func=run)
 
@@ -52,8 +57,7 @@ def run(args) -> int:
 
     if args.image is not None and not Path(args.image).is_file():
         raise CnnlabError(f"{args.image}: no such image file")
-    server_options = [f"--{name.replace('_', '-')}" for name in ("host", "port", "max_upload_mb")
-                      if getattr(args, name) is not None]
+    server_options = [f"--{name.replace('_', '-')}" for name in SERVER_DEFAULTS if getattr(args, name) is not None]
     if server_options and not args.serve:
         one = len(server_options) == 1
         raise CnnlabError(f"{' and '.join(server_options)} only appl{'ies' if one else 'y'} to the local server: "
@@ -62,9 +66,9 @@ def run(args) -> int:
         raise CnnlabError("--out writes a file and --serve serves the page: choose one")
     if args.out and Path(args.out).suffix.lower() not in (".html", ".htm"):
         raise CnnlabError(f"--out {args.out}: the explainer is an HTML page: give a file name ending in .html")
-    args.host = "127.0.0.1" if args.host is None else args.host
-    args.port = 8000 if args.port is None else args.port
-    args.max_upload_mb = 10 if args.max_upload_mb is None else args.max_upload_mb
+    for name, default in SERVER_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if not 0 < args.max_upload_mb <= 1024:
         raise CnnlabError(f"--max-upload-mb must be between 0 and 1024, got {args.max_upload_mb:g}")
     from cnnlab.io.models import from_args

@@ -178,8 +178,8 @@ def evaluate_run(
     ``out``: the folder for the files instead of ``RUN/eval/<split>/`` (a run you cannot
     write to); the run's report is then left as it is.
     """
-    from cnnlab.io.fs import check_can_write
     from cnnlab.device import pick_device
+    from cnnlab.io.fs import check_can_write
     from cnnlab.io.models import is_model_file, open_model
 
     dev = pick_device(device)

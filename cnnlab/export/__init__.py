@@ -67,13 +67,18 @@ class Exported:
     max_difference: float | None  # None: no checker installed (Keras)
     images: int
     checked_with: str
-    input: tuple[int, int, int] = (0, 0, 3)  # (height, width, channels) the file takes
+    input: tuple[int, int, int]  # (height, width, channels) the file takes
+
+
+def pixel_kind(channels: int) -> str:
+    """"grayscale" for a 1-channel model, else "RGB": what the exported file's pixels are."""
+    return "grayscale" if channels == 1 else "RGB"
 
 
 def pixels_layout(input: tuple[int, int, int] | list[int]) -> str:
     """What an exported file takes, in words: "raw RGB pixels 0-255, shape (batch, 32, 32, 3)"."""
     h, w, c = input
-    return f"raw {'grayscale' if c == 1 else 'RGB'} pixels 0-255, shape (batch, {h}, {w}, {c}), channels last"
+    return f"raw {pixel_kind(c)} pixels 0-255, shape (batch, {h}, {w}, {c}), channels last"
 
 
 def open_source(run, weights: str = "best") -> Source:

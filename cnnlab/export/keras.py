@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.export import pixel_kind
 from cnnlab.io.fs import atomic_path
 from cnnlab.io.keras import _flat_perms, keras_snake, torch_to_keras
 from cnnlab.model import layers as L
@@ -228,7 +229,7 @@ def write_keras(model, meta: dict[str, Any], out: str | Path) -> Path:
         entries = [e for e in entries if e["class_name"] != "InputLayer"]
     names = [e["config"]["name"] for e in entries]
     metadata = {"keras_version": KERAS_VERSION, "date_saved": time.strftime("%Y-%m-%d@%H:%M:%S"),
-                "cnnlab": {"classes": list(meta.get("classes") or []), "input": f"raw {'grayscale' if c == 1 else 'RGB'} pixels 0-255, (H, W, C)"}}
+                "cnnlab": {"classes": list(meta.get("classes") or []), "input": f"raw {pixel_kind(c)} pixels 0-255, (H, W, C)"}}
     with atomic_path(out) as tmp:
         with zipfile.ZipFile(tmp, "w") as z:
             z.writestr("metadata.json", json.dumps(metadata))

@@ -32,8 +32,9 @@ from cnnlab.io.fs import atomic_path
 OPSET = 18  # the exporter's own opset (17 is converted down with a warning); any runtime of 2023+ reads it
 def input_layout(c: int) -> str:
     """The ``input_layout`` metadata entry of the ONNX file."""
-    kind = "grayscale values" if c == 1 else "RGB values"
-    return (f"pixels: float32 (batch, height, width, {c}), {kind} 0-255 (channels last); "
+    from cnnlab.export import pixel_kind
+
+    return (f"pixels: float32 (batch, height, width, {c}), {pixel_kind(c)} values 0-255 (channels last); "
             "output probabilities: float32 (batch, classes)")
 
 

@@ -75,11 +75,11 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
 
 def describe(setup) -> str:
     """What is about to be trained: the data, the model (and why its precision), the recipe."""
-    trainable = sum(p.numel() for p in setup.model.parameters() if p.requires_grad)
-    # as Keras counts: frozen weights and batch norm's moving mean and variance are non-trainable
-    n_params = (sum(p.numel() for p in setup.model.parameters() if not p.requires_grad) + trainable
-                + sum(b.numel() for name, b in setup.model.named_buffers() if name.endswith(("running_mean", "running_var"))))
-    counts = f"{n_params:,} parameters" + (f", {trainable:,} trainable" if trainable != n_params else "")
+    from cnnlab.model.summary import summary
+
+    s = summary(setup.model)  # counted as Keras counts them, as `cnnlab summary` shows
+    counts = f"{s.total_params:,} parameters" + (f", {s.trainable_params:,} trainable"
+                                                if s.trainable_params != s.total_params else "")
     val = setup.val_loader.num_samples if setup.val_loader is not None else 0
     splits = f"{setup.train_loader.num_samples:,} train / {val:,} val"
     if "test" in setup.index.splits:
