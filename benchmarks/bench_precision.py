@@ -14,6 +14,10 @@ median step after a warm-up:
 
     .venv/bin/python benchmarks/bench_precision.py                         # every preset, 32/64/128 px
     .venv/bin/python benchmarks/bench_precision.py --models seed --sizes 64 --batch 32 --steps 10
+    python3 benchmarks/bench_precision.py --device cuda --batch 256 --steps 20   # on a GPU
+
+On a GPU the batch lies on the device before the clock starts (a loader with pinned memory
+overlaps the copy with the step) and each step is timed to a ``torch.cuda.synchronize``.
 """
 
 from __future__ import annotations
@@ -27,49 +31,54 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.data.normalize import Normalization
-from cnnlab.device import choose_precision, fast_optimizer_kwargs
+from cnnlab.device import _sync, choose_precision, fast_optimizer_kwargs, pick_device
 from cnnlab.model.build import build_model
 from cnnlab.model.spec import list_presets
 from cnnlab.train.loop import Trainer
 
 
 def bare_step(model, x, y, precision: str, channels_last: bool, fused: bool):
-    """A closure doing one plain training step (x uint8)."""
+    """A closure doing one plain training step (x uint8, on the device the model goes to)."""
+    device = x.device
+    model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    kw = fast_optimizer_kwargs(torch.device("cpu")) if fused else {}
+    kw = fast_optimizer_kwargs(device) if fused else {}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **kw)
     mean, std = 0.5, 0.25
-    dtype = torch.bfloat16 if precision == "bf16" else None
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
 
     def step():
         xb = (x.float() / 255 - mean) / std
         if channels_last:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        ctx = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+        ctx = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         with ctx:
             loss = F.cross_entropy(model(xb).float(), y, label_smoothing=0.1)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
     return step
 
 
 def cnnlab_step(model, x, y, precision: str, channels_last: bool):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **fast_optimizer_kwargs(torch.device("cpu")))
-    t = Trainer(model, opt, loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=0.1), precision=precision,
+    model = model.to(x.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **fast_optimizer_kwargs(x.device))
+    t = Trainer(model, opt, loss_fn=torch.nn.CrossEntropyLoss(label_smoothing=0.1), device=x.device, precision=precision,
                 channels_last=channels_last, normalization=Normalization((0.5,) * x.shape[1], (0.25,) * x.shape[1]))
     t._reset_metrics()
     return lambda: t.train_step(x, y)
 
 
-def bench(name: str, size: int, batch: int, steps: int) -> dict:
+def bench(name: str, size: int, batch: int, steps: int, device: torch.device) -> dict:
     channels = 3
     build = lambda: build_model(name, input=(size, size, channels), classes=10, seed=0)  # noqa: E731
     g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8, generator=g)
-    y = torch.randint(0, 10, (batch,), generator=g)
-    precision, cl, why = choose_precision("auto", torch.device("cpu"), build())
+    x = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    precision, cl, why = choose_precision("auto", device, build())
     variants = {
         "torch fp32": bare_step(build(), x, y, "fp32", False, fused=False),
         "torch auto": bare_step(build(), x, y, precision, cl, fused=True),
@@ -79,8 +88,10 @@ def bench(name: str, size: int, batch: int, steps: int) -> dict:
     times: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(steps + 1):
         for k, step in variants.items():
+            _sync(device)
             t0 = time.perf_counter()
             step()
+            _sync(device)
             if i:  # the first round warms up
                 times[k].append(time.perf_counter() - t0)
     rate = {k: batch / statistics.median(v) for k, v in times.items()}
@@ -93,16 +104,19 @@ def main() -> None:
     ap.add_argument("--sizes", default="32,64,128")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per variant (after one warm-up round)")
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     args = ap.parse_args()
+    device = pick_device(args.device)
     models = args.models.split(",") if args.models else list(list_presets())
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"torch {torch.__version__}, {device.type}: {where}, batch {args.batch}, "
           f"median of {args.steps} steps, images/s")
     head = f"{'model':<15} {'px':>4} {'auto':>9} {'torch fp32':>11} {'torch auto':>11} {'cnnlab fp32':>12} " \
            f"{'cnnlab auto':>12} {'auto/fp32':>10} {'cnnlab/torch':>13}"
     print(head)
     for name in models:
         for size in (int(s) for s in args.sizes.split(",")):
-            r = bench(name, size, args.batch, args.steps)
+            r = bench(name, size, args.batch, args.steps, device)
             print(f"{name:<15} {size:>4} {r['auto']:>9} {r['torch fp32']:>11.0f} {r['torch auto']:>11.0f} "
                   f"{r['cnnlab fp32']:>12.0f} {r['cnnlab auto']:>12.0f} {r['cnnlab auto'] / r['torch fp32']:>9.2f}x "
                   f"{r['cnnlab auto'] / r['torch auto']:>12.2f}x", flush=True)

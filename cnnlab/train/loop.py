@@ -93,6 +93,8 @@ class Trainer:
         if precision not in AMP_DTYPES:
             raise CnnlabError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         self.device = torch.device(device)
+        if self.device.type == "cuda":  # batches keep one shape: let cuDNN time its kernels once and keep the fastest
+            torch.backends.cudnn.benchmark = True
         self.model = model.to(self.device)
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
