@@ -96,6 +96,8 @@ def test_batchnorm_without_scale_counts_like_keras_and_keeps_gamma_one():
     assert (bn.params, bn.trainable, bn.non_trainable) == (3 * 8, 8, 16)
     model = cnnlab.build_model({"input": [12, 12, 3], "layers": layers})
     assert "batch_normalization.weight" not in model.state_dict()
+    norm = model.layers["batch_normalization"]
+    assert "weight" not in dict(norm.named_parameters())  # a constant, not something to train
     assert sum(t.numel() for t in model.state_dict().values() if t.dtype.is_floating_point) == s.total_params
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x = torch.rand(16, 3, 12, 12)
@@ -108,6 +110,7 @@ def test_batchnorm_without_scale_counts_like_keras_and_keeps_gamma_one():
     h = conv(x)
     by_hand = (h - norm.running_mean.view(1, -1, 1, 1)) / torch.sqrt(norm.running_var.view(1, -1, 1, 1) + 1e-12)
     by_hand = by_hand + norm.bias.view(1, -1, 1, 1)  # gamma is 1: no scale at all
+    assert torch.equal(norm.weight, torch.ones(8))  # still 1 after the steps
     torch.testing.assert_close(norm(h), by_hand, rtol=1e-5, atol=1e-5)
     assert norm.momentum == pytest.approx(0.4)  # Keras' 0.6 weighs the old average
 

@@ -652,9 +652,12 @@ class BatchNormalization(Layer):
         cls = nn.BatchNorm2d if len(shape) == 3 else nn.BatchNorm1d
         bn = cls(shape[-1], eps=self.epsilon, momentum=1.0 - self.momentum)
         if not self.scale:
-            # No γ at all (F.batch_norm takes weight=None as 1), so nothing can train it and
-            # the weights file holds 3*C values, as Keras' BatchNormalization(scale=False).
-            bn.register_parameter("weight", None)
+            # γ is a constant 1, not a parameter: nothing can train it, and (a non-persistent
+            # buffer) the weights file holds 3*C values, as Keras' BatchNormalization(scale=False).
+            # Not weight=None: torch 2.11's CUDA backward then returns an empty gradient for β
+            # ("NativeBatchNormBackward0 returned an invalid gradient at index 2"; seen on an H200).
+            del bn.weight
+            bn.register_buffer("weight", torch.ones(shape[-1]), persistent=False)
         return bn
 
 
