@@ -654,8 +654,9 @@ class BatchNormalization(Layer):
         if not self.scale:
             # γ is a constant 1, not a parameter: nothing can train it, and (a non-persistent
             # buffer) the weights file holds 3*C values, as Keras' BatchNormalization(scale=False).
-            # Not weight=None: torch 2.11's CUDA backward then returns an empty gradient for β
-            # ("NativeBatchNormBackward0 returned an invalid gradient at index 2"; seen on an H200).
+            # Not weight=None: torch's channels-last CUDA backward (batch_norm_backward_reduce,
+            # Normalization.cuh) then gives β an empty gradient ("NativeBatchNormBackward0
+            # returned an invalid gradient at index 2": torch 2.11 on an H200, benchmarks/RESULTS.md).
             del bn.weight
             bn.register_buffer("weight", torch.ones(shape[-1]), persistent=False)
         return bn
