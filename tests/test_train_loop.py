@@ -173,6 +173,22 @@ def test_nan_stops_cleanly_and_keeps_the_last_good_checkpoints(images, tmp_path)
     assert load_checkpoint(tmp_path / "resume.safetensors")["epoch"] == 2
 
 
+def test_the_nan_check_counts_steps_across_epochs(images):
+    """On a GPU the loss is looked at every 50 steps; an epoch of fewer batches (airbench's
+    has 48) must not hide it until the epoch's end. Here: checked every spe + 1 steps, a NaN
+    at the first batch of epoch 2 is caught there."""
+    spe = len(loaders(images)[0])
+
+    class NanAt(Callback):
+        def on_batch_end(self, trainer):
+            if trainer.step == spe + 1:
+                trainer._last_loss = torch.tensor(float("nan"))
+
+    trainer = make_trainer([NanAt(), TerminateOnNaN(check_every=spe + 1)])
+    with pytest.raises(TrainingDiverged, match=r"at epoch 2, batch 1 "):
+        trainer.fit(*loaders(images), epochs=3)
+
+
 def test_same_seed_same_history_and_weights(images):
     runs = []
     for _ in range(2):

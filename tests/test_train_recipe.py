@@ -233,3 +233,21 @@ def test_a_time_limit_on_a_slow_machine_trains_the_smaller_model(split_folder, t
                        out=str(tmp_path / "runs"), evaluate=False, verbose=False)
     assert yaml.safe_load((run.path / "config.yaml").read_text())["model"] == "airbench"
     assert len(batches) == timed
+
+
+def test_a_resumed_average_goes_where_the_weights_are():
+    """--resume reads the checkpoint onto the CPU; on a GPU the average must follow the weights
+    there, or the first averaging step after the resume fails (a CPU tensor lerped with a
+    CUDA one). The meta device stands in for the GPU."""
+    from types import SimpleNamespace
+
+    model = build_model(TINY_BN, classes=2, seed=0)
+    saved = Lookahead()
+    saved.on_train_begin(SimpleNamespace(model=model))
+    resumed = Lookahead()
+    resumed.load_state_dict(saved.state_dict())
+    trainer = SimpleNamespace(model=model.to("meta"))
+    resumed.on_train_begin(trainer)
+    assert {v.device.type for v in resumed.average.values()} == {"meta"}
+    assert resumed.average.keys() == saved.average.keys()
+    resumed.update(trainer, 0.5, sync=True)  # the step that failed

@@ -142,3 +142,14 @@ def test_gradcam_errors(trained_run):
         gradcam(trained_run, image, cls=5)
     with pytest.raises(CnnlabError, match="opacity"):
         plot_gradcam(trained_run, image, alpha=2)
+
+
+def test_the_image_goes_to_the_models_device():
+    """A model trained on a GPU stays there (Trainer moves it): the figures feed it there.
+    The meta device stands in for the GPU."""
+    from cnnlab.viz._inputs import load
+
+    model = build_model({"input": [8, 8, 3], "layers": [{"Conv2D": {"filters": 2, "kernel_size": 3}},
+                                                       "Flatten", {"Dense": {"units": 2}}]}).to("meta")
+    x, _ = load(model).image(torch.rand(3, 8, 8))
+    assert x.device.type == "meta" and x.shape == (3, 8, 8)

@@ -41,8 +41,11 @@ class Lookahead(Callback):
         return {k: v for k, v in trainer.model.state_dict().items() if v.is_floating_point()}
 
     def on_train_begin(self, trainer: "Trainer") -> None:
-        if self.average is None:  # a resumed run keeps its restored average
-            self.average = {k: v.detach().clone() for k, v in self._state(trainer).items()}
+        state = self._state(trainer)
+        if self.average is None:
+            self.average = {k: v.detach().clone() for k, v in state.items()}
+        else:  # a resumed run keeps its restored average, read from the file onto the CPU
+            self.average = {k: self.average[k].to(state[k].device) for k in state}
 
     def decay_at(self, step: int, total: int) -> float:
         return self.decay * (min(step, total) / max(total, 1)) ** self.power

@@ -186,7 +186,7 @@ class TerminateOnNaN(Callback):
             f"{trainer.batch} (learning rate {lr:.3g}); {kept}; try a lower --lr")
 
     def on_batch_end(self, trainer: "Trainer") -> None:
-        if trainer.batch % self.check_every == 0:
+        if trainer.step % self.check_every == 0:  # steps, not batches: airbench's epochs have 48
             if trainer.any_rank(not math.isfinite(trainer.last_loss())):
                 self._fail(trainer, "the training loss")
 

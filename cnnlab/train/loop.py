@@ -318,7 +318,8 @@ class Trainer:
                 correct += (pred == y).sum()
                 if logits.shape[1] > k:  # a model without num_outputs: grow to its classes
                     confusion, k = _grow(confusion, k, logits.shape[1]), logits.shape[1]
-                confusion += torch.bincount(y * k + pred, minlength=k * k)
+                # index_add_, not bincount: on a GPU bincount reads its maximum back first
+                confusion.index_add_(0, y * k + pred, torch.ones_like(y))
                 seen += len(y)
         finally:
             self.model.train(was_training)

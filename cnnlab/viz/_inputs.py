@@ -40,8 +40,17 @@ class Loaded:
     def normalization(self) -> Normalization:
         return Normalization.from_dict(self.meta.get("normalization"), self.model.input_shape[2])
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (a model trained on a GPU stays there)."""
+        return next(iter(self.model.parameters()), torch.empty(0)).device
+
     def image(self, image) -> tuple[torch.Tensor, str]:
-        """(normalised (C, H, W) tensor, a label for titles) from a path or a tensor."""
+        """(normalised (C, H, W) tensor on the model's device, a label for titles) from a path or a tensor."""
+        x, label = self._image(image)
+        return x.to(self.device), label
+
+    def _image(self, image) -> tuple[torch.Tensor, str]:
         if isinstance(image, torch.Tensor):
             x = image.detach().float()
             if x.ndim == 4 and x.shape[0] == 1:

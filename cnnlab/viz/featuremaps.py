@@ -116,7 +116,7 @@ def plot_featuremaps(model, image, layers: list[str] | None = None, *, max_chann
     show_image(ax, image_to_display(x, loaded.normalization))
     head.suptitle(f"input {_keras_shape((h, w, c))}", fontsize=TITLE_SIZE, fontweight="bold", x=0.02, ha="left")
     for sf, t in zip(subfigs[1:], chosen):
-        maps = outputs[t.name][0].float().numpy()
+        maps = outputs[t.name][0].float().cpu().numpy()
         _draw_layer(sf, t.name, t.type, maps, t.output_shape, max_channels)
     if path is not None:
         save_figure(fig, path)

@@ -109,9 +109,9 @@ def gradcam(model, image, cls: str | int | None = None, layer: str | None = None
     coarse = F.relu((alpha * maps.detach()).sum(dim=1))  # (1, h, w)
     up = F.interpolate(coarse[None], size=tuple(x.shape[1:]), mode="bilinear", align_corners=False)[0, 0]
     peak = float(up.max())
-    cam = (up / peak if peak > 0 else up).numpy()
-    return GradCAM(cam, coarse[0].numpy(), target.name, tuple(target.output_shape), index,
-                   loaded.classes[index], probs.numpy(), image_to_display(x, loaded.normalization), label)
+    cam = (up / peak if peak > 0 else up).cpu().numpy()
+    return GradCAM(cam, coarse[0].cpu().numpy(), target.name, tuple(target.output_shape), index,
+                   loaded.classes[index], probs.cpu().numpy(), image_to_display(x, loaded.normalization), label)
 
 
 def _draw_probabilities(ax, result: GradCAM, classes: list[str], top: int = 5) -> None:
