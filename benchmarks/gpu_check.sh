@@ -5,8 +5,8 @@
 #   benchmarks/gpu_check.sh [DATA] [options]
 #
 # DATA      a folder with train/ and test/ class folders (default: ~/data/cifar10). When it
-#           has no train/, ../shared/data/cifar10-jpg.tar.gz (or shared/data/... inside the
-#           checkout) is unpacked next to it first.
+#           has no train/, ../shared/data/cifar10-jpg.tar.gz (or shared/data/... or .devdata/...
+#           inside the checkout) is unpacked next to it first.
 # options   --minutes M     training budget (--time-limit; default 2.5)
 #           --device D      cuda (default) or cpu, to try the script on a machine without a GPU
 #           --subset N      train on N images per class (and N/5 test): 500 for a CPU try of the
@@ -54,7 +54,8 @@ run() {  # print a command, then run it (unless --dry-run), timing it
 # 1. the data: unpack CIFAR-10 when the folder is not there
 if [[ ! -d "$DATA/train" ]]; then
   TARBALL=""
-  for t in "$ROOT/../shared/data/cifar10-jpg.tar.gz" "$ROOT/shared/data/cifar10-jpg.tar.gz"; do
+  for t in "$ROOT/../shared/data/cifar10-jpg.tar.gz" "$ROOT/shared/data/cifar10-jpg.tar.gz" \
+           "$ROOT/.devdata/cifar10-jpg.tar.gz"; do  # .devdata: what gpu_device.sh prepare carries
     [[ -f "$t" ]] && { TARBALL="$t"; break; }
   done
   [[ -n "$TARBALL" ]] || { echo "gpu_check: $DATA has no train/ and no cifar10-jpg.tar.gz was found" >&2; exit 2; }

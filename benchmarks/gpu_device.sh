@@ -9,8 +9,8 @@
 #                                                   scikit-learn, h5py and jinja2, not pydantic)
 #                                         .devdata/ the CIFAR-10 JPEG tarball of ../shared/data
 #   benchmarks/gpu_device.sh run [opts]   there, as the device command (carry: [".whl", ".devdata"]):
-#                                         installs the wheels when pydantic is missing, unpacks
-#                                         CIFAR-10, runs benchmarks/gpu_check.sh and
+#                                         installs the wheels when pydantic is missing, runs
+#                                         benchmarks/gpu_check.sh (it unpacks CIFAR-10) and
 #                                         benchmarks/bench_precision.py --device cuda, and copies
 #                                         the logs and the run's config/history/metrics to $OUT.
 #                                         opts go to gpu_check.sh (default: --minutes 2.5).
@@ -44,8 +44,7 @@ case "${1:-}" in
       export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
     fi
     export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHON
-    DATA="${DATA:-$HOME/data/cifar10}"
-    if [[ ! -d "$DATA/train" ]]; then mkdir -p "$(dirname "$DATA")" && tar -xzf .devdata/cifar10-jpg.tar.gz -C "$(dirname "$DATA")" || exit 1; fi
+    DATA="${DATA:-$HOME/data/cifar10}"  # gpu_check.sh unpacks .devdata's tarball there when it is missing
     if command -v nvidia-smi >/dev/null; then (nvidia-smi dmon -s u -d 5 > "$OUT/dmon.log" 2>&1 &); fi
     WORK="$(mktemp -d /tmp/gpu-device.XXXXXX)"
     [[ $# -gt 0 ]] || set -- --minutes 2.5
