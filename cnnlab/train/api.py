@@ -111,6 +111,7 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
     from cnnlab.run import Run
     from cnnlab.train import distributed
 
+    trainer = None
     try:
         run_dir, setup, trainer, resuming = _prepare(data, config, resume, callbacks, verbose, run_base,
                                                      options)
@@ -129,6 +130,8 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
         distributed.barrier()
         return run
     finally:
+        if trainer is not None:
+            trainer.release()
         distributed.shutdown()
 
 

@@ -329,6 +329,15 @@ class Trainer:
         return {"loss": loss_sum.item() / seen, "accuracy": correct.item() / seen,
                 "macro_f1": macro_f1(confusion.view(k, k))}
 
+    def release(self) -> None:
+        """Drop the DistributedDataParallel wrapper, which holds the process group.
+
+        torchrun's group must be gone before the interpreter exits: a gloo group still alive
+        then (kept by the wrapper) can abort the process at exit ("terminate called without
+        an active exception"). The plain model stays usable.
+        """
+        self._train_model = self.model
+
     def _call(self, hook: str) -> None:
         for cb in self.callbacks:
             getattr(cb, hook)(self)
