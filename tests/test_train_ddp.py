@@ -160,3 +160,18 @@ def test_train_frees_the_process_group_before_the_interpreter_exits(tmp_path):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("ddp alive after train: 0") == 2, done.stdout[-2000:]
+
+
+def test_lr_find_under_torchrun_says_once_to_run_it_in_one_process(tmp_path):
+    """lr-find has no multi-process sweep: under torchrun each process swept on its own
+    (a plot written twice) and left its group to the interpreter's exit."""
+    data = make_split_folder(tmp_path / "data", n={"train": 16})
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "-m", "cnnlab", "lr-find", str(data), "--out", str(tmp_path / "out"), "--batch-size", "8"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    ours = [line for line in done.stderr.splitlines() if line.startswith("cnnlab: ")]
+    assert ours == ["cnnlab: error: lr-find sweeps in one process; run it without torchrun (for 2 processes of "
+                    "--batch-size B, sweep with --batch-size 2*B)"], done.stderr[-3000:]
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("lr_find.png"))

@@ -253,9 +253,15 @@ def lr_find(data: str | Path | None = None, *, config: str | Path | None = None,
     ``result.losses``) and the setup it ran on. Nothing is written; see ``cnnlab lr-find``
     for the plot.
     """
+    from cnnlab.errors import SaidByMainProcess, is_main_process
+    from cnnlab.train import distributed
     from cnnlab.train.lr_finder import range_test
     from cnnlab.train.setup import build
 
+    if distributed.world_size() > 1:  # checked before any process joins a group
+        error = CnnlabError if is_main_process() else SaidByMainProcess
+        raise error(f"lr-find sweeps in one process; run it without torchrun (for {distributed.world_size()} "
+                    f"processes of --batch-size B, sweep with --batch-size {distributed.world_size()}*B)")
     if steps < 10:  # the curve needs points to smooth, and a few to skip at each end
         raise CnnlabError(f"--steps must be at least 10, got {steps}")
     if not 0 < start_lr < end_lr:
