@@ -347,3 +347,70 @@ def test_mixed_precision_and_channels_last_paths(images, precision, channels_las
     assert trainer.scaler.is_enabled() == (precision == "fp16")
     assert history[-1]["loss"] < history[0]["loss"] and history[-1]["accuracy"] >= 0.9
     assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+
+
+def test_checkpoints_are_written_while_the_next_epoch_trains(images, tmp_path, monkeypatch):
+    """The resumable checkpoint of epoch 1 is written on the saver's thread. Here its write
+    waits until epoch 2 has begun: on the training thread it would wait in vain (epoch 2
+    cannot begin before the save returns). The file then holds epoch 1's weights, copied
+    before epoch 2 changed them, and every file is complete when fit returns."""
+    import json
+    import shutil
+    import threading
+
+    from cnnlab.train import resume
+
+    began, released = threading.Event(), []
+    real = resume.write_safetensors
+
+    def slow(path, tensors, header):
+        epoch = json.loads(header["state"])["epoch"]
+        if epoch == 1:
+            released.append(began.wait(5))
+        real(path, tensors, header)
+        shutil.copy(path, tmp_path / f"epoch{epoch}.safetensors")
+
+    class Begin(Callback):
+        def on_epoch_begin(self, trainer):
+            if trainer.epoch == 2:
+                began.set()
+
+    monkeypatch.setattr(resume, "write_safetensors", slow)
+    snaps = Snapshots()
+    trainer = make_trainer([snaps, Begin(), ModelCheckpoint(tmp_path / "weights", monitor="val_loss")])
+    trainer.fit(*loaders(images), epochs=2, checkpoint=tmp_path / "resume.safetensors")
+    assert released == [True]
+    first = load_checkpoint(tmp_path / "epoch1.safetensors")
+    assert first["epoch"] == 1 and same(first["model"], snaps.by_epoch[1])
+    assert not same(snaps.by_epoch[1], snaps.by_epoch[2])  # epoch 2 did change them meanwhile
+    assert load_checkpoint(tmp_path / "resume.safetensors")["epoch"] == 2
+    model, _ = load_weights(tmp_path / "weights" / "last.safetensors")
+    assert same(model.state_dict(), snaps.by_epoch[2])
+
+
+def test_what_a_background_write_gets_is_a_copy():
+    """The saver writes later than it is asked: the tensors it is handed must not change
+    when training goes on (a CPU tensor's .to('cpu') is the tensor itself, not a copy)."""
+    from cnnlab.io.weights import weights_file
+    from cnnlab.train.checkpoint import prepare_checkpoint
+
+    model = build_model(SPEC, classes=2, seed=0)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.rand(2, 3, 32, 32)).sum().backward()
+    opt.step()
+    handed = [weights_file(model)[0], prepare_checkpoint({"model": model.state_dict(), "opt": opt.state_dict()})[0]]
+    before = [{k: v.clone() for k, v in t.items()} for t in handed]
+    model(torch.rand(2, 3, 32, 32)).sum().backward()
+    opt.step()  # the weights and Adam's moments change in place
+    for t, b in zip(handed, before):
+        assert same(t, b)
+
+
+def test_a_failed_background_write_ends_fit_with_its_sentence(images, tmp_path):
+    from cnnlab.errors import CnnlabError
+
+    (tmp_path / "afile").write_text("not a folder")
+    trainer = make_trainer()
+    with pytest.raises(CnnlabError, match=r"^cannot write .*afile/resume\.safetensors: "):
+        trainer.fit(*loaders(images), epochs=4, checkpoint=tmp_path / "afile" / "resume.safetensors")
+    assert trainer.epoch <= 1  # said at the next save, not after all the epochs

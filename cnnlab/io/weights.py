@@ -37,16 +37,26 @@ def _sniff(path: Path) -> str | None:
 
 def save_weights(path: str | Path, model: torch.nn.Module, meta: dict[str, Any] | None = None) -> None:
     """Write the model's state and metadata atomically. ``meta`` must be JSON-serialisable."""
-    from safetensors.torch import save_file
+    write_safetensors(path, *weights_file(model, meta))
 
+
+def weights_file(model: torch.nn.Module, meta: dict[str, Any] | None = None
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, header) of a weights file for ``model``: copies, so training may go on."""
     meta = dict(meta or {})
     spec = getattr(model, "spec", None)
     if spec is not None and "spec" not in meta:
         meta["spec"] = spec.to_dict()
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    header = {"format": FORMAT, "cnnlab": json.dumps(meta)}
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    return state, {"format": FORMAT, "cnnlab": json.dumps(meta)}
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> None:
+    """``tensors`` with the string ``header`` as metadata, written to ``path`` atomically."""
+    from safetensors.torch import save_file
+
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=header)
+        save_file(tensors, str(tmp), metadata=header)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -357,12 +357,13 @@ class ModelCheckpoint(Callback):
         self.meta = dict(meta or {})
 
     def _save(self, trainer: "Trainer", name: str) -> None:
-        from cnnlab.io.weights import save_weights
+        from cnnlab.io.weights import weights_file, write_safetensors
 
         meta = dict(self.meta, epoch=trainer.epoch,
                     metric={k: v for k, v in trainer.logs.items() if k != "epoch"},
                     monitor=self.best.monitor)
-        save_weights(self.dir / f"{name}.safetensors", trainer.model, meta)
+        # copied now, written on the trainer's saver thread while the next epoch trains
+        trainer.saver.submit(write_safetensors, self.dir / f"{name}.safetensors", *weights_file(trainer.model, meta))
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         if not trainer.is_main:  # only the main process writes (torchrun)

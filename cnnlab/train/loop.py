@@ -22,7 +22,9 @@ Reproducibility: every epoch re-seeds torch's generator (dropout) and the augmen
 generator from (seed, epoch, rank) (:func:`cnnlab.data.loader.epoch_seed`). With the
 resumable checkpoint (:mod:`cnnlab.train.resume`), written after every epoch, a resumed run
 therefore ends with exactly the weights of an uninterrupted one on the CPU. Metrics are
-summed on the device and read once per epoch, so the GPU never waits for Python.
+summed on the device and read once per epoch, so the GPU never waits for Python; files are
+written by ``trainer.saver`` (:class:`~cnnlab.train.checkpoint.BackgroundSaver`) while the
+next epoch trains, and ``fit`` waits for them before it returns.
 
 Elsewhere, each named for what it does: Ctrl-C (:mod:`~cnnlab.train.interrupt`), the
 checkpoint's contents (:mod:`~cnnlab.train.resume`), the sums over processes under torchrun
@@ -43,6 +45,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
 from cnnlab.train.resume import restore, restore_partial, save, state_dict
 from cnnlab.train.callbacks import Callback
+from cnnlab.train.checkpoint import BackgroundSaver
 from cnnlab.train.interrupt import Interrupt, TrainingInterrupted, catch_ctrl_c
 from cnnlab.train.losses import default_loss, is_binary  # noqa: F401  (is_binary: part of the API)
 from cnnlab.train.tensor_loader import TensorLoader  # noqa: F401  (importable from here, as before)
@@ -107,6 +110,7 @@ class Trainer:
         self.augment = augment
         self.seed = seed
         self.callbacks = list(callbacks)
+        self.saver = BackgroundSaver()  # checkpoint files, written while the next epoch trains
         if normalization is None:
             self.mean = self.std = None
         else:
@@ -206,6 +210,14 @@ class Trainer:
         self.stop_training = False
         partial = restore(self, checkpoint) if resume else None
         self._call("on_train_begin")
+        try:
+            self._fit_epochs(train, val, checkpoint, resume, partial)
+        finally:
+            self.saver.wait()  # every checkpoint file is on disk before fit returns (or raises)
+        self._call("on_train_end")
+        return self.history
+
+    def _fit_epochs(self, train, val, checkpoint, resume: bool, partial) -> None:
         if checkpoint is not None and not resume:
             self._save(checkpoint)  # epoch 0: a run stopped during epoch 1 resumes from here
         with catch_ctrl_c(self):
@@ -241,8 +253,6 @@ class Trainer:
                 if self.interrupted:  # Ctrl-C during validation or saving: stop here
                     raise TrainingInterrupted(f"interrupted after epoch {self.epoch}" + (
                         "; resume with --resume" if checkpoint is not None else ""))
-        self._call("on_train_end")
-        return self.history
 
     def begin_epoch(self, epoch: int) -> None:
         """Seed the epoch's random streams and reset its running metrics (fit does this)."""

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.train.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from cnnlab.io.weights import write_safetensors
+from cnnlab.train.checkpoint import load_checkpoint, prepare_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 if TYPE_CHECKING:
     from cnnlab.train.callbacks import Callback
@@ -68,9 +69,15 @@ def keyed_callbacks(trainer: "Trainer") -> list[tuple[str, "Callback"]]:
 
 
 def save(trainer: "Trainer", path: str | Path, partial: bool = False) -> None:
-    """Write the checkpoint (the main process only, under torchrun)."""
-    if trainer.is_main:
+    """Write the checkpoint (the main process only, under torchrun): on the trainer's
+    background saver after an epoch, at once for Ctrl-C's partial one (the process ends)."""
+    if not trainer.is_main:
+        return
+    if partial:
+        trainer.saver.wait()  # the files still being written land first
         save_checkpoint(path, state_dict(trainer, partial))
+    else:
+        trainer.saver.submit(write_safetensors, path, *prepare_checkpoint(state_dict(trainer)))
 
 
 def restore(trainer: "Trainer", path: str | Path) -> dict[str, Any] | None:
