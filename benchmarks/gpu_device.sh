@@ -11,11 +11,13 @@
 #   benchmarks/gpu_device.sh run [opts]   there, as the device command (carry: [".whl", ".devdata"]):
 #                                         installs the wheels when pydantic is missing, runs
 #                                         benchmarks/gpu_check.sh (it unpacks CIFAR-10) and
-#                                         benchmarks/bench_precision.py --device cuda, and copies
-#                                         the logs and the run's config/history/metrics to $OUT.
+#                                         benchmarks/bench_precision.py --device cuda (then once more
+#                                         for airbench with --compile: its step compiled, and the
+#                                         compile's seconds), and copies the logs and the run's
+#                                         config/history/metrics to $OUT.
 #                                         opts go to gpu_check.sh (default: --minutes 2.5).
 #
-# The device call:  run(command="bash benchmarks/gpu_device.sh run", carry=[".whl", ".devdata"], timeout_s=500)
+# The device call:  run(command="bash benchmarks/gpu_device.sh run", carry=[".whl", ".devdata"], timeout_s=595)
 # A try here on the CPU:  PYTHON=.venv/bin/python OUT=/tmp/o benchmarks/gpu_device.sh run --device cpu --subset 500 --minutes 0.5
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -48,7 +50,7 @@ case "${1:-}" in
     if command -v nvidia-smi >/dev/null; then (nvidia-smi dmon -s u -d 5 > "$OUT/dmon.log" 2>&1 &); fi
     WORK="$(mktemp -d /tmp/gpu-device.XXXXXX)"
     [[ $# -gt 0 ]] || set -- --minutes 2.5
-    timeout 360 bash benchmarks/gpu_check.sh "$DATA" --out "$WORK" "$@" > "$OUT/gpu_check.log" 2>&1
+    timeout 330 bash benchmarks/gpu_check.sh "$DATA" --out "$WORK" "$@" > "$OUT/gpu_check.log" 2>&1
     echo "gpu_check rc=$?"
     grep -v '^  File \|^    ' "$OUT/gpu_check.log" | tail -40
     R="$WORK/runs/gpu-check"
@@ -59,6 +61,11 @@ case "${1:-}" in
       > "$OUT/bench_precision.log" 2>&1
     echo "bench_precision rc=$?"
     tail -30 "$OUT/bench_precision.log"
+    # last, so that a slow compile loses nothing above: does --compile pay on this GPU?
+    timeout 150 "$PYTHON" benchmarks/bench_precision.py --device "$dev" --models airbench --sizes 32 --batch 1024 \
+      --steps 10 --compile > "$OUT/bench_compile.log" 2>&1
+    echo "bench_compile rc=$?"
+    tail -8 "$OUT/bench_compile.log"
     ;;
   *) awk 'NR>1 && /^#/{sub(/^# ?/, ""); print; next} NR>1{exit}' "$0"; exit 2;;
 esac

@@ -414,3 +414,46 @@ def test_a_failed_background_write_ends_fit_with_its_sentence(images, tmp_path):
     with pytest.raises(CnnlabError, match=r"^cannot write .*afile/resume\.safetensors: "):
         trainer.fit(*loaders(images), epochs=4, checkpoint=tmp_path / "afile" / "resume.safetensors")
     assert trainer.epoch <= 1  # said at the next save, not after all the epochs
+
+
+def test_compile_trains_through_the_compiler_to_the_same_weights(images):
+    """Trainer(compile=...) sends the training forward pass through torch.compile. With a
+    backend that runs the captured graph as it is, the run must end with the uncompiled
+    run's weights (fp32, one thread), and the weights keep their plain names."""
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    plain = make_trainer()
+    plain.fit(*loaders(images), epochs=2)
+    model = build_model(SPEC, classes=2, seed=0)
+    compiled = Trainer(model, torch.optim.AdamW(model.parameters(), lr=3e-3), seed=0, compile=backend)
+    compiled.fit(*loaders(images), epochs=2)
+    assert graphs  # the compiler saw the model
+    assert same(weights(compiled.model), weights(plain.model))
+    assert list(compiled.model.state_dict()) == list(plain.model.state_dict())  # no "_orig_mod." prefix
+
+
+def test_the_compile_option_reaches_the_trainer(tmp_path, monkeypatch):
+    """--compile (TrainConfig.compile) is what train() hands the Trainer; torch.compile is
+    replaced by a recorder here (inductor's first compile takes 20 s on this CPU)."""
+    import cnnlab
+    from imagegen import make_split_folder
+
+    seen = []
+
+    def recorder(module, **kwargs):
+        seen.append((type(module).__name__, kwargs))
+        return module
+
+    monkeypatch.setattr(torch, "compile", recorder)
+    data = make_split_folder(tmp_path / "data", n={"train": 16, "val": 4})
+    common = dict(model="tinyvgg", epochs=1, augment="none", workers=0, cache_dir=str(tmp_path / "cache"),
+                  out=str(tmp_path / "runs"), device="cpu", evaluate=False, verbose=False)
+    cnnlab.train(data, name="plain", **common)
+    assert seen == []
+    run = cnnlab.train(data, name="compiled", compile=True, **common)
+    assert seen == [("CNN", {})]
+    assert "compile: true" in (run.path / "config.yaml").read_text()

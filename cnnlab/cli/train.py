@@ -48,7 +48,8 @@ FLAGS = {
         ("normalize", (), None), ("balanced", (), None), ("class_weights", (), None), ("workers", (), "N"),
         ("cache_dir", (), "DIR"), ("val_max", (), "N")],
     "device and output": [
-        ("device", (), "DEV"), ("precision", (), None), ("channels_last", (), None), ("out", (), "DIR"),
+        ("device", (), "DEV"), ("precision", (), None), ("channels_last", (), None), ("compile", (), None),
+        ("out", (), "DIR"),
         ("name", (), "NAME"), ("tensorboard", (), None), ("evaluate", ("--no-evaluate",), None)],
 }
 

@@ -133,6 +133,9 @@ class TrainConfig(BaseModel):
         "fp32 is exact and bit-reproducible")
     channels_last: bool | None = Field(None, description="NHWC memory layout; auto: with bf16/fp16 and on "
                                        "CUDA (the fast convolution path there)")
+    compile: bool = Field(False, description="compile the training step with torch.compile: fewer, fused "
+                          "kernels, for CUDA GPUs and long runs (the first steps wait tens of seconds "
+                          "for the compiler; on CPUs measured not to pay); not bit-equal to a run without it")
     out: str = Field("runs", description="folder of runs")
     name: str | None = Field(None, description="run name; auto: <data>-<model>, -2, -3... if taken")
     tensorboard: bool = Field(False, description="also log to RUN/tensorboard (needs the tensorboard package)")

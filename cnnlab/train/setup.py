@@ -92,7 +92,7 @@ class Setup:
         trainer = Trainer(self.model, self.optimizer(lr), loss_fn=self.loss(), device=self.device,
                           precision=self.precision, channels_last=self.channels_last,
                           normalization=self.normalization, augment=self.augmenter, seed=self.cfg.seed,
-                          callbacks=callbacks)
+                          callbacks=callbacks, compile=self.cfg.compile)
         trainer.val_subset = self.val_subset
         return trainer
 
