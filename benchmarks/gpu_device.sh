@@ -11,7 +11,8 @@
 #   benchmarks/gpu_device.sh run [opts]   there, as the device command (carry: [".whl", ".devdata"]):
 #                                         installs the wheels when pydantic is missing, runs
 #                                         benchmarks/gpu_check.sh (it unpacks CIFAR-10) and
-#                                         benchmarks/bench_precision.py --device cuda (then once more
+#                                         benchmarks/bench_precision.py --device cuda, bench_feed.py
+#                                         (the batch from pageable vs pinned host memory; then once more
 #                                         for airbench with --compile: its step compiled, and the
 #                                         compile's seconds), and copies the logs and the run's
 #                                         config/history/metrics to $OUT.
@@ -50,7 +51,7 @@ case "${1:-}" in
     if command -v nvidia-smi >/dev/null; then (nvidia-smi dmon -s u -d 5 > "$OUT/dmon.log" 2>&1 &); fi
     WORK="$(mktemp -d /tmp/gpu-device.XXXXXX)"
     [[ $# -gt 0 ]] || set -- --minutes 2.5
-    timeout 330 bash benchmarks/gpu_check.sh "$DATA" --out "$WORK" "$@" > "$OUT/gpu_check.log" 2>&1
+    timeout 300 bash benchmarks/gpu_check.sh "$DATA" --out "$WORK" "$@" > "$OUT/gpu_check.log" 2>&1
     echo "gpu_check rc=$?"
     grep -v '^  File \|^    ' "$OUT/gpu_check.log" | tail -40
     R="$WORK/runs/gpu-check"
@@ -61,8 +62,12 @@ case "${1:-}" in
       > "$OUT/bench_precision.log" 2>&1
     echo "bench_precision rc=$?"
     tail -30 "$OUT/bench_precision.log"
+    # the batch from the host: pageable against pinned memory (cnnlab's), steps in a row
+    timeout 60 "$PYTHON" benchmarks/bench_feed.py --device "$dev" > "$OUT/bench_feed.log" 2>&1
+    echo "bench_feed rc=$?"
+    tail -6 "$OUT/bench_feed.log"
     # last, so that a slow compile loses nothing above: does --compile pay on this GPU?
-    timeout 150 "$PYTHON" benchmarks/bench_precision.py --device "$dev" --models airbench --sizes 32 --batch 1024 \
+    timeout 130 "$PYTHON" benchmarks/bench_precision.py --device "$dev" --models airbench --sizes 32 --batch 1024 \
       --steps 10 --compile > "$OUT/bench_compile.log" 2>&1
     echo "bench_compile rc=$?"
     tail -8 "$OUT/bench_compile.log"

@@ -457,3 +457,16 @@ def test_the_compile_option_reaches_the_trainer(tmp_path, monkeypatch):
     run = cnnlab.train(data, name="compiled", compile=True, **common)
     assert seen == [("CNN", {})]
     assert "compile: true" in (run.path / "config.yaml").read_text()
+
+
+def test_to_device_pins_only_on_the_way_to_a_gpu():
+    """On the CPU the tensor comes back as it was, and nothing is pinned: a CPU-only torch
+    has no pinned memory (pin_memory() raises), so a run that pinned for the CPU would fail."""
+    from cnnlab.device import to_device
+
+    t = torch.arange(12, dtype=torch.uint8).view(3, 4)
+    out = to_device(t, torch.device("cpu"))
+    assert torch.equal(out, t) and out.device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError):
+            t.pin_memory()

@@ -45,6 +45,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from cnnlab.device import to_device
 from cnnlab.errors import CnnlabError
 
 FILL_MODES = ("nearest", "constant", "reflect", "wrap")
@@ -264,7 +265,7 @@ class Augmenter:
         if cfg.geometric:
             x, fresh = warp(x, self.matrices(rand, x.shape[-2], x.shape[-1]), cfg.fill_mode, cfg.cval), True
         if cfg.brightness_range:
-            factor = rand.uniform(*cfg.brightness_range).to(x.device, x.dtype, non_blocking=True).view(-1, 1, 1, 1)
+            factor = to_device(rand.uniform(*cfg.brightness_range).to(x.dtype), x.device).view(-1, 1, 1, 1)
             x, fresh = (x.mul_(factor) if fresh else x * factor).clamp_(0, 1), True
         if cfg.random_erasing:
             x = self.erase(x, rand, inplace=fresh)
@@ -324,7 +325,7 @@ class Augmenter:
             x = x.clone()
         for i in on.nonzero().flatten().tolist():  # noise only where it is needed
             top, left, rh, rw = int(y0[i]), int(x0[i]), int(eh[i]), int(ew[i])
-            x[i, :, top:top + rh, left:left + rw] = rand.noise((c, rh, rw)).to(x.device, x.dtype, non_blocking=True)
+            x[i, :, top:top + rh, left:left + rw] = to_device(rand.noise((c, rh, rw)).to(x.dtype), x.device)
         return x
 
 
@@ -355,8 +356,8 @@ def translate(x: torch.Tensor, pixels: int, rand: "_Random") -> torch.Tensor:
     if p < 1:
         return x
     padded = F.pad(x, (p, p, p, p), mode="reflect").permute(0, 2, 3, 1)  # (N, H+2p, W+2p, C)
-    dy = (rand.uniform(0, 1) * (2 * p + 1)).floor().long().clamp(max=2 * p).to(x.device, non_blocking=True)
-    dx = (rand.uniform(0, 1) * (2 * p + 1)).floor().long().clamp(max=2 * p).to(x.device, non_blocking=True)
+    dy = to_device((rand.uniform(0, 1) * (2 * p + 1)).floor().long().clamp(max=2 * p), x.device)
+    dx = to_device((rand.uniform(0, 1) * (2 * p + 1)).floor().long().clamp(max=2 * p), x.device)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, :, None]  # (N, H, 1)
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, :]  # (N, 1, W)
     out = padded[torch.arange(n, device=x.device)[:, None, None], rows, cols]  # (N, H, W, C)
@@ -400,7 +401,7 @@ def warp(x: torch.Tensor, m: torch.Tensor, fill_mode: str = "nearest", cval: flo
     out_dtype = x.dtype
     if x.dtype not in (torch.float32, torch.float64):  # half precision: resample in float32
         x = x.float()
-    out = _resample(x, theta.to(x.device, x.dtype, non_blocking=True), fill_mode, cval)
+    out = _resample(x, to_device(theta.to(x.dtype), x.device), fill_mode, cval)
     return out.to(out_dtype)
 
 

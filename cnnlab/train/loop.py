@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from cnnlab.data.loader import TRAINING, epoch_seed
+from cnnlab.device import to_device
 from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
 from cnnlab.train.resume import restore, restore_partial, save, state_dict
@@ -155,7 +156,7 @@ class Trainer:
     def train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Forward, backward and one optimiser step; returns the loss (on the device)."""
         x = self.prepare(images, training=True)
-        y = labels.to(self.device, non_blocking=True)
+        y = to_device(labels, self.device)
         with self.autocast():
             logits = self._train_model(x)
             loss = self.loss_fn(logits.float(), y)
@@ -172,7 +173,7 @@ class Trainer:
 
     def prepare(self, images: torch.Tensor, training: bool) -> torch.Tensor:
         """uint8 (or [0, 1] float) images -> the normalised float batch the model sees."""
-        x = images.to(self.device, non_blocking=True)
+        x = to_device(images, self.device)
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
         if training and self.augment is not None:
             x = self.augment(x, self.generator)
@@ -324,7 +325,7 @@ class Trainer:
         try:
             for images, labels in data:
                 x = self.prepare(images, training=False)
-                y = labels.to(self.device, non_blocking=True)
+                y = to_device(labels, self.device)
                 with self.autocast():
                     logits = self.model(x)
                     loss = self.loss_fn(logits.float(), y)
