@@ -5,7 +5,8 @@ prints, over the same files:
 
   one by one    a loop that decodes one file and runs the model on it (a tutorial's
                 `for f in files: model.predict(load(f))`)
-  decode only   Preprocessor.load_batch over all files (no model)
+  decode only   Preprocessor.load_batch over all files (no model); then with one thread
+                per CPU side by side, as predict decodes when the model is on a GPU
   model only    forward passes over already-decoded tensors, batch 64
   predict       cnnlab.predict: batches of 64, the next batch decoded in a background
                 thread while the model runs on this one; also with --tta
@@ -28,6 +29,7 @@ import os
 import platform
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -99,6 +101,8 @@ def main() -> None:
         timed("one by one (300 images)", min(n, 300), one_by_one, r)
         batch = {}
         timed("decode only", n, lambda: batch.update(x=pre.load_batch(paths)[0]), r)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # as predict does beside a GPU
+            timed(f"decode only, {os.cpu_count()} threads", n, lambda: pre.load_batch(paths, pool), r)
 
         @torch.inference_mode()
         def model_only():

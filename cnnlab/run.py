@@ -72,15 +72,24 @@ class Preprocessor:
     def load(self, path: str | Path) -> torch.Tensor:
         return self.to_tensor(self.load_uint8(path))
 
-    def load_batch(self, paths: list[str | Path]) -> tuple[torch.Tensor, list[int], dict[int, str]]:
-        """Stack the readable files: (tensor, indices of those files, {index: error})."""
+    def _try_load(self, path: str | Path) -> tuple[torch.Tensor | None, str]:
+        try:
+            return self.load(path), ""
+        except BadImage as e:
+            return None, e.reason
+
+    def load_batch(self, paths: list[str | Path], pool=None) -> tuple[torch.Tensor, list[int], dict[int, str]]:
+        """Stack the readable files: (tensor, indices of those files, {index: error}).
+
+        ``pool``: a ``concurrent.futures`` executor decoding the files side by side (Pillow
+        lets go of Python's lock while it decodes and resizes), in the files' order."""
         tensors, ok, errors = [], [], {}
-        for i, p in enumerate(paths):
-            try:
-                tensors.append(self.load(p))
+        for i, (x, reason) in enumerate((pool.map if pool else map)(self._try_load, paths)):
+            if x is None:
+                errors[i] = reason
+            else:
+                tensors.append(x)
                 ok.append(i)
-            except BadImage as e:
-                errors[i] = e.reason
         if not tensors:
             c, (h, w) = self.channels, self.size
             return torch.empty(0, c, h, w), ok, errors

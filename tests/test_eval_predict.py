@@ -142,3 +142,20 @@ def test_a_weights_file_on_its_own(trained_run, mixed, tmp_path):
     assert [r["label"] for r in from_file] == [r["label"] for r in from_run] == ["hbar", "vbar"]
     assert [r["confidence"] for r in from_file] == pytest.approx([r["confidence"] for r in from_run])
     assert main(["predict", str(alone), str(mixed / "h1.bmp")]) == 0
+
+
+def test_decoding_side_by_side_gives_what_one_thread_gives(trained_run, mixed):
+    """With the model on a GPU each batch is decoded by several threads; the files must come
+    back in their order, the unreadable one named at its own index, the probabilities the
+    one-thread decode gives (here forced on the CPU: decoders=3 against decoders=1)."""
+    from cnnlab.eval.infer import predict_files
+    from cnnlab.run import Preprocessor, Run
+
+    model, meta = Run(trained_run).load_model("best")
+    pre = Preprocessor.from_meta(meta)
+    files = [f for f, error in collect_files([mixed]) if not error] * 3  # 21 files in batches of 4
+    one = predict_files(model, pre, files, batch_size=4, device="cpu", decoders=1)
+    three = predict_files(model, pre, files, batch_size=4, device="cpu", decoders=3)
+    assert one[1] == three[1] and one[2] == three[2]
+    assert sorted(files[i] for i in one[2]) == sorted([str(mixed / "broken.jpg")] * 3)
+    assert np.array_equal(one[0], three[0])

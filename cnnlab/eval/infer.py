@@ -2,7 +2,8 @@
 
 Files are decoded in batches (``Preprocessor.load_batch``, exactly the preprocessing of
 training) by a background thread, so the next batch is being decoded while the model
-runs on the current one. A file that cannot be read is reported, not raised: the other
+runs on the current one. With the model on a GPU the CPU's cores are free, and that
+thread's batch is decoded by several threads side by side (``decoders``). A file that cannot be read is reported, not raised: the other
 files still get their probabilities.
 
 Test-time augmentation (TTA, see :mod:`cnnlab.eval.tta`): ``flip`` averages the
@@ -13,6 +14,7 @@ the model's work. ``flip+translate`` adds 1-pixel shifts (six views, as airbench
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -64,6 +66,7 @@ def predict_files(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     channels_last: bool = False,
+    decoders: int | None = None,
 ) -> tuple[np.ndarray, list[int], dict[int, str]]:
     """Probabilities for every readable file.
 
@@ -71,6 +74,8 @@ def predict_files(
     to ``paths[ok[j]]``; ``errors`` maps the index of each unreadable file to the reason.
     ``precision`` (fp32, bf16, fp16: see :data:`cnnlab.device.AUTOCAST`) and ``channels_last`` say how the
     model runs; channels_last converts ``model`` in place (its outputs stay the same).
+    ``decoders``: threads decoding each batch; default 1 with the model on the CPU (its
+    forward pass uses every core) and one per core, up to 8, with it on a GPU.
     """
     from cnnlab.errors import CnnlabError
 
@@ -91,10 +96,13 @@ def predict_files(
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             return batch_probabilities(model, x, tta)
 
+    if decoders is None:
+        decoders = 1 if device.type == "cpu" else min(8, os.cpu_count() or 1)
     starts = range(0, len(paths), batch_size)
     chunks, ok, errors = [], [], {}
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        load = lambda s: preprocessor.load_batch(list(paths[s:s + batch_size]))  # noqa: E731
+    with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(max_workers=decoders) as decode:
+        side_by_side = decode if decoders > 1 else None
+        load = lambda s: preprocessor.load_batch(list(paths[s:s + batch_size]), side_by_side)  # noqa: E731
         pending = pool.submit(load, 0) if len(paths) else None
         for s in starts:
             x, batch_ok, batch_errors = pending.result()
