@@ -225,6 +225,13 @@ def test_resume_refuses_a_changed_option_naming_old_and_new(ws, unfinished, caps
     assert (unfinished / "resume.safetensors").read_bytes() == before  # nothing touched
 
 
+def test_resume_says_a_changed_switch_was_off_or_on(ws, unfinished, capsys):
+    code = main(["train", str(ws / "bars"), "--model", str(ws / "tiny.yaml"), "--epochs", "4", "--compile",
+                 "--resume", str(unfinished), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--compile was off there, not on (" in err, err  # not Python's False / True
+
+
 def test_a_history_file_of_an_older_cnnlab_is_read_in_the_new_names(tmp_path):
     run = tmp_path / "old-run"
     (run / "weights").mkdir(parents=True)

@@ -209,6 +209,8 @@ def _check_unchanged(saved: TrainConfig, run_dir: Path, given: dict[str, Any]) -
 
 
 def _shown(value: Any) -> str:
+    if isinstance(value, bool):  # a switch (--compile, --tensorboard): "was off there, not on"
+        return "on" if value else "off"
     return "none" if value is None else str(value)
 
 
