@@ -386,6 +386,7 @@ def test_checkpoints_are_written_while_the_next_epoch_trains(images, tmp_path, m
     assert load_checkpoint(tmp_path / "resume.safetensors")["epoch"] == 2
     model, _ = load_weights(tmp_path / "weights" / "last.safetensors")
     assert same(model.state_dict(), snaps.by_epoch[2])
+    assert not [t for t in threading.enumerate() if t.name == "cnnlab-saver"]  # no idle thread left behind
 
 
 def test_what_a_background_write_gets_is_a_copy():

@@ -96,9 +96,10 @@ class BackgroundSaver:
     rather than filling memory); ``args`` must be copies (``prepare_checkpoint``,
     ``weights_file``), not tensors training goes on changing. ``wait()`` returns once every
     queued file is on disk and raises the first error, if a write failed: a full disk says so
-    at the next save or at the end of ``fit``, in one sentence. ``Trainer.fit`` waits before it
-    returns or raises; code that submits writes itself calls ``wait()`` (the thread is a daemon,
-    and an unfinished write leaves the previous file as it was).
+    at the next save or at the end of ``fit``, in one sentence, and ends the thread (the next
+    ``submit`` starts another). ``Trainer.fit`` waits before it returns or raises; code that
+    submits writes itself calls ``wait()`` (the thread is a daemon, and an unfinished write
+    leaves the previous file as it was).
     """
 
     def __init__(self, queued: int = 4) -> None:
@@ -114,8 +115,8 @@ class BackgroundSaver:
         self._queue.put((write, args))
 
     def _work(self) -> None:
-        while True:
-            write, args = self._queue.get()
+        while (job := self._queue.get()) is not None:  # None: wait() ends the thread
+            write, args = job
             try:
                 if self._error is None:  # after a failure the rest are dropped: wait() says why
                     write(*args)
@@ -125,7 +126,10 @@ class BackgroundSaver:
                 self._queue.task_done()
 
     def wait(self) -> None:
-        self._queue.join()
+        if self._thread is not None:  # the queue's writes, then the thread itself (no idle thread left)
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
         self._raise()
 
     def _raise(self) -> None:
