@@ -3,7 +3,7 @@
 Files are decoded in batches (``Preprocessor.load_batch``, exactly the preprocessing of
 training) by a background thread, so the next batch is being decoded while the model
 runs on the current one. With the model on a GPU the CPU's cores are free, and that
-thread's batch is decoded by several threads side by side (``decoders``). A file that cannot be read is reported, not raised: the other
+thread's batch of large images is decoded by several threads side by side (``decoders``). A file that cannot be read is reported, not raised: the other
 files still get their probabilities.
 
 Test-time augmentation (TTA, see :mod:`cnnlab.eval.tta`): ``flip`` averages the
@@ -56,6 +56,21 @@ def batch_probabilities(model, x: torch.Tensor, tta: bool | str = False) -> torc
     return tta_probabilities(model, x, tta)
 
 
+SIDE_BY_SIDE_PIXELS = 160 * 160  # model inputs from this size up decode faster on several threads
+
+
+def default_decoders(device: torch.device, size: tuple[int, int]) -> int:
+    """Threads to decode each batch: one with the model on the CPU (its forward pass uses
+    every core), and one per core (up to 8) beside a GPU for inputs of 160x160 px and more.
+    Smaller images are decoded faster by one thread: their Python work, which holds the
+    interpreter's lock, outweighs Pillow's decoding, which lets go of it. Measured on 2 cores
+    (benchmarks/RESULTS.md): two threads 0.62-0.66x one at 32 px, 0.84-0.98x at 128, 1.31-1.36x
+    at 224."""
+    if device.type == "cpu" or size[0] * size[1] < SIDE_BY_SIDE_PIXELS:
+        return 1
+    return min(8, os.cpu_count() or 1)
+
+
 def predict_files(
     model,
     preprocessor,
@@ -74,8 +89,7 @@ def predict_files(
     to ``paths[ok[j]]``; ``errors`` maps the index of each unreadable file to the reason.
     ``precision`` (fp32, bf16, fp16: see :data:`cnnlab.device.AUTOCAST`) and ``channels_last`` say how the
     model runs; channels_last converts ``model`` in place (its outputs stay the same).
-    ``decoders``: threads decoding each batch; default 1 with the model on the CPU (its
-    forward pass uses every core) and one per core, up to 8, with it on a GPU.
+    ``decoders``: threads decoding each batch (default: :func:`default_decoders`).
     """
     from cnnlab.errors import CnnlabError
 
@@ -97,7 +111,7 @@ def predict_files(
             return batch_probabilities(model, x, tta)
 
     if decoders is None:
-        decoders = 1 if device.type == "cpu" else min(8, os.cpu_count() or 1)
+        decoders = default_decoders(device, preprocessor.size)
     starts = range(0, len(paths), batch_size)
     chunks, ok, errors = [], [], {}
     with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(max_workers=decoders) as decode:
