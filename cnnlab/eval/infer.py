@@ -3,8 +3,9 @@
 Files are decoded in batches (``Preprocessor.load_batch``, exactly the preprocessing of
 training) by a background thread, so the next batch is being decoded while the model
 runs on the current one. With the model on a GPU the CPU's cores are free, and that
-thread's batch of large images is decoded by several threads side by side (``decoders``). A file that cannot be read is reported, not raised: the other
-files still get their probabilities.
+thread's batch of large images is decoded by several threads side by side (``decoders``).
+A file that cannot be read is reported, not raised: the other files still get their
+probabilities.
 
 Test-time augmentation (TTA, see :mod:`cnnlab.eval.tta`): ``flip`` averages the
 probabilities of the image and of its horizontal mirror -- a cheap, often small gain for
@@ -14,6 +15,7 @@ the model's work. ``flip+translate`` adds 1-pixel shifts (six views, as airbench
 
 from __future__ import annotations
 
+import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -114,9 +116,9 @@ def predict_files(
         decoders = default_decoders(device, preprocessor.size)
     starts = range(0, len(paths), batch_size)
     chunks, ok, errors = [], [], {}
-    with ThreadPoolExecutor(max_workers=1) as pool, ThreadPoolExecutor(max_workers=decoders) as decode:
-        side_by_side = decode if decoders > 1 else None
-        load = lambda s: preprocessor.load_batch(list(paths[s:s + batch_size]), side_by_side)  # noqa: E731
+    side_by_side = ThreadPoolExecutor(max_workers=decoders) if decoders > 1 else contextlib.nullcontext()
+    with ThreadPoolExecutor(max_workers=1) as pool, side_by_side as decode:
+        load = lambda s: preprocessor.load_batch(list(paths[s:s + batch_size]), decode)  # noqa: E731
         pending = pool.submit(load, 0) if len(paths) else None
         for s in starts:
             x, batch_ok, batch_errors = pending.result()

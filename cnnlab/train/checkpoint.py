@@ -122,8 +122,6 @@ class BackgroundSaver:
                     write(*args)
             except BaseException as e:  # noqa: BLE001  (given to the training thread by wait())
                 self._error = e
-            finally:
-                self._queue.task_done()
 
     def wait(self) -> None:
         if self._thread is not None:  # the queue's writes, then the thread itself (no idle thread left)

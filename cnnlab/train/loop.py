@@ -85,8 +85,9 @@ class Trainer:
         precision: ``fp32``, ``bf16`` or ``fp16`` (autocast; fp16 adds a gradient scaler).
         channels_last: NHWC memory layout, faster for convolutions on recent GPUs.
         compile: run the training forward pass through ``torch.compile`` (True: its default
-            backend, inductor; or a backend, by name or as a callable). Fewer, fused kernels: for GPUs, where a
-            small CNN's step is many short kernels; the first steps wait for the compiler.
+            backend, inductor; or a backend, by name or as a callable). Fewer, fused kernels:
+            for GPUs, where a small CNN's step is many short kernels; the first steps wait
+            for the compiler.
         normalization: a :class:`cnnlab.data.normalize.Normalization` (default: x / 255).
         augment: ``augment(x01, generator) -> x01`` on float batches, training only.
         seed: with the epoch, seeds dropout, augmentation and the loader's shuffling.
@@ -96,7 +97,8 @@ class Trainer:
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
                  loss_fn: nn.Module | None = None, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, normalization=None,
-                 augment=None, seed: int = 0, callbacks: Sequence[Callback] = (), compile: bool | str | Callable = False):
+                 augment=None, seed: int = 0, callbacks: Sequence[Callback] = (),
+                 compile: bool | str | Callable = False):
         if precision not in AMP_DTYPES:
             raise CnnlabError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         self.device = torch.device(device)
@@ -133,7 +135,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._train_model = DistributedDataParallel(self.model, device_ids=ids)
         if compile:  # the wrapper, as PyTorch advises under DDP; state_dict() stays the plain model's
-            self._train_model = torch.compile(self._train_model, **({} if compile is True else {"backend": compile}))
+            backend = {} if compile is True else {"backend": compile}
+            self._train_model = torch.compile(self._train_model, **backend)
 
         # What callbacks read (see cnnlab.train.callbacks).
         self.epoch = 0  # the current epoch, 1-based; the last finished one after fit()
