@@ -3,7 +3,7 @@
 The Python API mirrors the command line::
 
     import cnnlab
-    model = cnnlab.build_model("tinyvgg", classes=3)
+    model = cnnlab.create_model("tinyvgg", classes=3)      # a preset, a YAML, a model file, a run
     print(cnnlab.summary("seed"))
 """
 
@@ -15,16 +15,18 @@ from cnnlab.errors import CnnlabError, DataError, SpecError, WeightsError  # noq
 def __getattr__(name: str):
     # Lazy imports keep `cnnlab --help` fast (torch takes a second to import).
     lazy = {
-        "build_model": ("cnnlab.model.build", "build_model"),
+        "create_model": ("cnnlab.run", "create_model"),
+        "open_any": ("cnnlab.run", "open_any"),
+        "build_model": ("cnnlab.formats.open", "build_model"),
         "CNN": ("cnnlab.model.build", "CNN"),
-        "load_spec": ("cnnlab.model.spec", "load_spec"),
+        "load_spec": ("cnnlab.formats.open", "open_spec"),
         "ModelSpec": ("cnnlab.model.spec", "ModelSpec"),
-        "summary": ("cnnlab.model.summary", "summary"),
+        "summary": ("cnnlab.formats.open", "summary"),
         "layers": ("cnnlab.model.layers", None),
         "save_weights": ("cnnlab.io.weights", "save_weights"),
-        "load_weights": ("cnnlab.io.weights", "load_weights"),
+        "load_weights": ("cnnlab.formats.weights", "load_weights"),
         "pick_device": ("cnnlab.device", "pick_device"),
-        "doctor": ("cnnlab.device", "doctor"),
+        "doctor": ("cnnlab.diagnostics", "doctor"),
         "train": ("cnnlab.train", None),  # callable: cnnlab.train("DATA", epochs=20)
         "Trainer": ("cnnlab.train.loop", "Trainer"),
         "viz": ("cnnlab.viz", None),
@@ -41,6 +43,7 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "CnnlabError", "DataError", "SpecError", "WeightsError", "build_model",
+__all__ = ["__version__", "CnnlabError", "DataError", "SpecError", "WeightsError", "create_model", "open_any",
+           "build_model",
            "CNN", "load_spec", "ModelSpec", "summary", "layers", "save_weights", "load_weights",
            "pick_device", "doctor", "evaluate", "predict", "write_report", "viz", "train", "Trainer"]

@@ -120,7 +120,7 @@ class Metrics(dict):
 
     def plot_confusion_matrix(self, normalized: bool = False):
         """The confusion matrix as a matplotlib Figure (counts, or rows summing to 1)."""
-        from cnnlab.eval.plots import confusion_matrix_figure
+        from cnnlab.io.plots import confusion_matrix_figure
 
         enable_inline()
         key = "confusion_matrix_normalized" if normalized else "confusion_matrix"
@@ -171,7 +171,7 @@ class History(list):
 
     def plot(self):
         """Loss and accuracy curves (train and validation) as a matplotlib Figure."""
-        from cnnlab.eval.plots import curves_figure
+        from cnnlab.io.plots import curves_figure
 
         enable_inline()
         return curves_figure(list(self), self.best_epoch)
@@ -205,26 +205,3 @@ class EpochBar:
                 f"<div style='flex:none;width:180px;height:10px;background:#eaeef2;border-radius:5px;overflow:hidden'>"
                 f"<div style='width:{pct:.1f}%;height:100%;background:{colour}'></div></div>"
                 f"<span>{label} {esc(self.text)} {esc(self.eta)}</span></div>")
-
-
-class Doctor(dict):
-    """cnnlab.doctor()'s dict; ``str()`` is exactly what ``cnnlab doctor`` prints."""
-
-    def __str__(self) -> str:
-        from cnnlab.device import doctor_text
-
-        return doctor_text(self)
-
-    __repr__ = __str__
-
-    def _repr_html_(self) -> str:
-        from cnnlab.device import doctor_advice
-
-        rows = []
-        for key, value in self.items():
-            if key == "cuda_devices":
-                rows += [(f"cuda:{d['index']}", f"{d['name']} ({d['memory_gb']} GB)") for d in value]
-            else:
-                rows.append((key, value))
-        advice = "".join(f"<p style='margin:4px 0'><b>{esc(a)}</b></p>" for a in doctor_advice(self))
-        return kv_table(rows, "cnnlab doctor") + advice

@@ -18,82 +18,36 @@ What a training run writes (the contract every command relies on):
 ``Run(path).load_model()`` rebuilds the model from a weights file alone (no pickle), and
 ``Run.preprocessor()`` turns image files into the exact tensors the model was trained on.
 
-The folder's life, from ``cnnlab train`` to ``--resume`` (the functions at the end): a new
-run gets a free name (:func:`new_run_dir`) and its files before epoch 1
-(:func:`start_run_folder`); a folder killed before it wrote them is *abandoned* and may be
-reused; one killed before its first epoch has *never started* and starts again from its
-config; any other is resumed from ``resume.safetensors`` (:func:`check_resumable`,
-:func:`latest_unfinished`).
+:func:`open_any` is the one door every command that takes a model goes through: a run
+folder or a model file (``.safetensors``, ``.keras``, ``.h5``) in, an :class:`Opened` model
+out. :func:`create_model` is the door of the Python API: a model by preset name, spec file,
+model file or run folder. How a run folder is made and resumed: :mod:`cnnlab.train.runfolder`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+import yaml
 
-from cnnlab.display import count
-from cnnlab.data.decode import BadImage, load_image
-from cnnlab.data.normalize import Normalization
+from cnnlab.data.datasets import DataIndex
+from cnnlab.data.preprocess import Preprocessor
+from cnnlab.display import History, count, kv_table, number
 from cnnlab.errors import CnnlabError
+from cnnlab.formats.open import ModelFile, build_model, is_model_file, open_model
+from cnnlab.formats.weights import load_weights
+from cnnlab.io.weights import read_metadata
+from cnnlab.model.build import CNN
 
 WEIGHT_NAMES = ("best", "last")
 RESUME_FILE = "resume.safetensors"
-
-
-@dataclass(frozen=True)
-class Preprocessor:
-    """Image file -> normalised float tensor (C, H, W), exactly as in training."""
-
-    size: tuple[int, int]  # (height, width)
-    channels: int
-    resize: str
-    normalization: Normalization
-
-    @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> "Preprocessor":
-        h, w, c = meta["input"]
-        return cls((h, w), c, meta.get("resize", "stretch"),
-                   Normalization.from_dict(meta.get("normalization"), c))
-
-    def load_uint8(self, path: str | Path) -> np.ndarray:
-        """(H, W, C) uint8; raises BadImage."""
-        return load_image(path, self.size, self.channels, self.resize)
-
-    def to_tensor(self, arr: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)
-        return self.normalization.apply(x)
-
-    def load(self, path: str | Path) -> torch.Tensor:
-        return self.to_tensor(self.load_uint8(path))
-
-    def _try_load(self, path: str | Path) -> tuple[torch.Tensor | None, str]:
-        try:
-            return self.load(path), ""
-        except BadImage as e:
-            return None, e.reason
-
-    def load_batch(self, paths: list[str | Path], pool=None) -> tuple[torch.Tensor, list[int], dict[int, str]]:
-        """Stack the readable files: (tensor, indices of those files, {index: error}).
-
-        ``pool``: a ``concurrent.futures`` executor decoding the files side by side (Pillow
-        lets go of Python's lock while it decodes and resizes), in the files' order."""
-        tensors, ok, errors = [], [], {}
-        for i, (x, reason) in enumerate((pool.map if pool else map)(self._try_load, paths)):
-            if x is None:
-                errors[i] = reason
-            else:
-                tensors.append(x)
-                ok.append(i)
-        if not tensors:
-            c, (h, w) = self.channels, self.size
-            return torch.empty(0, c, h, w), ok, errors
-        return torch.stack(tensors), ok, errors
+# history.csv columns of older runs, read under Keras' names (and --monitor's spellings)
+LOG_ALIASES = {"train_loss": "loss", "train_acc": "accuracy", "val_acc": "val_accuracy"}
 
 
 def read_split(run_dir: str | Path):
@@ -101,8 +55,6 @@ def read_split(run_dir: str | Path):
 
     It holds ``DataIndex.to_json()`` (or, from older runs, a bare ``{split: [[path, label]]}``).
     """
-    from cnnlab.data.datasets import DataIndex
-
     p = Path(run_dir) / "split.json"
     if not p.is_file():
         return None
@@ -139,8 +91,6 @@ class Run:
 
     def load_model(self, which: str = "best", device: str | torch.device = "cpu"):
         """(model in eval mode, metadata) from the weights file alone."""
-        from cnnlab.io.weights import load_weights
-
         path = self.weights_path(which)
         model, meta = load_weights(path, device=device)
         own = self.path / "classes.json"
@@ -154,8 +104,6 @@ class Run:
 
     @property
     def config(self) -> dict[str, Any]:
-        import yaml
-
         p = self.path / "config.yaml"
         return yaml.safe_load(p.read_text()) if p.is_file() else {}
 
@@ -164,8 +112,6 @@ class Run:
         p = self.path / "classes.json"
         if p.is_file():
             return list(json.loads(p.read_text()))
-        from cnnlab.io.weights import read_metadata
-
         return list(read_metadata(self.weights_path("best"))["classes"])
 
     def index(self):
@@ -182,9 +128,6 @@ class Run:
 
         A :class:`cnnlab.display.History`: a list, with ``plot()`` and a table in a notebook.
         """
-        from cnnlab.display import History
-        from cnnlab.train.config import LOG_ALIASES
-
         p = self.path / "history.csv"
         if not p.is_file():
             return History([], None)
@@ -195,8 +138,6 @@ class Run:
 
     def best_epoch(self) -> int | None:
         """The epoch whose weights are weights/best.safetensors (None before the first)."""
-        from cnnlab.io.weights import read_metadata
-
         p = self.path / "weights" / "best.safetensors"
         try:
             epoch = read_metadata(p).get("epoch") if p.is_file() else None
@@ -213,8 +154,6 @@ class Run:
 
     def _repr_html_(self) -> str:
         """In a notebook: where the run is, its best epoch, its test metrics, and its history."""
-        from cnnlab.display import kv_table, number
-
         rows = [("folder", str(self.path))]
         if (self.path / "classes.json").is_file():
             rows.append(("classes", ", ".join(self.classes)))
@@ -237,123 +176,73 @@ class Run:
         return self.path / "eval" / split
 
 
-# -- the run folder's life -------------------------------------------------------------------
+# -- the one door: a run folder or a model file ------------------------------------------------
 
 
-def new_run_dir(out: str | Path, name: str | None, base: str) -> Path:
-    """out/name (which must be new), or out/base, out/base-2, out/base-3... (the first free)."""
-    out = Path(out)
-    if name:
-        path = out / name
-        if path.exists() and not is_abandoned(path):
-            raise CnnlabError(f"{path} already exists; continue it with --resume {path}, or pick another --name")
-        return path
-    path, i = out / base, 1
-    while path.exists():
-        i += 1
-        path = out / f"{base}-{i}"
-    return path
+@dataclass
+class Opened:
+    """A model ready to use, from a run folder or a model file: what every command needs of it."""
+
+    path: Path  # the run folder or the model file
+    name: str
+    model: CNN  # eval mode
+    meta: dict[str, Any]  # the weights file's metadata (classes, input, normalisation...)
+    run: Run | None = None  # None for a model file on its own
+    config: dict[str, Any] = field(default_factory=dict)  # the run's config.yaml ({} for a file)
+
+    @property
+    def is_file(self) -> bool:
+        return self.run is None
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.meta["classes"])
+
+    def preprocessor(self) -> Preprocessor:
+        return Preprocessor.from_meta(self.meta)
+
+    def split(self) -> dict[str, list[tuple[str, int]]]:
+        """The run's images per split ({} for a model file: it has no images of its own)."""
+        return self.run.split() if self.run is not None else {}
 
 
-def is_abandoned(path: Path) -> bool:
-    """A run folder killed before it wrote config.yaml: an empty weights/ and temporary files."""
-    if not (path / "weights").is_dir():
-        return False
-    for p in path.iterdir():
-        empty_weights = p.name == "weights" and p.is_dir() and not any(p.iterdir())
-        if not (empty_weights or (p.is_file() and p.name.startswith(".") and p.name.endswith(".tmp"))):
-            return False
-    return True
+def is_run_dir(source: Any) -> bool:
+    """A folder (or a :class:`Run`) rather than a model file."""
+    return isinstance(source, Run) or (isinstance(source, (str, Path)) and not is_model_file(source))
 
 
-def never_started(run_dir: Path) -> bool:
-    """A run killed before its first checkpoint: its files are written, no epoch ever began."""
-    return (not (run_dir / RESUME_FILE).exists() and not (run_dir / "history.csv").exists()
-            and not any((run_dir / "weights").glob("*.safetensors")))
+def open_any(source: "str | Path | Run | ModelFile | Opened", weights: str = "best", *, device="cpu",
+             classes: str | list[str] | None = None, rescale: float | None = None,
+             data_classes: list[str] | None = None) -> Opened:
+    """Run folder or model file? The one answer. ``weights`` (best, last or a path) picks a
+    run's weights file; ``classes``/``rescale``/``data_classes`` name a Keras file's outputs
+    and scale its pixels (see :func:`cnnlab.formats.open.open_model`)."""
+    if isinstance(source, Opened):
+        source.model.to(device)
+        return source
+    if is_model_file(source):  # .safetensors, .keras, .h5 on its own (or a ModelFile)
+        f = open_model(source, classes=classes, rescale=rescale, data_classes=data_classes, device=device)
+        return Opened(f.path, f.name, f.model, f.meta)
+    run = source if isinstance(source, Run) else Run(source)
+    model, meta = run.load_model(weights, device=device)
+    return Opened(run.path, run.name, model, meta, run, run.config)
 
 
-def write_run_files(run_dir: Path, setup) -> None:
-    """config.yaml, model.yaml, classes.json, split.json, skipped.csv: all before epoch 1."""
-    import io
+def create_model(name_or_path: "str | Path | dict", *, classes: int | None = None, input: Any = None,
+                 weights: str | None = "best") -> CNN:
+    """A model by name, as timm's ``create_model``: a preset (``"vgg_bn"``), a model YAML, a spec
+    dict, a Keras ``.keras``/``.h5`` or cnnlab ``.safetensors`` file, or a run folder.
 
-    from cnnlab.io.fs import atomic_write_text
-
-    try:
-        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # --out is a file, a read-only folder...
-        raise CnnlabError(f"cannot create the run folder {run_dir}: {e.strerror or e}") from None
-    atomic_write_text(run_dir / "config.yaml", setup.resolved_config().to_yaml())
-    atomic_write_text(run_dir / "model.yaml", setup.spec.to_yaml())
-    atomic_write_text(run_dir / "classes.json", json.dumps(list(setup.index.classes), indent=1) + "\n")
-    atomic_write_text(run_dir / "split.json", json.dumps(setup.index.to_json()) + "\n")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["split", "path", "reason"])
-    w.writerows(setup.bad_files)
-    atomic_write_text(run_dir / "skipped.csv", buf.getvalue())
-
-
-def start_run_folder(run_dir: Path, setup) -> None:
-    """write_run_files into a new folder; if that fails (a full disk...), no half-made run is left."""
-    import shutil
-
-    existed = run_dir.exists()
-    if existed:  # abandoned (see new_run_dir): clear its temporary files
-        remove_stale_temporaries(run_dir)
-    try:
-        write_run_files(run_dir, setup)
-    except BaseException:
-        if not existed:
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-
-
-def remove_stale_temporaries(run_dir: Path) -> None:
-    """Temporary files of writes that a crash cut short (``.name.XXXX.tmp``): never the real files.
-
-    This also checks, before any training, that the run folder can still be written to.
+    A model file or a run folder comes with its trained weights (``weights``: best, last or a
+    path, for a run; ``None`` for the architecture only, freshly initialised); a preset or a
+    YAML file is always freshly initialised. ``classes`` and ``input`` override the spec's own
+    (which then leaves the weights out: the shapes change).
     """
-    import os
-    import tempfile
-
-    try:
-        for folder in (run_dir, run_dir / "weights"):
-            for tmp in folder.glob(".*.tmp"):
-                tmp.unlink(missing_ok=True)
-            fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=folder)
-            os.close(fd)
-            os.unlink(probe)
-    except OSError as e:
-        raise CnnlabError(f"cannot write in {run_dir} ({e.strerror or e}); copy the run to a folder "
-                          "you can write to and resume it there") from None
-
-
-def check_resumable(run_dir: Path) -> bool:
-    """Raise unless ``run_dir`` is a run to resume; True if it never started (it starts afresh)."""
-    if not (run_dir / "config.yaml").is_file():
-        raise CnnlabError(f"{run_dir}: not a cnnlab training run (no config.yaml), nothing to resume")
-    fresh = never_started(run_dir)  # killed while setting up: it starts again from its config
-    if not fresh and not (run_dir / RESUME_FILE).is_file():
-        raise CnnlabError(f"{run_dir}: has no {RESUME_FILE} to resume from (was it trained by an older cnnlab?)")
-    return fresh
-
-
-def check_unfinished(run_dir: Path) -> None:
-    """Raise if the run's checkpoint says it has finished (stopped early, or all its epochs)."""
-    from cnnlab.train.checkpoint import load_checkpoint
-
-    state = load_checkpoint(run_dir / RESUME_FILE)
-    if state["stopped"] or state["epoch"] >= state["epochs"]:
-        raise CnnlabError(f"{run_dir} has finished ({count(state['epoch'], 'epoch')}); nothing to resume")
-
-
-def latest_unfinished(out: str | Path) -> Path:
-    """The run under ``out`` whose checkpoint was written last and is not finished."""
-    from cnnlab.train.checkpoint import load_checkpoint
-
-    candidates = sorted(Path(out).glob(f"*/{RESUME_FILE}"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in candidates:
-        state = load_checkpoint(path)
-        if not state["stopped"] and state["epoch"] < state["epochs"]:
-            return path.parent
-    raise CnnlabError(f"{out}: no unfinished run to resume (name one: --resume runs/NAME)")
+    has_weights = isinstance(name_or_path, (str, Path, Run)) and (
+        is_model_file(name_or_path) or Path(str(getattr(name_or_path, "path", name_or_path))).is_dir())
+    if has_weights and weights is not None and classes is None and input is None:
+        return open_any(name_or_path, weights).model
+    if isinstance(name_or_path, Run) or (isinstance(name_or_path, (str, Path)) and Path(name_or_path).is_dir()):
+        run = name_or_path if isinstance(name_or_path, Run) else Run(name_or_path)
+        name_or_path = run.path / "model.yaml"
+    return build_model(name_or_path, input=input, classes=classes)

@@ -17,7 +17,7 @@ from cnnlab.data.decode import load_image
 from cnnlab.data.normalize import Normalization
 from cnnlab.errors import CnnlabError
 from cnnlab.eval.evaluate import evaluate_run
-from cnnlab.io.weights import load_weights
+from cnnlab.formats.weights import load_weights
 from imagegen import make_image_folder, make_split_folder
 
 FILES = ("metrics.json", "predictions.csv", "confusion_matrix.png", "confusion_matrix_normalized.png",

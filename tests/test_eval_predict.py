@@ -149,7 +149,8 @@ def test_decoding_side_by_side_gives_what_one_thread_gives(trained_run, mixed):
     back in their order, the unreadable one named at its own index, the probabilities the
     one-thread decode gives (here forced on the CPU: decoders=3 against decoders=1)."""
     from cnnlab.eval.infer import predict_files
-    from cnnlab.run import Preprocessor, Run
+    from cnnlab.data.preprocess import Preprocessor
+    from cnnlab.run import Run
 
     model, meta = Run(trained_run).load_model("best")
     pre = Preprocessor.from_meta(meta)

@@ -25,7 +25,7 @@ def test_train_minimal_learns_and_its_weights_predict(tmp_path, one_thread, caps
     # predictions: an independent path from files to labels.
     import cnnlab
     from cnnlab.data.datasets import discover
-    from cnnlab.run import Preprocessor
+    from cnnlab.data.preprocess import Preprocessor
 
     model, meta = cnnlab.load_weights(out)
     assert meta["classes"] == ["hbar", "vbar"]

@@ -57,7 +57,7 @@ def loaded(trained_run):
 
 def test_every_layer_output_is_the_models_own(loaded):
     model, meta, image, payload = loaded
-    from cnnlab.run import Preprocessor
+    from cnnlab.data.preprocess import Preprocessor
 
     x = Preprocessor.from_meta(meta).to_tensor(image).unsqueeze(0)
     with torch.no_grad():

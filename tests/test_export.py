@@ -61,9 +61,10 @@ def weights_file(tmp_path_factory):
 
 
 def ours(path, images):
-    from cnnlab.export import cnnlab_probabilities, open_source
+    from cnnlab.export import cnnlab_probabilities
+    from cnnlab.run import open_any
 
-    return cnnlab_probabilities(open_source(path), images)
+    return cnnlab_probabilities(open_any(path), images)
 
 
 def test_keras_export_round_trip(weights_file, tmp_path, capsys):

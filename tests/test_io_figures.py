@@ -13,7 +13,7 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from cnnlab.eval import plots
+from cnnlab.io import plots
 from cnnlab.io.figures import DPI, save_figure
 
 LONG = ["Potato___Early_blight", "Potato___Late_blight", "Potato___healthy"]

@@ -20,7 +20,7 @@ import torch
 
 import kerasmodels as km
 from cnnlab.cli import main
-from cnnlab.io.models import open_model
+from cnnlab.formats.open import open_model
 from cnnlab.model.summary import summary
 
 

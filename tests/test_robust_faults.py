@@ -33,8 +33,8 @@ import torch
 import yaml
 
 from cnnlab.cli import main
-from cnnlab.io.weights import load_weights
-from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.formats.weights import load_weights
+from cnnlab.io.checkpoint import load_checkpoint
 from imagegen import make_split_folder
 from tinymodels import TINY_BN as TINY, history, same_weights as same_tensors
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from cnnlab.cli import main
 from cnnlab.run import Run
-from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.io.checkpoint import load_checkpoint
 from imagegen import make_split_folder
 from tinymodels import TINY
 

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from cnnlab.io.weights import load_weights, read_metadata
+from cnnlab.formats.weights import load_weights
+from cnnlab.io.weights import read_metadata
 from cnnlab.model.build import build_model
 from cnnlab.train.callbacks import (
     Callback, CSVLogger, EarlyStopping, LRSchedule, ModelCheckpoint, ProgressBar, ReduceLROnPlateau,
     TerminateOnNaN, TimeLimit, TrainingDiverged, schedule_factor)
-from cnnlab.train.checkpoint import load_checkpoint
+from cnnlab.io.checkpoint import load_checkpoint
 from cnnlab.train.interrupt import TrainingInterrupted
 from cnnlab.train.loop import Trainer
 from cnnlab.train.tensor_loader import TensorLoader
@@ -393,7 +394,7 @@ def test_what_a_background_write_gets_is_a_copy():
     """The saver writes later than it is asked: the tensors it is handed must not change
     when training goes on (a CPU tensor's .to('cpu') is the tensor itself, not a copy)."""
     from cnnlab.io.weights import weights_file
-    from cnnlab.train.checkpoint import prepare_checkpoint
+    from cnnlab.io.checkpoint import prepare_checkpoint
 
     model = build_model(SPEC, classes=2, seed=0)
     opt = torch.optim.AdamW(model.parameters())

@@ -43,3 +43,18 @@ def add_precision_option(p) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16", "run"], default="fp32",
                    help="fp32: exact; bf16/fp16: autocast, ~3x faster where the hardware has it; "
                         "run: as the run trained (what `cnnlab train` evaluates with)")
+
+
+def model_source(args, data_classes: list[str] | None = None, device="cpu"):
+    """The RUN (or MODEL) argument: a run folder as given (the command opens it), or a model
+    file opened now with --classes/--rescale (:func:`cnnlab.run.open_any`)."""
+    from cnnlab.run import (  # torch: imported when a command runs, not for --help
+        is_run_dir,
+        open_any,
+    )
+
+    source = getattr(args, "run", None) or getattr(args, "model", None)
+    if is_run_dir(source):
+        return source
+    return open_any(source, classes=getattr(args, "keras_classes", None), rescale=getattr(args, "rescale", None),
+                    data_classes=data_classes, device=device)

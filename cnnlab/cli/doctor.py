@@ -13,7 +13,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from cnnlab.device import doctor, doctor_advice
+    from cnnlab.diagnostics import doctor, doctor_advice
 
     info = doctor()
     if args.format == "json":

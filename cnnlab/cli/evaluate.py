@@ -1,6 +1,13 @@
 """`cnnlab evaluate`: accuracy, per-class metrics, confusion matrix, ROC-AUC, top losses."""
 
-from cnnlab.cli._common import add_keras_options, add_precision_option, add_subcommand, console, print_json
+from cnnlab.cli._common import (
+    add_keras_options,
+    add_precision_option,
+    add_subcommand,
+    console,
+    model_source,
+    print_json,
+)
 from cnnlab.display import count
 
 EPILOG = """\
@@ -69,9 +76,8 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
     from cnnlab.eval.evaluate import data_classes
-    from cnnlab.io.models import from_args
 
-    run = from_args(args, data_classes=data_classes(args.data) if args.data else None)
+    run = model_source(args, data_classes=data_classes(args.data) if args.data else None)
     m = evaluate_run(run, args.split, args.weights, args.data, args.tta_mode or args.tta,
                      batch_size=args.batch_size,
                      device=args.device, report=not args.no_report, precision=args.precision, out=args.out)

@@ -1,6 +1,6 @@
 """`cnnlab explain`: CNN Explainer for your own model, as one HTML file or a local server."""
 
-from cnnlab.cli._common import add_keras_options, add_subcommand
+from cnnlab.cli._common import add_keras_options, add_subcommand, model_source
 
 EPILOG = """\
 examples:
@@ -71,9 +71,8 @@ def run(args) -> int:
             setattr(args, name, default)
     if not 0 < args.max_upload_mb <= 1024:
         raise CnnlabError(f"--max-upload-mb must be between 0 and 1024, got {args.max_upload_mb:g}")
-    from cnnlab.io.models import from_args
 
-    explainer = Explainer(from_args(args), args.weights)
+    explainer = Explainer(model_source(args), args.weights)
     if args.serve:
         try:
             import fastapi  # noqa: F401

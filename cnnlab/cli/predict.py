@@ -2,7 +2,13 @@
 
 import sys
 
-from cnnlab.cli._common import add_keras_options, add_precision_option, add_subcommand, console
+from cnnlab.cli._common import (
+    add_keras_options,
+    add_precision_option,
+    add_subcommand,
+    console,
+    model_source,
+)
 from cnnlab.display import count
 
 EPILOG = """\
@@ -59,14 +65,13 @@ def run(args) -> int:
         raise CnnlabError(f"--out {args.out}: the file name must end in .csv or .json")
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
-    from cnnlab.io.models import from_args
 
     if str(args.run).lower().endswith(".onnx"):
         from cnnlab.export.onnx import predict_onnx
 
         rows = predict_onnx(args.run, args.paths, top_k=args.top_k, tta=args.tta, batch_size=args.batch_size)
     else:
-        rows = predict(from_args(args), args.paths, top_k=args.top_k, tta=args.tta_mode or args.tta,
+        rows = predict(model_source(args), args.paths, top_k=args.top_k, tta=args.tta_mode or args.tta,
                        weights=args.weights,
                        batch_size=args.batch_size, device=args.device, precision=args.precision)
     if args.out:

@@ -1,6 +1,7 @@
 """`cnnlab summary`: shapes, parameter formulas, MACs and receptive fields of a model."""
 
 from cnnlab.cli._common import add_subcommand, console, print_json
+from cnnlab.errors import CnnlabError
 
 EPILOG = """\
 examples:
@@ -31,17 +32,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from cnnlab.model.summary import summary
+    from cnnlab.formats.open import (
+        summary,  # torch: imported when the command runs, not for --help
+    )
 
     source = args.model
-    if str(source).lower().endswith((".keras", ".h5", ".hdf5")):
-        from cnnlab.io.models import open_model
-
-        if args.input or args.classes:
-            from cnnlab.errors import CnnlabError
-
-            raise CnnlabError(f"{source}: a Keras model has its own input size and classes; drop --input/--classes")
-        source = open_model(source, quiet=True).model
+    if str(source).lower().endswith((".keras", ".h5", ".hdf5")) and (args.input or args.classes):
+        raise CnnlabError(f"{source}: a Keras model has its own input size and classes; drop --input/--classes")
     s = summary(source, input=args.input, classes=args.classes)
     if args.format == "json":
         print_json(s.to_dict())

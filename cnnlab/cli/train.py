@@ -140,7 +140,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from cnnlab.errors import is_main_process
-    from cnnlab.run import latest_unfinished
+    from cnnlab.train.runfolder import latest_unfinished
     from cnnlab.train.api import train
     from cnnlab.train.interrupt import TrainingInterrupted
 

@@ -2,7 +2,7 @@
 
 import argparse
 
-from cnnlab.cli._common import add_keras_options, add_subcommand
+from cnnlab.cli._common import add_keras_options, add_subcommand, model_source
 
 EPILOG = """\
 examples:
@@ -165,9 +165,7 @@ def _model_args(p) -> None:
 
 def _model(args):
     """RUN as given, or a Keras/safetensors model file opened with --classes/--rescale."""
-    from cnnlab.io.models import from_args
-
-    return from_args(args)
+    return model_source(args)
 
 
 def _save(fig, args) -> int:

@@ -25,14 +25,17 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.device import pick_device
+from cnnlab.display import Metrics
 from cnnlab.errors import CnnlabError, DataError
-from cnnlab.eval import plots
+from cnnlab.io import plots
 from cnnlab.eval.tta import tta_mode
 from cnnlab.eval.infer import BATCH_SIZE, predict_files, resolve_precision
 from cnnlab.eval.metrics import compute_metrics, image_losses
 from cnnlab.io.figures import save_figure
-from cnnlab.io.fs import atomic_write_text
-from cnnlab.run import Run
+from cnnlab.eval.report import write_report
+from cnnlab.io.fs import atomic_write_text, check_can_write
+from cnnlab.run import Run, is_run_dir, open_any
 
 TOP_LOSSES = 16
 SPLIT_NAMES = ("train", "val", "test")
@@ -178,21 +181,15 @@ def evaluate_run(
     ``out``: the folder for the files instead of ``RUN/eval/<split>/`` (a run you cannot
     write to); the run's report is then left as it is.
     """
-    from cnnlab.device import pick_device
-    from cnnlab.io.fs import check_can_write
-    from cnnlab.io.models import is_model_file, open_model
-
     dev = pick_device(device)
-    source = None
-    if is_model_file(run):  # a model file on its own (.safetensors, .keras, .h5): needs --data
-        if data is None:
-            raise CnnlabError(f"{getattr(run, 'path', run)}: a model file has no data of its own; "
-                              "evaluate it on a labelled folder with --data DIR")
-        source = open_model(run, data_classes=data_classes(data), device=dev)
-        model, meta, weights = source.model, source.meta, source.path.name
-    else:
-        run = run if isinstance(run, Run) else Run(run)
-        model, meta = run.load_model(weights, device=dev)
+    if not is_run_dir(run) and data is None:  # a model file on its own (.safetensors, .keras, .h5)
+        raise CnnlabError(f"{getattr(run, 'path', run)}: a model file has no data of its own; "
+                          "evaluate it on a labelled folder with --data DIR")
+    opened = open_any(run, weights, device=dev, data_classes=data_classes(data) if data is not None else None)
+    model, meta, run = opened.model, opened.meta, opened.run
+    source = opened if opened.is_file else None
+    if source is not None:
+        weights = source.path.name
     classes = list(meta["classes"])
     if data is None:
         items, unknown = _items_from_run(run, split), {}
@@ -213,8 +210,8 @@ def evaluate_run(
         raise CnnlabError(f"{run.path / 'split.json'}: {bad_labels[0]} has a label outside the model's "
                           f"{len(classes)} classes")
 
-    pre = source.preprocessor() if source else run.preprocessor(meta)
-    precision, channels_last = resolve_precision(precision, run.config if source is None else {}, dev)
+    pre = opened.preprocessor()
+    precision, channels_last = resolve_precision(precision, opened.config, dev)
     probs, ok, errors = predict_files(model, pre, [p for p, _ in items], tta=tta, batch_size=batch_size,
                                       device=dev, precision=precision, channels_last=channels_last)
     if not ok:
@@ -229,7 +226,7 @@ def evaluate_run(
     losses_all = dict(zip(ok, image_losses(y_true, probs)))
     top = _top_losses(items, probs_all, losses_all, ok, classes)
     result = {
-        "run": str(source.path if source else run.path),
+        "run": str(opened.path),
         "eval_dir": str(out),
         "split": split,
         "data": str(data) if data is not None else None,
@@ -248,9 +245,5 @@ def evaluate_run(
     _write_files(out, result, items, probs_all, losses_all, errors, pre, title=(
         f"{split} split" if data is None else Path(data).name + ("" if split == "all" else f", {split}")))
     if report:
-        from cnnlab.eval.report import write_report
-
         write_report(run.path)
-    from cnnlab.display import Metrics
-
     return Metrics(result)  # a dict; a notebook shows it as tables

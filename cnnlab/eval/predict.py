@@ -32,7 +32,7 @@ from cnnlab.data.decode import is_image_file
 from cnnlab.errors import CnnlabError
 from cnnlab.eval.infer import BATCH_SIZE, predict_files, resolve_precision
 from cnnlab.io.fs import atomic_write_text
-from cnnlab.run import Preprocessor, Run
+from cnnlab.run import Run, open_any
 
 GLOB_CHARS = set("*?[")
 
@@ -78,18 +78,6 @@ def collect_files(paths: Iterable[str | Path]) -> list[tuple[str, str]]:
     return list(found.items())
 
 
-def load_predictor(run: str | Path | Run, weights: str = "best", device="cpu"):
-    """(model, metadata, preprocessor) from a run directory or a model file (.safetensors, .keras, .h5)."""
-    from cnnlab.io.models import is_model_file, open_model
-
-    if not isinstance(run, Run) and is_model_file(run):
-        f = open_model(run, device=device)
-        return f.model, f.meta, f.preprocessor()
-    run = run if isinstance(run, Run) else Run(run)
-    model, meta = run.load_model(weights, device=device)
-    return model, meta, run.preprocessor(meta)
-
-
 def predict(
     run: str | Path | Run,
     paths: str | Path | Iterable[str | Path],
@@ -117,14 +105,13 @@ def predict(
     if not files:
         raise CnnlabError(f"no image files found in {', '.join(map(str, paths)) or 'the given paths'}")
     dev = pick_device(device)
-    model, meta, preprocessor = load_predictor(run, weights, dev)
-    classes = list(meta["classes"])
+    opened = open_any(run, weights, device=dev)
+    model, preprocessor = opened.model, opened.preprocessor()
+    classes = opened.classes
     k = min(top_k, len(classes))
 
     readable = [i for i, (_, err) in enumerate(files) if not err]
-    is_dir = isinstance(run, (str, Path)) and Path(run).is_dir()
-    run_config = run.config if isinstance(run, Run) else Run(run).config if is_dir else {}
-    precision, channels_last = resolve_precision(precision, run_config, dev)
+    precision, channels_last = resolve_precision(precision, opened.config, dev)
     probs, ok, errors = predict_files(model, preprocessor, [files[i][0] for i in readable],
                                       tta=tta, batch_size=batch_size, device=dev, precision=precision,
                                       channels_last=channels_last)

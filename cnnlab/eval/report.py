@@ -136,7 +136,7 @@ def _model_section(run: Run, meta: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _curves_section(run: Run, meta: dict[str, Any] | None) -> dict[str, Any]:
-    from cnnlab.eval import plots
+    from cnnlab.io import plots
     from cnnlab.io.figures import save_figure
 
     history = run.history()

@@ -12,43 +12,22 @@ The server (server.py) keeps one Explainer and calls ``payload_for_file`` per up
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cnnlab.explain.examples import default_image, example_files, with_thumbnails
 from cnnlab.explain.page import build_page, write_page
 from cnnlab.explain.payload import explain
-
-
-@dataclass
-class FileSource:
-    """What the explainer asks of a run, for a model file on its own: no images of its own."""
-
-    path: Path
-    name: str
-    classes: list[str]
-    is_file: bool = True
-
-    def split(self) -> dict[str, list]:
-        return {}
+from cnnlab.run import open_any
 
 
 class Explainer:
     """One run's model loaded once; thread-safe (one image is computed at a time)."""
 
     def __init__(self, run_path, weights: str = "best"):
-        from cnnlab.io.models import is_model_file, open_model
-        from cnnlab.run import Run
-
-        if is_model_file(run_path):  # .safetensors, .keras, .h5 on its own (or a ModelFile)
-            f = open_model(run_path)
-            self.run = FileSource(f.path, f.name, list(f.meta["classes"]))
-            self.model, self.meta, self.preprocessor = f.model, f.meta, f.preprocessor()
-        else:
-            self.run = Run(run_path)
-            self.model, self.meta = self.run.load_model(weights)
-            self.preprocessor = self.run.preprocessor(self.meta)
+        # a run folder or a model file (.safetensors, .keras, .h5) on its own (no images of its own)
+        self.run = open_any(run_path, weights)
+        self.model, self.meta, self.preprocessor = self.run.model, self.run.meta, self.run.preprocessor()
         self._lock = threading.Lock()  # the forward hooks are per model, not per call
 
     def payload_for_array(self, image, name: str = "image") -> dict[str, Any]:

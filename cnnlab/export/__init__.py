@@ -15,49 +15,25 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.export.onnx import OnnxModel, export_onnx
+from cnnlab.export.samples import sample_images
+from cnnlab.formats import pixel_kind
+from cnnlab.formats.keras import write_keras
 from cnnlab.io.fs import check_can_write
+from cnnlab.run import Opened, open_any
 
 FORMATS = {"onnx": ".onnx", "keras": ".keras"}
 
 
-@dataclass
-class Source:
-    """The model to export and where its sample images come from."""
-
-    path: Path  # the run directory or the model file
-    model: Any
-    meta: dict[str, Any]
-    run: Any = None  # cnnlab.run.Run, or None for a model file
-
-    @property
-    def name(self) -> str:
-        return self.run.name if self.run is not None else self.path.stem
-
-    def preprocessor(self):
-        from cnnlab.run import Preprocessor
-
-        return Preprocessor.from_meta(self.meta)
-
-    def sample_paths(self, n: int) -> list[str]:
-        if self.run is None:
-            return []
-        split = self.run.split()
-        for name in ("test", "val", "train"):
-            items = [p for p, _ in (split.get(name) or []) if Path(p).is_file()]
-            if items:
-                step = max(1, len(items) // n)
-                return items[::step][:n]
-        return []
-
-    def default_out(self, fmt: str) -> Path:
-        if self.run is not None:
-            return self.run.path / "export" / f"{self.name}{FORMATS[fmt]}"
-        return self.path.with_suffix(FORMATS[fmt])
+def default_out(src: Opened, fmt: str) -> Path:
+    """RUN/export/NAME.onnx for a run; beside the file (model.onnx) for a model file."""
+    if src.run is not None:
+        return src.path / "export" / f"{src.name}{FORMATS[fmt]}"
+    return src.path.with_suffix(FORMATS[fmt])
 
 
 @dataclass
@@ -70,30 +46,13 @@ class Exported:
     input: tuple[int, int, int]  # (height, width, channels) the file takes
 
 
-def pixel_kind(channels: int) -> str:
-    """"grayscale" for a 1-channel model, else "RGB": what the exported file's pixels are."""
-    return "grayscale" if channels == 1 else "RGB"
-
-
 def pixels_layout(input: tuple[int, int, int] | list[int]) -> str:
     """What an exported file takes, in words: "raw RGB pixels 0-255, shape (batch, 32, 32, 3)"."""
     h, w, c = input
     return f"raw {pixel_kind(c)} pixels 0-255, shape (batch, {h}, {w}, {c}), channels last"
 
 
-def open_source(run, weights: str = "best") -> Source:
-    from cnnlab.io.models import is_model_file, open_model
-    from cnnlab.run import Run
-
-    if is_model_file(run):
-        f = open_model(run)
-        return Source(f.path, f.model, f.meta)
-    r = run if isinstance(run, Run) else Run(run)
-    model, meta = r.load_model(weights)
-    return Source(r.path, model, meta, r)
-
-
-def cnnlab_probabilities(src: Source, images: np.ndarray) -> np.ndarray:
+def cnnlab_probabilities(src: Opened, images: np.ndarray) -> np.ndarray:
     import torch
 
     pre = src.preprocessor()
@@ -117,12 +76,11 @@ def keras_probabilities(path: Path, images: np.ndarray) -> np.ndarray | None:
 
 def export(run, fmt: str, out: str | Path | None = None, weights: str = "best", check_images: int = 8) -> Exported:
     """Export a run's (or a model file's) model as ``fmt`` (onnx or keras) and check it."""
-    from cnnlab.export.onnx import sample_images
 
     if fmt not in FORMATS:
         raise CnnlabError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    src = open_source(run, weights)
-    out = Path(out) if out is not None else src.default_out(fmt)
+    src = open_any(run, weights)
+    out = Path(out) if out is not None else default_out(src, fmt)
     if out.suffix.lower() != FORMATS[fmt]:
         kind = {"onnx": "an ONNX", "keras": "a Keras"}[fmt]
         raise CnnlabError(f"--out {out}: {kind} file's name must end in {FORMATS[fmt]}")
@@ -132,12 +90,10 @@ def export(run, fmt: str, out: str | Path | None = None, weights: str = "best", 
     images = sample_images(src, check_images)
     ours = cnnlab_probabilities(src, images)
     if fmt == "onnx":
-        from cnnlab.export.onnx import OnnxModel, export_onnx
 
         export_onnx(src.model, src.meta, out)
         theirs, checker = OnnxModel(out).probabilities(images), "onnxruntime"
     else:
-        from cnnlab.export.keras import write_keras
 
         write_keras(src.model, src.meta, out)
         theirs, checker = keras_probabilities(out, images), "Keras"

@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.formats import pixel_kind
 from cnnlab.io.fs import atomic_path
 
 OPSET = 18  # the exporter's own opset (17 is converted down with a warning); any runtime of 2023+ reads it
 def input_layout(c: int) -> str:
     """The ``input_layout`` metadata entry of the ONNX file."""
-    from cnnlab.export import pixel_kind
 
     return (f"pixels: float32 (batch, height, width, {c}), {pixel_kind(c)} values 0-255 (channels last); "
             "output probabilities: float32 (batch, classes)")
@@ -162,20 +162,3 @@ def predict_onnx(path, paths, *, top_k: int = 3, tta: bool = False, batch_size: 
                 p = (p + m.probabilities(x[:, :, ::-1])) / 2
             probs.update(zip(idx, p.astype(np.float64)))
     return prediction_rows(files, probs, errors, m.classes, top_k)
-
-
-def sample_images(source, n: int = 8) -> np.ndarray:
-    """Up to n (H, W, C) uint8 images for the parity check: the run's own, else random pixels."""
-    from cnnlab.data.decode import BadImage
-
-    h, w, c = source.model.spec.input
-    arrays = []
-    for path in source.sample_paths(n):
-        try:
-            arrays.append(source.preprocessor().load_uint8(path))
-        except BadImage:
-            continue
-    rng = np.random.default_rng(0)
-    while len(arrays) < n:
-        arrays.append(rng.integers(0, 256, (h, w, c), dtype=np.uint8))
-    return np.stack(arrays)

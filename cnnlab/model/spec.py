@@ -170,7 +170,8 @@ def load_spec(
     input: Any = None,
     classes: int | None = None,
 ) -> ModelSpec:
-    """A ModelSpec from a preset name, a YAML file, a Keras .keras/.h5 file, a dict or a ModelSpec.
+    """A ModelSpec from a preset name, a YAML file, a dict or a ModelSpec (model files, Keras
+    or cnnlab's own: :func:`cnnlab.formats.open.open_spec`).
 
     ``input`` ('64x64x3' or [64, 64, 3]) and ``classes`` override the spec's own.
     """
@@ -190,10 +191,9 @@ def load_spec(
             run_hint = (f"; for a run's model give {path / 'model.yaml'} (or its weights, "
                         f"{path / 'weights' / 'best.safetensors'})" if (path / "model.yaml").is_file() else "")
             raise SpecError(f"{text_source}: is a folder, not a model YAML file{run_hint}")
-        if path.suffix.lower() in (".keras", ".h5", ".hdf5"):  # a Keras model's architecture
-            from cnnlab.io.keras import read_keras_file, spec_from_keras
-
-            return _override(spec_from_keras(read_keras_file(path)), input, classes)
+        if path.suffix.lower() in (".keras", ".h5", ".hdf5", ".safetensors"):
+            raise SpecError(f"{text_source}: a model file, not a model YAML file: open it with "
+                            "cnnlab.formats.open.open_spec (or cnnlab.load_spec)")
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
@@ -206,10 +206,10 @@ def load_spec(
         spec = spec_from_dict(data, source=str(path))
         if path.parent == PRESET_DIR:
             spec.name = path.stem
-    return _override(spec, input, classes)
+    return override(spec, input, classes)
 
 
-def _override(spec: ModelSpec, input: Any, classes: int | None) -> ModelSpec:
+def override(spec: ModelSpec, input: Any, classes: int | None) -> ModelSpec:
     if input is not None:
         spec = spec.with_(input=parse_input(input, "--input"))
     if classes is not None:

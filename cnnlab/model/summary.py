@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from cnnlab.model.spec import ModelSpec, TracedLayer, load_spec, trace
@@ -206,15 +205,14 @@ def _row(t: TracedLayer, rf: int | None, jump: int) -> tuple[LayerRow, int | Non
 
 
 def summary(model_or_spec: Any, *, input: Any = None, classes: int | None = None) -> Summary:
-    """Summarise a CNN, a ModelSpec, a preset name, a spec dict, or a file: model YAML,
-    cnnlab weights (.safetensors: the spec in its metadata) or Keras .keras/.h5."""
-    if isinstance(model_or_spec, (str, Path)) and str(model_or_spec).lower().endswith(".safetensors"):
-        from cnnlab.io.weights import read_metadata
-
-        model_or_spec = read_metadata(model_or_spec)["spec"]
+    """Summarise a CNN, a ModelSpec, a preset name, a spec dict or a model YAML file (model
+    files of any kind: :func:`cnnlab.formats.open.summary`, which ``cnnlab.summary`` is)."""
     spec: ModelSpec = getattr(model_or_spec, "spec", None) or load_spec(model_or_spec)
-    if input is not None or classes is not None:
-        spec = load_spec(spec, input=input, classes=classes)
+    return summarize(load_spec(spec, input=input, classes=classes))
+
+
+def summarize(spec: ModelSpec) -> Summary:
+    """The summary of one spec: a row per layer with shapes, parameters, formula, MACs."""
     rows, rf, jump = [], 1, 1
     for t in trace(spec):
         row, rf, jump = _row(t, rf, jump)

@@ -22,7 +22,7 @@
 ``demo``            scikit-learn's digits as an image folder, trained end to end
 ==================  ===================================================================
 
-The run folder's life (new name, files before epoch 1, resume checks) is in :mod:`cnnlab.run`.
+The run folder's life (new name, files before epoch 1, resume checks) is in :mod:`cnnlab.train.runfolder`.
 """
 
 import sys

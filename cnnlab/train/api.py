@@ -21,8 +21,9 @@ from typing import Any, Sequence
 
 from cnnlab.errors import CnnlabError
 from cnnlab.display import count
-from cnnlab.run import (RESUME_FILE, check_resumable, check_unfinished, new_run_dir, remove_stale_temporaries, start_run_folder,
-                        write_run_files)
+from cnnlab.run import RESUME_FILE, Run, read_split
+from cnnlab.train.runfolder import (check_resumable, check_unfinished, new_run_dir, remove_stale_temporaries,
+                                    start_run_folder, write_run_files)
 from cnnlab.train import callbacks as cb
 from cnnlab.train.config import MONITORS, TrainConfig, make_config
 
@@ -108,7 +109,6 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
     built-in ones (they must be the same when resuming). ``run_base`` names the run folder
     when ``name`` is not given (default ``<data>-<model>``; -2, -3... when taken).
     """
-    from cnnlab.run import Run
     from cnnlab.train import distributed
 
     trainer = None
@@ -167,7 +167,6 @@ def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | Non
 
 def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose: bool):
     """The config and data of an existing run, exactly as it started."""
-    from cnnlab.run import read_split
     from cnnlab.train.setup import build
 
     fresh = check_resumable(run_dir)

@@ -23,13 +23,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from cnnlab.errors import CnnlabError
+from cnnlab.run import LOG_ALIASES  # noqa: F401  (also read by the callbacks: --monitor val_acc)
 
 DEFAULT_MODEL = "vgg_bn"  # per minute of CPU the better preset (benchmarks/RESULTS.md, Training)
 
 # What a run logs, in Keras' names; the metrics --monitor may name. Earlier versions called the
 # logs train_loss/train_acc/val_acc; those names are still accepted (and old history.csv read).
 MONITORS = ("val_accuracy", "val_loss", "val_macro_f1", "accuracy", "loss")
-LOG_ALIASES = {"train_loss": "loss", "train_acc": "accuracy", "val_acc": "val_accuracy"}
 
 
 def registry(name: str):

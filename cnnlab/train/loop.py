@@ -23,7 +23,7 @@ generator from (seed, epoch, rank) (:func:`cnnlab.data.loader.epoch_seed`). With
 resumable checkpoint (:mod:`cnnlab.train.resume`), written after every epoch, a resumed run
 therefore ends with exactly the weights of an uninterrupted one on the CPU. Metrics are
 summed on the device and read once per epoch, so the GPU never waits for Python; files are
-written by ``trainer.saver`` (:class:`~cnnlab.train.checkpoint.BackgroundSaver`) while the
+written by ``trainer.saver`` (:class:`~cnnlab.io.checkpoint.BackgroundSaver`) while the
 next epoch trains, and ``fit`` waits for them before it returns.
 
 Elsewhere, each named for what it does: Ctrl-C (:mod:`~cnnlab.train.interrupt`), the
@@ -46,7 +46,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.train import distributed as dist
 from cnnlab.train.resume import restore, restore_partial, save, state_dict
 from cnnlab.train.callbacks import Callback
-from cnnlab.train.checkpoint import BackgroundSaver
+from cnnlab.io.checkpoint import BackgroundSaver
 from cnnlab.train.interrupt import Interrupt, TrainingInterrupted, catch_ctrl_c
 from cnnlab.train.losses import default_loss, is_binary  # noqa: F401  (is_binary: part of the API)
 from cnnlab.train.tensor_loader import TensorLoader  # noqa: F401  (importable from here, as before)

@@ -8,19 +8,21 @@ uninterrupted one would have had (bit for bit on the CPU).
 An epoch cut short by Ctrl-C is saved *partial*: the last finished epoch, plus what the
 unfinished one had done so far (batches, the augmentation generator, the running sums);
 :func:`restore_partial` continues that epoch at its next batch. The file format (safetensors
-+ JSON, no pickle) is :mod:`cnnlab.train.checkpoint`'s.
++ JSON, no pickle) is :mod:`cnnlab.io.checkpoint`'s.
 """
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io.weights import write_safetensors
-from cnnlab.train.checkpoint import load_checkpoint, prepare_checkpoint, rng_state, save_checkpoint, set_rng_state
+from cnnlab.io.checkpoint import load_checkpoint, prepare_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from cnnlab.train.callbacks import Callback
@@ -129,3 +131,29 @@ def restore_partial(trainer: "Trainer", partial: dict[str, Any]) -> int:
     trainer._last_loss = torch.zeros((), device=trainer.device)
     trainer.batch, trainer.step = partial["batch"], partial["step"]
     return trainer.batch
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random generator training touches, as tensors and JSON-able values."""
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
+    torch.set_rng_state(state["torch"].cpu())
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():  # as many as both machines have
+        for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s.cpu(), i)

@@ -238,7 +238,7 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
     a few steps at its own input size, to choose the image size the budget allows.
     """
     from cnnlab.model.build import build_model
-    from cnnlab.model.spec import load_spec
+    from cnnlab.formats.open import open_spec as load_spec
     from cnnlab.train import auto
     from cnnlab.train.config import DEFAULT_MODEL
 
@@ -360,7 +360,7 @@ def keras_normalization(cfg: TrainConfig, spec, channels: int):
     """--normalize auto for a Keras --model: what Keras fed it, raw pixels 0-255 when it starts
     with its own Rescaling/Normalization layer, else x/255. None: not a Keras model."""
     from cnnlab.data.normalize import Normalization
-    from cnnlab.io.keras import is_keras_file, preprocessing_inside
+    from cnnlab.formats.keras import is_keras_file, preprocessing_inside
 
     if cfg.normalize != "auto" or not isinstance(cfg.model, str) or not is_keras_file(cfg.model):
         return None
@@ -422,7 +422,7 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
     from cnnlab.data.loader import make_loader, print_bad_files
     from cnnlab.data.normalize import Normalization, compute_mean_std
     from cnnlab.model.build import build_model
-    from cnnlab.model.spec import load_spec
+    from cnnlab.formats.open import open_spec as load_spec
 
     index_given = index is not None
     _probe_busy.clear()
@@ -446,7 +446,7 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
     model = build_model(base, input=(*size, channels), classes=len(index.classes), seed=cfg.seed)
     check_outputs(model, index.classes, base.source)
     if cfg.init_weights:
-        from cnnlab.io.models import init_weights
+        from cnnlab.formats.open import init_weights
 
         init_weights(model, cfg.init_weights, verbose=verbose)
     device, precision, channels_last, precision_why = choose_device(cfg, model, sample=(*size, channels))

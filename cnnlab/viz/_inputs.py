@@ -15,7 +15,9 @@ from typing import Any
 import torch
 
 from cnnlab.data.normalize import Normalization
+from cnnlab.data.preprocess import Preprocessor
 from cnnlab.errors import CnnlabError
+from cnnlab.run import open_any
 
 
 @dataclass
@@ -59,8 +61,6 @@ class Loaded:
             if tuple(x.shape) != (c, h, w):
                 raise CnnlabError(f"expected an image tensor of shape {(c, h, w)} (C, H, W), got {tuple(x.shape)}")
             return x, "image"
-        from cnnlab.run import Preprocessor
-
         if not Path(image).is_file():
             raise CnnlabError(f"{image}: no such image file")
 
@@ -77,14 +77,5 @@ def load(model, weights: str = "best") -> Loaded:
         model.eval()
         meta = {"classes": None}
         return Loaded(model, meta, getattr(getattr(model, "spec", None), "name", "model"))
-    from cnnlab.io.models import is_model_file, open_model
-
-    if is_model_file(model):  # .safetensors, .keras, .h5 (or one opened already)
-        f = open_model(model)
-        return Loaded(f.model.eval(), f.meta, f.name)
-    path = Path(model)
-    from cnnlab.run import Run
-
-    run = Run(path)
-    m, meta = run.load_model(weights)
-    return Loaded(m.eval(), meta, run.name)
+    opened = open_any(model, weights)
+    return Loaded(opened.model.eval(), opened.meta, opened.name)

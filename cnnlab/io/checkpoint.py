@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io.weights import write_safetensors
@@ -138,8 +140,6 @@ class BackgroundSaver:
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; tensors land on ``device``."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
@@ -153,37 +153,3 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dic
     if header.get("format") != FORMAT or "state" not in header:
         raise CnnlabError(f"{path}: not a cnnlab training checkpoint")
     return decode(json.loads(header["state"]), tensors)
-
-
-def rng_state() -> dict[str, Any]:
-    """Every random generator training touches, as tensors and JSON-able values."""
-    import random
-
-    import numpy as np
-
-    np_state = np.random.get_state()
-    state: dict[str, Any] = {
-        "torch": torch.get_rng_state(),
-        "python": random.getstate(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` saved."""
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(state["torch"].cpu())
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():  # as many as both machines have
-        for i, s in enumerate(state["cuda"][:torch.cuda.device_count()]):
-            torch.cuda.set_rng_state(s.cpu(), i)

@@ -20,10 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.data.normalize import Normalization
 from cnnlab.errors import CnnlabError
-from cnnlab.export import pixel_kind
+from cnnlab.formats import pixel_kind
+from cnnlab.formats.keras.layout import flat_perms, torch_to_keras
+from cnnlab.formats.keras.read import keras_snake
 from cnnlab.io.fs import atomic_path
-from cnnlab.io.keras import _flat_perms, keras_snake, torch_to_keras
 from cnnlab.model import layers as L
 
 KERAS_VERSION = "3.5.0"  # the format version written (Keras 3.x reads it)
@@ -141,7 +143,7 @@ def keras_config(model, normalization) -> tuple[dict[str, Any], list[tuple[str, 
     traced = model.traced
     functional = any(t.children for t in traced if not isinstance(t.layer, L.SeparableConv2D))
     g = _Graph(functional)
-    perms = _flat_perms(model)
+    perms = flat_perms(model)
     g.names.add("input_layer")
     inp = {"module": "keras.layers", "class_name": "InputLayer", "registered_name": None,
            "config": {"batch_shape": [None, h, w, c], "dtype": "float32", "sparse": False, "name": "input_layer"}}
@@ -219,8 +221,6 @@ def _weights_h5(variables: list[tuple[str, list[np.ndarray]]], names: list[str])
 
 def write_keras(model, meta: dict[str, Any], out: str | Path) -> Path:
     """Write ``model`` (a cnnlab CNN with its metadata) as a Keras 3 .keras file, atomically."""
-    from cnnlab.data.normalize import Normalization
-
     out = Path(out)
     c = model.spec.input[2]
     config, variables = keras_config(model, Normalization.from_dict(meta.get("normalization"), c))

@@ -1,7 +1,7 @@
 """One place that opens a model file, whatever wrote it, for every command that takes a model.
 
 * ``.safetensors`` -- written by cnnlab (spec, classes and preprocessing in its header),
-* ``.keras`` / ``.h5`` -- written by Keras, read without Keras (see :mod:`cnnlab.io.keras`).
+* ``.keras`` / ``.h5`` -- written by Keras, read without Keras (see :mod:`cnnlab.formats.keras`).
 
 ``summary``, ``evaluate``, ``predict``, ``viz`` and ``explain`` accept such a file where
 they accept a run directory; ``open_model`` gives them a :class:`ModelFile` (model in eval
@@ -11,13 +11,20 @@ command line passes ``--classes`` and ``--rescale`` for a Keras file).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")  # as cnnlab.io.keras.SUFFIXES, without importing torch
-
-MODEL_SUFFIXES = (".safetensors",) + KERAS_SUFFIXES
+from cnnlab.data.preprocess import Preprocessor
+from cnnlab.errors import CnnlabError, SpecError
+from cnnlab.formats import KERAS_SUFFIXES, MODEL_SUFFIXES
+from cnnlab.formats.keras import load_keras, read_keras_file, spec_from_keras
+from cnnlab.formats.weights import load_weights
+from cnnlab.io.weights import read_metadata
+from cnnlab.model.build import CNN
+from cnnlab.model.spec import ModelSpec, load_spec, override, spec_from_dict
+from cnnlab.model.summary import Summary, summarize
 
 
 def is_model_file(path: Any) -> bool:
@@ -46,9 +53,7 @@ class ModelFile:
     def is_keras(self) -> bool:
         return self.meta.get("source", {}).get("format") == "keras"
 
-    def preprocessor(self):
-        from cnnlab.run import Preprocessor
-
+    def preprocessor(self) -> Preprocessor:
         return Preprocessor.from_meta(self.meta)
 
     def to(self, device) -> "ModelFile":
@@ -62,8 +67,6 @@ def parse_classes(value: str | list[str] | None) -> list[str] | None:
         return value
     names = [c.strip() for c in str(value).split(",")]
     if not all(names):
-        from cnnlab.errors import CnnlabError
-
         raise CnnlabError(f"--classes {value!r}: give the class names separated by commas, e.g. cat,dog")
     return names
 
@@ -74,32 +77,17 @@ def open_model(path: "str | Path | ModelFile", *, classes: str | list[str] | Non
     """Open a .safetensors, .keras or .h5 model file (``classes``/``rescale``: Keras files only)."""
     if isinstance(path, ModelFile):
         return path.to(device)
-    from cnnlab.errors import CnnlabError
-
     path = Path(path)
     if path.suffix.lower() in KERAS_SUFFIXES:
-        from cnnlab.io.keras import load_keras
-
         if rescale is not None and not rescale > 0:
             raise CnnlabError(f"--rescale must be a positive number, got {rescale}")
         model, meta = load_keras(path, classes=parse_classes(classes), rescale=rescale,
                                  data_classes=data_classes, device=device, quiet=quiet)
         return ModelFile(path, model, meta)
     if path.suffix.lower() == ".safetensors":
-        from cnnlab.io.weights import load_weights
-
         model, meta = load_weights(path, device=device)
         return ModelFile(path, model, meta)
     raise CnnlabError(f"{path}: not a model file cnnlab reads (.safetensors, .keras, .h5)")
-
-
-def from_args(args, data_classes: list[str] | None = None, device="cpu"):
-    """The RUN argument as given (a run directory), or a ModelFile opened with the options."""
-    source = getattr(args, "run", None) or getattr(args, "model", None)
-    if is_model_file(source):
-        return open_model(source, classes=getattr(args, "keras_classes", None),
-                          rescale=getattr(args, "rescale", None), data_classes=data_classes, device=device)
-    return source
 
 
 def init_weights(model, path, verbose: bool = True) -> tuple[list[str], list[str]]:
@@ -108,10 +96,6 @@ def init_weights(model, path, verbose: bool = True) -> tuple[list[str], list[str
     Returns (loaded, kept fresh). A new head (other classes) or another input size changes
     some shapes: those tensors keep the model's own initialisation, and are named.
     """
-    import sys
-
-    from cnnlab.errors import CnnlabError
-
     src = open_model(path, quiet=True).model.state_dict()
     own = model.state_dict()
     loaded = [k for k, v in src.items() if k in own and own[k].shape == v.shape]
@@ -125,3 +109,37 @@ def init_weights(model, path, verbose: bool = True) -> tuple[list[str], list[str
         kept = f"; kept fresh (other shape): {', '.join(layers)}" if layers else ""
         print(f"cnnlab: initial weights from {path}: {len(loaded)} of {len(own)} tensors{kept}", file=sys.stderr)
     return loaded, fresh
+
+
+def open_spec(source: "str | Path | dict | ModelSpec", *, input: Any = None, classes: int | None = None) -> ModelSpec:
+    """A ModelSpec from anything that describes a model: a preset name, a YAML file, a dict,
+    a ModelSpec (:func:`cnnlab.model.spec.load_spec`), or a model file -- a Keras
+    ``.keras``/``.h5`` (its architecture) or a cnnlab ``.safetensors`` (the spec in its
+    metadata). ``input`` ('64x64x3' or [64, 64, 3]) and ``classes`` override the spec's own.
+    """
+    if isinstance(source, (str, Path)) and not Path(source).is_dir():
+        suffix = Path(source).suffix.lower()
+        if suffix in KERAS_SUFFIXES:
+            return override(spec_from_keras(read_keras_file(source)), input, classes)
+        if suffix == ".safetensors":
+            meta = read_metadata(source)
+            if "spec" not in meta:
+                raise SpecError(f"{source}: its metadata has no model spec")
+            return override(spec_from_dict(meta["spec"], source=f"{source} (spec)"), input, classes)
+    return load_spec(source, input=input, classes=classes)
+
+
+def build_model(source: "str | Path | dict | ModelSpec", *, input: Any = None, classes: int | None = None) -> CNN:
+    """A freshly initialised CNN from anything :func:`open_spec` reads (no weights loaded)."""
+    return CNN(open_spec(source, input=input, classes=classes))
+
+
+def summary(model_or_spec: Any, *, input: Any = None, classes: int | None = None) -> Summary:
+    """Keras-style summary of a CNN, a ModelSpec, a preset, a spec dict or a file (YAML,
+    ``.safetensors``, ``.keras``/``.h5``): :func:`cnnlab.model.summary.summarize` of its spec."""
+    if isinstance(model_or_spec, (str, Path)) and Path(model_or_spec).suffix.lower() in KERAS_SUFFIXES:
+        model_or_spec = open_model(model_or_spec, quiet=True).model  # its weights must fit its config too
+    spec = getattr(model_or_spec, "spec", None)
+    spec = load_spec(spec, input=input, classes=classes) if spec is not None else open_spec(
+        model_or_spec, input=input, classes=classes)
+    return summarize(spec)
