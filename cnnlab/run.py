@@ -26,7 +26,6 @@ model file or run folder. How a run folder is made and resumed: :mod:`cnnlab.tra
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,13 +40,12 @@ from cnnlab.display import History, count, kv_table, number
 from cnnlab.errors import CnnlabError
 from cnnlab.formats.open import ModelFile, build_model, is_model_file, open_model
 from cnnlab.formats.weights import load_weights
+from cnnlab.io.history import read_history
 from cnnlab.io.weights import read_metadata
 from cnnlab.model.build import CNN
 
 WEIGHT_NAMES = ("best", "last")
 RESUME_FILE = "resume.safetensors"
-# history.csv columns of older runs, read under Keras' names (and --monitor's spellings)
-LOG_ALIASES = {"train_loss": "loss", "train_acc": "accuracy", "val_acc": "val_accuracy"}
 
 
 def read_split(run_dir: str | Path):
@@ -128,13 +126,8 @@ class Run:
 
         A :class:`cnnlab.display.History`: a list, with ``plot()`` and a table in a notebook.
         """
-        p = self.path / "history.csv"
-        if not p.is_file():
-            return History([], None)
-        with p.open(newline="") as f:
-            rows = [{LOG_ALIASES.get(k, k): float(v) if v not in ("", None) else float("nan")
-                     for k, v in row.items()} for row in csv.DictReader(f)]
-        return History(rows, self.best_epoch())
+        rows = read_history(self.path / "history.csv")
+        return History(rows, self.best_epoch() if rows else None)
 
     def best_epoch(self) -> int | None:
         """The epoch whose weights are weights/best.safetensors (None before the first)."""

@@ -23,7 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from cnnlab.errors import CnnlabError
-from cnnlab.run import LOG_ALIASES  # noqa: F401  (also read by the callbacks: --monitor val_acc)
+from cnnlab.io.history import LOG_ALIASES  # noqa: F401  (also read by the callbacks: --monitor val_acc)
 
 DEFAULT_MODEL = "vgg_bn"  # per minute of CPU the better preset (benchmarks/RESULTS.md, Training)
 
