@@ -23,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from cnnlab.display import count
 from cnnlab.errors import CnnlabError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -45,7 +46,6 @@ def pick_device(name: str = "auto") -> torch.device:
     if name == "cuda" or (name.startswith("cuda:") and name[5:].isdigit()):
         if not torch.cuda.is_available():
             raise CnnlabError(f"--device {name}: no CUDA GPU is visible to torch (see `cnnlab doctor`)")
-        from cnnlab.display import count
 
         index, gpus = (int(name[5:]) if ":" in name else 0), torch.cuda.device_count()
         if index >= gpus:
@@ -305,8 +305,6 @@ def choose_precision(requested: str, device: torch.device, model: torch.nn.Modul
     oneDNN's and cuDNN's fast layout for convolutions (benchmarks/RESULTS.md, precision), and
     fp32 on the CPU keeps NCHW so that it computes exactly as before.
     """
-    from cnnlab.errors import CnnlabError
-
     why = "as asked"
     if requested == "auto":
         macs = model_macs(model) if model is not None else MIN_BF16_MACS

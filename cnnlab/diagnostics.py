@@ -13,7 +13,15 @@ import torch
 
 from cnnlab import __version__
 from cnnlab.alloc import allocator_state
-from cnnlab.device import BF16_FLAGS, MIN_BF16_MACS, auto_precision, cpu_flags, cpu_has_bf16, mps_available, pick_device
+from cnnlab.device import (
+    BF16_FLAGS,
+    MIN_BF16_MACS,
+    auto_precision,
+    cpu_flags,
+    cpu_has_bf16,
+    mps_available,
+    pick_device,
+)
 from cnnlab.display import esc, kv_table
 
 

@@ -120,7 +120,7 @@ class Metrics(dict):
 
     def plot_confusion_matrix(self, normalized: bool = False):
         """The confusion matrix as a matplotlib Figure (counts, or rows summing to 1)."""
-        from cnnlab.io.plots import confusion_matrix_figure
+        from cnnlab.io.plots import confusion_matrix_figure  # matplotlib: only when a figure is drawn
 
         enable_inline()
         key = "confusion_matrix_normalized" if normalized else "confusion_matrix"
@@ -171,7 +171,7 @@ class History(list):
 
     def plot(self):
         """Loss and accuracy curves (train and validation) as a matplotlib Figure."""
-        from cnnlab.io.plots import curves_figure
+        from cnnlab.io.plots import curves_figure  # matplotlib: only when a figure is drawn
 
         enable_inline()
         return curves_figure(list(self), self.best_epoch)

@@ -5,6 +5,8 @@ a :class:`CnnlabError`. The command line prints its message as one sentence and 
 with code 2, without a traceback; the Python API lets it propagate like any exception.
 """
 
+import os
+
 
 class CnnlabError(Exception):
     """A problem the user can fix; its message is one clear sentence."""
@@ -32,6 +34,4 @@ class SaidByMainProcess(CnnlabError):
 
 def is_main_process() -> bool:
     """True outside torchrun, and in its rank-0 process (torchrun sets RANK)."""
-    import os
-
     return os.environ.get("RANK", "0") == "0"

@@ -140,9 +140,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from cnnlab.errors import is_main_process
-    from cnnlab.train.runfolder import latest_unfinished
     from cnnlab.train.api import train
     from cnnlab.train.interrupt import TrainingInterrupted
+    from cnnlab.train.runfolder import latest_unfinished
 
     options = {k: v for k, v in vars(args).items() if k not in ("func", "quiet", "resume", "config", "data")}
     data = getattr(args, "data", None)

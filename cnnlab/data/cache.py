@@ -22,10 +22,12 @@ loser's rename just replaces identical bytes. Deleting the folder is always safe
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -142,9 +144,6 @@ def _reserve(npy: Path) -> None:
     The free space is checked first: a failed fallocate can keep what it got until the
     file is deleted, so asking for more than there is would fill the disk for a moment.
     """
-    import errno
-    import shutil
-
     if shutil.disk_usage(npy.parent).free < npy.stat().st_size:
         raise OSError(errno.ENOSPC, "not enough free disk space for the cache")
     if hasattr(os, "posix_fallocate"):

@@ -11,7 +11,11 @@ when the target is much smaller, which is several times faster than a full decod
 from __future__ import annotations
 
 import os
+import re
+import stat
+import struct
 import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -93,8 +97,6 @@ def resize(im: Image.Image, size: tuple[int, int], policy: str = "stretch") -> I
 def check_regular_file(path: str | Path) -> None:
     """BadImage for an empty file, or for a pipe or device named like an image (reading
     one would wait forever, or never end)."""
-    import stat
-
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise BadImage(path, "not a regular file (a pipe, socket or device)")
@@ -164,9 +166,6 @@ def check_png_crc(path: str | Path) -> None:
     A flipped bit in the data (a bad disk, a broken download) otherwise decodes to garbage
     without any error.
     """
-    import struct
-    import zlib
-
     data = Path(path).read_bytes()
     pos = 8  # after the signature
     while pos + 12 <= len(data):
@@ -192,8 +191,6 @@ def _orientation(im: Image.Image) -> int:
 
 def _bomb_reason(e: Exception) -> str:
     """Pillow's decompression-bomb message, shortened to one clause with the pixel count."""
-    import re
-
     m = re.search(r"\((\d+) pixels\)", str(e))
     claimed = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
     return f"decompression bomb refused: the header claims {claimed} (limit {MAX_PIXELS // 1_000_000} megapixels)"

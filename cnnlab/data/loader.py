@@ -14,6 +14,7 @@ reason, and reported on the console; they never end a run.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from pathlib import Path
@@ -123,8 +124,6 @@ class ImageLoader:
 
         The pixels are shared, not copied: validating on a fixed subset costs nothing to make.
         """
-        import copy
-
         if n >= self.num_samples:
             return self
         g = epoch_generator(seed, 0, stream=SUBSET)

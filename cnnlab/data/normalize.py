@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from cnnlab.data.loader import ImageLoader, make_loader
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -60,8 +62,6 @@ def compute_mean_std(loader_or_items, *, size=None, channels: int = 3, resize: s
     ``max_images`` uses an evenly spaced subset. Sums run in float64 chunk by chunk, so
     memory stays small and the result does not depend on the batch size.
     """
-    from cnnlab.data.loader import ImageLoader, make_loader
-
     loader = loader_or_items
     if not isinstance(loader, ImageLoader):
         if size is None:

@@ -64,7 +64,13 @@ class progress_bar:
     def __enter__(self) -> Callable[[int], None]:
         if not self.show:
             return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn(self.text), BarColumn(), MofNCompleteColumn(),
                             TimeRemainingColumn(), transient=True)

@@ -14,6 +14,8 @@ import torch
 from cnnlab.data.augment import Augmenter, parse_augment
 from cnnlab.data.datasets import DataIndex
 from cnnlab.data.decode import BadImage, load_image
+from cnnlab.errors import CnnlabError, DataError
+from cnnlab.io.figures import check_output, save_figure
 
 
 def pick_samples(index: DataIndex, split: str, n: int, seed: int = 0) -> list[tuple[str, int]]:
@@ -46,9 +48,6 @@ def preview_grid(
     """Write the grid to ``out`` (PNG, JPEG, SVG or PDF, from the suffix); return the path."""
     from matplotlib.figure import Figure
 
-    from cnnlab.errors import CnnlabError
-    from cnnlab.io.figures import check_output, save_figure
-
     if samples < 1 or copies < 0:
         raise CnnlabError(f"--samples must be at least 1 and --copies at least 0, got {samples} and {copies}")
     check_output(out)
@@ -63,8 +62,6 @@ def preview_grid(
         if len(images) == samples:
             break
     if not images:
-        from cnnlab.errors import DataError
-
         raise DataError(f"{index.root}: no readable images in the {split} split to preview")
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
     g = torch.Generator().manual_seed(seed)

@@ -11,6 +11,8 @@ evaluate_run, write_report and compute_metrics are imported when first used, so 
 its name is also its module's, and the function must win.)
 """
 
+import importlib
+
 from cnnlab.eval.predict import predict
 
 _LAZY = {
@@ -22,8 +24,6 @@ _LAZY = {
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'cnnlab.eval' has no attribute {name!r}")
 

@@ -25,15 +25,16 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.data.datasets import discover
 from cnnlab.device import pick_device
 from cnnlab.display import Metrics
 from cnnlab.errors import CnnlabError, DataError
-from cnnlab.io import plots
-from cnnlab.eval.tta import tta_mode
 from cnnlab.eval.infer import BATCH_SIZE, predict_files, resolve_precision
 from cnnlab.eval.metrics import compute_metrics, image_losses
-from cnnlab.io.figures import save_figure
 from cnnlab.eval.report import write_report
+from cnnlab.eval.tta import tta_mode
+from cnnlab.io import plots
+from cnnlab.io.figures import save_figure
 from cnnlab.io.fs import atomic_write_text, check_can_write
 from cnnlab.run import Run, is_run_dir, open_any
 
@@ -61,8 +62,6 @@ def _items_from_data(data: str | Path, split: str, classes: list[str]) -> tuple[
     sub-folders gives all its images (the split returned is then "all"). Images of classes
     the model does not know are left out and counted in the second value, {class: images}.
     """
-    from cnnlab.data.datasets import discover
-
     index = discover(data, val_split=0.0, min_classes=1)  # one class's images can be evaluated
     has_splits = "test" in index.splits or index.val_split is None
     if has_splits:
@@ -89,8 +88,6 @@ def _items_from_data(data: str | Path, split: str, classes: list[str]) -> tuple[
 
 def data_classes(data: str | Path) -> list[str]:
     """The class names of a labelled folder (sorted, as Keras' flow_from_directory orders them)."""
-    from cnnlab.data.datasets import discover
-
     return list(discover(data, val_split=0.0, min_classes=1).classes)
 
 

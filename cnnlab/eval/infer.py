@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from cnnlab.device import AUTOCAST
+from cnnlab.errors import CnnlabError
 from cnnlab.eval.tta import tta_mode, tta_probabilities
 
 BATCH_SIZE = 64
@@ -93,8 +94,6 @@ def predict_files(
     model runs; channels_last converts ``model`` in place (its outputs stay the same).
     ``decoders``: threads decoding each batch (default: :func:`default_decoders`).
     """
-    from cnnlab.errors import CnnlabError
-
     if precision not in AUTOCAST:
         raise CnnlabError(f"precision must be one of {', '.join(AUTOCAST)}, got {precision!r}")
     model.eval()

@@ -91,7 +91,11 @@ def compute_metrics(y_true: Sequence[int], probs: np.ndarray, classes: Sequence[
     ``top_k_accuracy``, ``loss``, ``per_class``, ``macro_avg``, ``weighted_avg``,
     ``confusion_matrix``, ``confusion_matrix_normalized``, ``roc_auc`` and ``most_confused``.
     """
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+    from sklearn.metrics import (
+        confusion_matrix,
+        precision_recall_fscore_support,
+        top_k_accuracy_score,
+    )
 
     classes = list(classes)
     y_true = np.asarray(y_true, dtype=np.int64)

@@ -29,6 +29,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from cnnlab.data.decode import is_image_file
+from cnnlab.device import pick_device
+from cnnlab.display import Predictions
 from cnnlab.errors import CnnlabError
 from cnnlab.eval.infer import BATCH_SIZE, predict_files, resolve_precision
 from cnnlab.io.fs import atomic_write_text
@@ -96,8 +98,6 @@ def predict(
     image; ``weights`` is best, last or a path (for a run directory); ``precision`` fp32
     (exact), bf16, fp16 or run (as the run trained; see :mod:`cnnlab.eval.infer`).
     """
-    from cnnlab.device import pick_device
-
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
@@ -135,7 +135,6 @@ def prediction_rows(files: list[tuple[str, str]], probs: dict[int, np.ndarray], 
         rows.append({"path": path, "label": classes[best[0]], "confidence": float(p[best[0]]),
                      "top_k": [{"label": classes[c], "probability": float(p[c])} for c in best],
                      "error": ""})
-    from cnnlab.display import Predictions
 
     return Predictions(rows)  # a list; a notebook shows it as a table
 

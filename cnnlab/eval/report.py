@@ -24,8 +24,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cnnlab import __version__
 from cnnlab.errors import CnnlabError
+from cnnlab.io import plots
+from cnnlab.io.figures import save_figure
 from cnnlab.io.fs import atomic_write_text
+from cnnlab.io.weights import read_metadata
+from cnnlab.model.summary import summary
 from cnnlab.run import Run
 
 SPLIT_ORDER = ("test", "val", "train")
@@ -114,8 +119,6 @@ def _skipped(path: Path) -> dict[str, Any] | None:
 
 
 def _model_section(run: Run, meta: dict[str, Any] | None) -> dict[str, Any]:
-    from cnnlab.model.summary import summary
-
     source = (meta or {}).get("spec") or (run.path / "model.yaml")
     try:
         s = summary(source).to_dict()
@@ -136,9 +139,6 @@ def _model_section(run: Run, meta: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _curves_section(run: Run, meta: dict[str, Any] | None) -> dict[str, Any]:
-    from cnnlab.io import plots
-    from cnnlab.io.figures import save_figure
-
     history = run.history()
     if not history:
         return {"epochs": 0}
@@ -192,9 +192,6 @@ def _eval_section(m: dict[str, Any], out: Path) -> dict[str, Any]:
 
 def write_report(run_dir: str | Path | Run) -> Path:
     """Write RUN/report.html (and RUN/curves.png) from what the run holds; return the path."""
-    from cnnlab import __version__
-    from cnnlab.io.weights import read_metadata
-
     run = run_dir if isinstance(run_dir, Run) else Run(run_dir)
     meta = None
     for which in ("best", "last"):

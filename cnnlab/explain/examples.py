@@ -7,6 +7,7 @@ from typing import Any
 
 from cnnlab.data.decode import BadImage
 from cnnlab.errors import CnnlabError
+from cnnlab.explain.payload import png_data_url
 
 SPLITS = ("test", "val", "train")  # the first split the run has is used
 
@@ -40,8 +41,6 @@ def with_thumbnails(examples: list[dict[str, Any]], preprocessor) -> list[dict[s
 
     Files that cannot be decoded are left out (the page only offers what works).
     """
-    from cnnlab.explain.payload import png_data_url
-
     out = []
     for ex in examples:
         try:

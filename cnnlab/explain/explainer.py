@@ -11,7 +11,9 @@ The server (server.py) keeps one Explainer and calls ``payload_for_file`` per up
 
 from __future__ import annotations
 
+import html
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,9 +68,6 @@ class Explainer:
 
 def html_frame(page: str, height: int = 820):
     """A self-contained page as an IPython HTML object: an <iframe srcdoc> (no file, no server)."""
-    import html
-    import warnings
-
     from IPython.display import HTML
 
     with warnings.catch_warnings():  # IPython suggests IFrame, which needs a URL; srcdoc needs none

@@ -24,10 +24,15 @@ from __future__ import annotations
 import base64
 import gzip
 import io
+import json
 from typing import Any
 
 import numpy as np
 import torch
+
+from cnnlab.model import layers as L
+from cnnlab.model.summary import summary
+from cnnlab.run import Preprocessor
 
 FORMAT = "cnnlab-explain/1"
 TOP_CONTRIBUTIONS = 10  # Dense: how many w_i * x_i terms to list per unit
@@ -121,8 +126,6 @@ def _dense_info(linear: torch.nn.Linear, x: torch.Tensor, blob: Blob) -> dict[st
 
 
 def _kind(module: torch.nn.Module) -> str:
-    from cnnlab.model import layers as L
-
     if isinstance(module, L.KerasConv):
         return "conv"
     if isinstance(module, L.KerasPool):
@@ -166,9 +169,6 @@ def explain(model, meta: dict[str, Any], image: np.ndarray, *, name: str = "imag
     changed; forward hooks are removed before returning. Not thread-safe for one model:
     callers serving requests in parallel hold a lock around it (see server.py).
     """
-    from cnnlab.model.summary import summary
-    from cnnlab.run import Preprocessor
-
     pre = Preprocessor.from_meta(meta)
     h, w, c = model.input_shape
     if image.shape != (h, w, c):
@@ -273,8 +273,6 @@ def tensor(payload: dict[str, Any], ref: dict[str, Any]) -> np.ndarray:
 
 def payload_bytes(payload: dict[str, Any]) -> int:
     """Size of the payload as JSON text, in bytes (what the page embeds)."""
-    import json
-
     return len(json.dumps(payload, separators=(",", ":")))
 
 

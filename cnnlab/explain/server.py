@@ -21,6 +21,7 @@ pool, and uvicorn refuses connections beyond ``MAX_CONNECTIONS`` with 503.
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
 
 from cnnlab.data.decode import BadImage
+from cnnlab.errors import CnnlabError
+from cnnlab.explain.examples import default_image
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -62,8 +65,6 @@ def _safe_name(name: str | None) -> str:
 def create_app(explainer, *, image: str | Path | None = None,
                max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, examples_per_class: int | None = None) -> FastAPI:
     """The FastAPI application for one run's Explainer (see explainer.py)."""
-    from cnnlab.explain.examples import default_image
-
     limit = int(max_upload_mb * 1024 * 1024)
     if examples_per_class is None:  # about 20 thumbnails in all: 3 per class, fewer with many classes
         examples_per_class = max(1, min(3, 20 // max(1, len(explainer.run.classes))))
@@ -171,10 +172,6 @@ def listening_socket(host: str, port: int):
     Binding here, before the model is loaded into a server, turns a taken port or an
     unknown host into one sentence (CnnlabError), and tells the real port for --port 0.
     """
-    import socket
-
-    from cnnlab.errors import CnnlabError
-
     if not 0 <= port <= 65535:
         raise CnnlabError(f"--port must be between 0 and 65535, got {port}")
     try:

@@ -26,7 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.data.decode import BadImage, load_image
+from cnnlab.data.normalize import Normalization
 from cnnlab.errors import CnnlabError
+from cnnlab.eval.predict import collect_files, prediction_rows
 from cnnlab.formats import pixel_kind
 from cnnlab.io.fs import atomic_path
 
@@ -67,8 +70,6 @@ def _need(module: str, extra: str = "onnx"):
 
 def export_onnx(model, meta: dict[str, Any], out: str | Path) -> Path:
     """Write ``model`` with its preprocessing as an ONNX file (dynamic batch), atomically."""
-    from cnnlab.data.normalize import Normalization
-
     _need("onnx")
     _need("onnxscript")
     import onnx
@@ -133,9 +134,6 @@ class OnnxModel:
 
 def predict_onnx(path, paths, *, top_k: int = 3, tta: bool = False, batch_size: int = 64) -> list[dict[str, Any]]:
     """`cnnlab predict model.onnx PATH...`: the same rows as for a run, computed by onnxruntime."""
-    from cnnlab.data.decode import BadImage, load_image
-    from cnnlab.eval.predict import collect_files, prediction_rows
-
     if top_k < 1:
         raise CnnlabError(f"--top-k must be at least 1, got {top_k}")
     m = OnnxModel(path)

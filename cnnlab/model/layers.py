@@ -17,8 +17,8 @@ BatchNormalization's 4*C parameters (2*C trainable, 2*C non-trainable).
 from __future__ import annotations
 
 import difflib
-from collections import OrderedDict
 import math
+from collections import OrderedDict
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Callable, ClassVar
 

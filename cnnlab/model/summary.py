@@ -9,10 +9,12 @@ can influence one output value, r_out = r_in + (k - 1) * jump_in, jump_out = jum
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cnnlab.display import esc, table
 from cnnlab.model.spec import ModelSpec, TracedLayer, load_spec, trace
 
 BYTES_PER_VALUE = 4  # float32
@@ -116,8 +118,6 @@ class Summary:
 
     def _repr_html_(self) -> str:
         """The same table in a notebook (Jupyter, Colab), with the totals below it."""
-        from cnnlab.display import esc, table
-
         rows = []
 
         def add(r: LayerRow, indent: str = "") -> None:
@@ -137,8 +137,6 @@ class Summary:
                 + f"<div style='font-size:13px'>{totals}</div>")
 
     def __str__(self) -> str:
-        import io
-
         from rich.console import Console
 
         console = Console(width=160, record=True, file=io.StringIO(), color_system=None)

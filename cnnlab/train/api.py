@@ -19,13 +19,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from cnnlab.errors import CnnlabError
 from cnnlab.display import count
+from cnnlab.errors import CnnlabError, SaidByMainProcess, is_main_process
+from cnnlab.eval.evaluate import evaluate_run
+from cnnlab.eval.report import write_report
+from cnnlab.model.summary import summary
 from cnnlab.run import RESUME_FILE, Run, read_split
-from cnnlab.train.runfolder import (check_resumable, check_unfinished, new_run_dir, remove_stale_temporaries,
-                                    start_run_folder, write_run_files)
 from cnnlab.train import callbacks as cb
+from cnnlab.train import distributed
+from cnnlab.train.averaging import Lookahead
 from cnnlab.train.config import MONITORS, TrainConfig, make_config
+from cnnlab.train.cpu_share import ShareCpu, should_share
+from cnnlab.train.lr_finder import range_test
+from cnnlab.train.runfolder import (
+    check_resumable,
+    check_unfinished,
+    new_run_dir,
+    remove_stale_temporaries,
+    start_run_folder,
+    write_run_files,
+)
+from cnnlab.train.schedules import SCHEDULES
+from cnnlab.train.setup import build
 
 # What may change when resuming: where it runs, not what it computes.
 RESUME_OVERRIDES = ("device", "workers", "cache_dir", "evaluate", "tensorboard")
@@ -45,7 +60,6 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
     then early stopping, the checkpoints and the logs.
     """
     cfg, hp = setup.cfg, setup.hparams
-    from cnnlab.train.schedules import SCHEDULES
 
     monitor = cfg.monitor
     if not has_val and monitor.startswith("val_"):  # no validation data: val_accuracy -> accuracy
@@ -55,7 +69,6 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
         callbacks.append(cb.TimeLimit(cfg.time_limit))
     callbacks += SCHEDULES[cfg.scheduler].build(cfg, hp, has_val)
     if cfg.weight_averaging != "none":  # before the checkpoints: they save the averaged weights
-        from cnnlab.train.averaging import Lookahead
 
         callbacks.append(Lookahead(lookahead=cfg.weight_averaging == "lookahead"))
     if cfg.patience > 0:
@@ -66,7 +79,6 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
         callbacks.append(cb.TensorBoard(run_dir / "tensorboard"))
     if verbose:
         callbacks.append(cb.ProgressBar())
-    from cnnlab.train.cpu_share import ShareCpu, should_share
 
     given = cfg.precision if "precision" in cfg.model_fields_set else None
     if should_share(setup.device, given)[0]:  # after the bar: its notes follow the epoch's line
@@ -76,8 +88,6 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
 
 def describe(setup) -> str:
     """What is about to be trained: the data, the model (and why its precision), the recipe."""
-    from cnnlab.model.summary import summary
-
     s = summary(setup.model)  # counted as Keras counts them, as `cnnlab summary` shows
     counts = f"{s.total_params:,} parameters" + (f", {s.trainable_params:,} trainable"
                                                 if s.trainable_params != s.total_params else "")
@@ -109,8 +119,6 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
     built-in ones (they must be the same when resuming). ``run_base`` names the run folder
     when ``name`` is not given (default ``<data>-<model>``; -2, -3... when taken).
     """
-    from cnnlab.train import distributed
-
     trainer = None
     try:
         run_dir, setup, trainer, resuming = _prepare(data, config, resume, callbacks, verbose, run_base,
@@ -137,9 +145,6 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
 
 def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | None, options: dict[str, Any]):
     """(run folder, setup, trainer, resuming?): a new run's folder and files, or a run to resume."""
-    from cnnlab.train import distributed
-    from cnnlab.train.setup import build
-
     if resume is not None:
         run_dir = Path(resume)
         cfg, setup = _resume_setup(run_dir, data, config, options, verbose)
@@ -167,8 +172,6 @@ def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | Non
 
 def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose: bool):
     """The config and data of an existing run, exactly as it started."""
-    from cnnlab.train.setup import build
-
     fresh = check_resumable(run_dir)
     if config is not None:
         raise CnnlabError("--resume takes the run's own config.yaml; do not pass --config")
@@ -229,9 +232,6 @@ def _finish(trainer, run_dir: Path, verbose: bool) -> None:
 
 def _evaluate(run, has_test: bool, device, verbose: bool, tta: str = "none", weights: str = "best") -> None:
     """Evaluate the best (or given) weights on the test split, then write report.html."""
-    from cnnlab.eval.evaluate import evaluate_run
-    from cnnlab.eval.report import write_report
-
     if has_test:  # this also refreshes report.html
         # in the precision it trained in: fp32 stays exact, bf16 evaluates ~3x faster
         result = evaluate_run(run, split="test", weights=weights, tta=tta, device=str(device), precision="run")
@@ -254,11 +254,6 @@ def lr_find(data: str | Path | None = None, *, config: str | Path | None = None,
     ``result.losses``) and the setup it ran on. Nothing is written; see ``cnnlab lr-find``
     for the plot.
     """
-    from cnnlab.errors import SaidByMainProcess, is_main_process
-    from cnnlab.train import distributed
-    from cnnlab.train.lr_finder import range_test
-    from cnnlab.train.setup import build
-
     if distributed.world_size() > 1:  # checked before any process joins a group
         error = CnnlabError if is_main_process() else SaidByMainProcess
         raise error(f"lr-find sweeps in one process; run it without torchrun (for {distributed.world_size()} "

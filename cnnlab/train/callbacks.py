@@ -495,7 +495,13 @@ class ProgressBar(Callback):
         if not self.interactive:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(
             TextColumn(f"epoch {trainer.epoch}/{trainer.epochs}"), BarColumn(), MofNCompleteColumn(),

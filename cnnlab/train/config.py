@@ -24,6 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io.history import LOG_ALIASES  # noqa: F401  (also read by the callbacks: --monitor val_acc)
+from cnnlab.sizes import parse_size
+from cnnlab.train.losses import LOSSES
+from cnnlab.train.optimizers import OPTIMIZERS
+from cnnlab.train.recipes import get_recipe, recipe_options
+from cnnlab.train.schedules import SCHEDULES
 
 DEFAULT_MODEL = "vgg_bn"  # per minute of CPU the better preset (benchmarks/RESULTS.md, Training)
 
@@ -34,13 +39,7 @@ MONITORS = ("val_accuracy", "val_loss", "val_macro_f1", "accuracy", "loss")
 
 def registry(name: str):
     """The registry of optimisers, schedules or losses (their modules import no torch)."""
-    if name == "optimizer":
-        from cnnlab.train.optimizers import OPTIMIZERS as reg
-    elif name == "scheduler":
-        from cnnlab.train.schedules import SCHEDULES as reg
-    else:
-        from cnnlab.train.losses import LOSSES as reg
-    return reg
+    return {"optimizer": OPTIMIZERS, "scheduler": SCHEDULES}.get(name, LOSSES)
 
 
 class TrainConfig(BaseModel):
@@ -152,7 +151,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def _augment(cls, v: Any) -> Any:
         """Checked here, so that a mistake names its config file and comes before any work."""
-        from cnnlab.data.augment import parse_augment
+        from cnnlab.data.augment import parse_augment  # torch: this module is read by `cnnlab --help`
 
         try:
             parse_augment(v)
@@ -171,8 +170,6 @@ class TrainConfig(BaseModel):
     def _size(cls, v: Any) -> Any:
         """64, "64", "64x48" or [64, 48] -> 64 or (64, 48)."""
         if isinstance(v, str):
-            from cnnlab.sizes import parse_size
-
             try:
                 nums = parse_size(v)
             except ValueError:
@@ -262,8 +259,6 @@ def make_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig
     given = {k: v for k, v in overrides.items() if v is not None}
     recipe = given.get("recipe") or values.get("recipe")
     if recipe:  # the recipe's options, under the file's and the flags'
-        from cnnlab.train.recipes import recipe_options
-
         values = recipe_options(recipe, {**values, **given})
         try:
             cfg = TrainConfig(**values)
@@ -277,8 +272,6 @@ def make_config(file: str | Path | None = None, **overrides: Any) -> TrainConfig
     try:  # built from what was given only, so that model_fields_set says what the user set
         cfg = TrainConfig(**{**values, **given})
         if recipe:
-            from cnnlab.train.recipes import get_recipe
-
             cfg._from_recipe = frozenset(get_recipe(recipe).options) - set(given) - set(file_values)
         return cfg
     except ValidationError as e:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from cnnlab.device import _own_cpu_seconds, _proc_stat_busy
 from cnnlab.train.callbacks import Callback
 
 if TYPE_CHECKING:
@@ -39,14 +40,10 @@ BACKGROUND = 0.35  # cores of other programs' use that leave the threads as they
 
 
 def _machine() -> tuple[float, float] | None:
-    from cnnlab.device import _proc_stat_busy
-
     return _proc_stat_busy()
 
 
 def _own() -> float:
-    from cnnlab.device import _own_cpu_seconds
-
     return _own_cpu_seconds()
 
 

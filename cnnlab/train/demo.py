@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cnnlab.train.api import train
+
 DIGITS_SIZE = 32
 TEST_FRACTION = 0.2
 
@@ -80,8 +82,6 @@ def write_digits(root: str | Path, size: int = DIGITS_SIZE, seed: int = 0) -> Pa
 
 def demo(out: str | Path = "runs", data: str | Path | None = None, verbose: bool = True, **options):
     """Write the digits (once), train the demo CNN on them, evaluate; returns the Run."""
-    from cnnlab.train.api import train
-
     data = Path(data) if data is not None else Path(out) / "datasets" / "digits"
     if verbose:
         print(f"digits  scikit-learn's handwritten digits as PNG files in {data}/{{train,test}}/0..9", flush=True)

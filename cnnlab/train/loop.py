@@ -40,15 +40,16 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
+from cnnlab.alloc import tune_allocator
 from cnnlab.data.loader import TRAINING, epoch_seed
 from cnnlab.device import to_device
 from cnnlab.errors import CnnlabError
-from cnnlab.train import distributed as dist
-from cnnlab.train.resume import restore, restore_partial, save, state_dict
-from cnnlab.train.callbacks import Callback
 from cnnlab.io.checkpoint import BackgroundSaver
+from cnnlab.train import distributed as dist
+from cnnlab.train.callbacks import Callback
 from cnnlab.train.interrupt import Interrupt, TrainingInterrupted, catch_ctrl_c
 from cnnlab.train.losses import default_loss, is_binary  # noqa: F401  (is_binary: part of the API)
+from cnnlab.train.resume import restore, restore_partial, save, state_dict
 from cnnlab.train.tensor_loader import TensorLoader  # noqa: F401  (importable from here, as before)
 
 AMP_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -208,8 +209,6 @@ class Trainer:
         random state and plan (``epochs`` is then the saved one); an epoch cut short by
         Ctrl-C continues from its next batch.
         """
-        from cnnlab.alloc import tune_allocator
-
         tune_allocator()  # glibc: reuse freed blocks between steps (cnnlab/alloc.py)
         self.epochs = epochs
         self.steps_per_epoch = len(train)

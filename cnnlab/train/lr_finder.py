@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cnnlab.io.figures import save_figure
 
 # The smoothed loss must fall at least this fraction below its start for the curve to say
 # anything: a model that learns too slowly for the sweep leaves a flat, noisy line whose
@@ -122,8 +123,6 @@ def range_test(trainer, loader, start_lr: float = 1e-7, end_lr: float = 10.0, st
 def plot(result: LRFinderResult, path: str | Path, title: str = "") -> Path:
     """The loss against the learning rate (log scale), with the two picks marked."""
     from matplotlib.figure import Figure
-
-    from cnnlab.io.figures import save_figure
 
     fig = Figure(figsize=(7, 4.2), layout="tight")
     ax = fig.subplots()

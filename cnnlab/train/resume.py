@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.io.weights import write_safetensors
 from cnnlab.io.checkpoint import load_checkpoint, prepare_checkpoint, save_checkpoint
+from cnnlab.io.weights import write_safetensors
 
 if TYPE_CHECKING:
     from cnnlab.train.callbacks import Callback

@@ -24,8 +24,30 @@ import numpy as np
 import torch
 from torch import nn
 
+from cnnlab.data.augment import Augmenter, parse_augment
+from cnnlab.data.datasets import discover
+from cnnlab.data.decode import BadImage, open_image
+from cnnlab.data.loader import make_loader, print_bad_files
+from cnnlab.data.normalize import Normalization, class_weights, compute_mean_std
+from cnnlab.device import (
+    CpuContention,
+    choose_precision,
+    measure_precision,
+    pick_device,
+    time_steps,
+)
 from cnnlab.errors import CnnlabError, SaidByMainProcess, SpecError
-from cnnlab.train.config import TrainConfig, resolved_defaults
+from cnnlab.formats.keras import is_keras_file, preprocessing_inside
+from cnnlab.formats.open import init_weights, open_spec
+from cnnlab.model.build import build_model
+from cnnlab.model.layers import data_init
+from cnnlab.train import auto, distributed
+from cnnlab.train.config import DEFAULT_MODEL, TrainConfig, resolved_defaults
+from cnnlab.train.distributed import ShardedLoader
+from cnnlab.train.loop import Trainer
+from cnnlab.train.losses import LOSSES, is_binary
+from cnnlab.train.optimizers import make_optimizer
+from cnnlab.train.recipes import get_recipe, recipe_options
 
 GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L"}
 
@@ -70,16 +92,11 @@ class Setup:
 
     def optimizer(self, lr: float | None = None) -> torch.optim.Optimizer:
         """The config's optimiser (see :mod:`cnnlab.train.optimizers`) at ``lr`` (default: the peak)."""
-        from cnnlab.train.optimizers import make_optimizer
-
         return make_optimizer(self.model, self.cfg.optimizer, self.hparams["lr"] if lr is None else lr,
                               self.hparams["weight_decay"], self.cfg, self.device)
 
     def loss(self) -> nn.Module:
         """The config's loss (see :mod:`cnnlab.train.losses`), with optional class weights."""
-        from cnnlab.data.normalize import class_weights
-        from cnnlab.train.losses import LOSSES
-
         weights = None
         if self.cfg.class_weights:
             weights = class_weights(self.train_loader.labels, len(self.index.classes))
@@ -87,8 +104,6 @@ class Setup:
 
     def trainer(self, callbacks=(), lr: float | None = None):
         """The :class:`~cnnlab.train.loop.Trainer` of this run: model, optimiser, loss, device..."""
-        from cnnlab.train.loop import Trainer
-
         trainer = Trainer(self.model, self.optimizer(lr), loss_fn=self.loss(), device=self.device,
                           precision=self.precision, channels_last=self.channels_last,
                           normalization=self.normalization, augment=self.augmenter, seed=self.cfg.seed,
@@ -109,8 +124,6 @@ class Setup:
 
 def probe_images(items: list[tuple[str, int]], limit: int = 64) -> tuple[tuple[int, int] | None, bool]:
     """(median (height, width), all grayscale?) of up to ``limit`` evenly spaced images."""
-    from cnnlab.data.decode import BadImage, open_image
-
     step = max(1, len(items) // limit)
     sizes, gray = [], []
     for path, _ in items[::step][:limit]:
@@ -131,8 +144,6 @@ def check_each_class_opens(index) -> None:
     """A class none of whose training files opens as an image is refused now, before the
     automatic choices are made from (and printed for) files that cannot be read. One header
     per class on good data; the decode that follows still checks every file."""
-    from cnnlab.data.decode import BadImage, open_image
-
     by_class: dict[int, list[str]] = {}
     for path, y in index.splits["train"]:
         by_class.setdefault(y, []).append(path)
@@ -177,8 +188,6 @@ _probe_busy: list[float] = []  # other programs' share of the CPU during each ti
 
 def _timed(timer, *args, **kwargs):
     """``timer(*args, **kwargs)``, noting how much of the CPU other programs took meanwhile."""
-    from cnnlab.device import CpuContention
-
     with CpuContention() as contention:
         out = timer(*args, **kwargs)
     if contention.share is not None:
@@ -206,8 +215,6 @@ def choose_device(cfg: TrainConfig, model: nn.Module | None = None,
     second or two) and keeps bf16 only where it is clearly faster: on some CPUs and models
     (vgg_bn at 32 px on an AVX512-BF16 Xeon, benchmarks/RESULTS.md) it is not.
     """
-    from cnnlab.device import choose_precision, measure_precision, pick_device
-
     device = pick_device(cfg.device)
     precision, channels_last, why = choose_precision(cfg.precision, device, model, cfg.channels_last)
     if cfg.precision == "auto" and device.type == "cpu" and precision == "bf16" and sample is not None:
@@ -225,8 +232,6 @@ def choose_device(cfg: TrainConfig, model: nn.Module | None = None,
 
 def time_steps_quick(model, x, y, variants):
     """Two timed steps of each variant after one warm-up (cnnlab.device.time_steps)."""
-    from cnnlab.device import time_steps
-
     return _timed(time_steps, model, x, y, variants, steps=2, warmup=1)
 
 
@@ -237,11 +242,6 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
     Under ``--time-limit`` (and no --img-size), the model's training speed is measured first,
     a few steps at its own input size, to choose the image size the budget allows.
     """
-    from cnnlab.model.build import build_model
-    from cnnlab.formats.open import open_spec as load_spec
-    from cnnlab.train import auto
-    from cnnlab.train.config import DEFAULT_MODEL
-
     given = {k for k in TrainConfig.model_fields if getattr(cfg, k) is not None}
     if cfg.model == DEFAULT_MODEL:  # left at the default: a recipe may take its place
         given.discard("model")
@@ -263,7 +263,6 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
                          base_size=base.input[0], scheduler=cfg.scheduler, rate_at=rate_at, recipes=recipes)
     picked = choice.values.get("recipe")
     if picked:  # the recipe's options under the user's, then the chooser for what is still open
-        from cnnlab.train.recipes import get_recipe, recipe_options
 
         cfg = TrainConfig(**recipe_options(picked, {k: getattr(cfg, k) for k in cfg.model_fields_set}))
         cfg._from_recipe = frozenset(get_recipe(picked).options) - given
@@ -272,7 +271,7 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
             labels += [y for _, y in index.splits.get("val") or []]
             facts = auto.DataFacts.from_labels(labels, len(index.classes), median, 0, index.classes)
         rest = auto.choose(facts, given, time_limit=cfg.time_limit, device_type=_device_type(cfg),
-                           base_size=load_spec(cfg.model).input[0], scheduler=cfg.scheduler)
+                           base_size=open_spec(cfg.model).input[0], scheduler=cfg.scheduler)
         rest.values, rest.reasons = ({"recipe": picked, **rest.values},
                                      {"recipe": choice.reasons["recipe"], **rest.reasons})
         choice = rest
@@ -293,10 +292,6 @@ def _scale_recipe(cfg: TrainConfig, n_train: int, classes: int, channels: int):
 
     Only the options the recipe filled in may change (``TrainConfig._from_recipe``): what the
     user set, on the command line or in a config file, stays theirs."""
-    from cnnlab.model.build import build_model
-    from cnnlab.train import auto
-    from cnnlab.train.recipes import get_recipe
-
     recipe = get_recipe(cfg.recipe)
     open_keys = [k for k in ("model", "batch_size", "lr") if k in cfg._from_recipe]
     size = cfg.img_size if isinstance(cfg.img_size, int) else recipe.options.get("img_size", 32)
@@ -323,16 +318,12 @@ def _recipe_names() -> tuple[str, ...]:
 
 
 def _device_type(cfg: TrainConfig) -> str:
-    from cnnlab.device import pick_device
-
     return pick_device(cfg.device).type
 
 
 def _step_rate(model: nn.Module, device: torch.device, precision: str, channels_last: bool, size: int,
                channels: int, batch: int = 32) -> float:
     """Training images/s of ``model`` on this machine: a few timed steps on random pixels."""
-    from cnnlab.device import time_steps
-
     g = torch.Generator().manual_seed(0)
     x = torch.rand(batch, channels, size, size, generator=g).to(device)
     classes = max(model.num_outputs, 2)
@@ -343,8 +334,6 @@ def _step_rate(model: nn.Module, device: torch.device, precision: str, channels_
 
 def check_outputs(model: nn.Module, classes: list[str], source: str) -> None:
     """The model's output units must match the classes (one sigmoid unit for two classes)."""
-    from cnnlab.train.losses import is_binary
-
     n = model.num_outputs
     if is_binary(model):
         if len(classes) != 2:
@@ -359,9 +348,6 @@ def check_outputs(model: nn.Module, classes: list[str], source: str) -> None:
 def keras_normalization(cfg: TrainConfig, spec, channels: int):
     """--normalize auto for a Keras --model: what Keras fed it, raw pixels 0-255 when it starts
     with its own Rescaling/Normalization layer, else x/255. None: not a Keras model."""
-    from cnnlab.data.normalize import Normalization
-    from cnnlab.formats.keras import is_keras_file, preprocessing_inside
-
     if cfg.normalize != "auto" or not isinstance(cfg.model, str) or not is_keras_file(cfg.model):
         return None
     if preprocessing_inside(spec) is not None:
@@ -372,8 +358,6 @@ def keras_normalization(cfg: TrainConfig, spec, channels: int):
 def init_from_data(model: nn.Module, loader, normalization, limit: int = 5000) -> list[str]:
     """Fit the model's data-initialised layers (PatchWhitening) to up to ``limit`` training
     images, evenly spaced over the set, normalised as training will see them."""
-    from cnnlab.model.layers import data_init
-
     if not any(hasattr(m, "fit") for m in getattr(model, "layers", {}).values()):
         return []
     rows = loader.rows[::max(1, len(loader.rows) // limit)][:limit]
@@ -389,8 +373,6 @@ def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
     choices (some come from timed steps, which differ between processes); the others then
     build with its resolved config, so every process trains the same model the same way.
     """
-    from cnnlab.train import distributed
-
     device = distributed.init(cfg.device)
     if device is None:
         return _build(cfg, index, verbose)
@@ -417,13 +399,6 @@ def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
 
 
 def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None = None) -> Setup:
-    from cnnlab.data.augment import Augmenter, parse_augment
-    from cnnlab.data.datasets import discover
-    from cnnlab.data.loader import make_loader, print_bad_files
-    from cnnlab.data.normalize import Normalization, compute_mean_std
-    from cnnlab.model.build import build_model
-    from cnnlab.formats.open import open_spec as load_spec
-
     index_given = index is not None
     _probe_busy.clear()
     if index is None:
@@ -435,19 +410,17 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
         raise CnnlabError(f"{folder}: a class folder with no images; add images of {Path(folder).name!r} "
                           "or remove the folder (a model cannot learn a class it never sees)")
     check_each_class_opens(index)
-    base = load_spec(cfg.model)
+    base = open_spec(cfg.model)
     probe = probe_images(index.splits["train"])
     val_split = cfg.val_split
     cfg = auto_choices(cfg, index, base, probe[0], cfg.channels or (1 if probe[1] else base.input[2]), verbose)
     if cfg.val_split != val_split and not index_given and index.val_split is not None:  # a recipe's split
         index = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed, label_regex=cfg.label_regex)
-    base = load_spec(cfg.model)
+    base = open_spec(cfg.model)
     size, channels = choose_input(cfg, base.input, index.splits["train"], probe)
     model = build_model(base, input=(*size, channels), classes=len(index.classes), seed=cfg.seed)
     check_outputs(model, index.classes, base.source)
     if cfg.init_weights:
-        from cnnlab.formats.open import init_weights
-
         init_weights(model, cfg.init_weights, verbose=verbose)
     device, precision, channels_last, precision_why = choose_device(cfg, model, sample=(*size, channels))
 
@@ -483,7 +456,6 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
     if val_loader is not None and cfg.val_max and val_loader.num_samples > cfg.val_max:
         val_subset = val_loader.subset(cfg.val_max, seed=cfg.seed)
     if shard is not None:  # this process's share of every epoch (torchrun)
-        from cnnlab.train.distributed import ShardedLoader
 
         train_loader = ShardedLoader(train_loader, *shard, train=True)
         if val_loader is not None:

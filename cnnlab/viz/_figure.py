@@ -8,6 +8,7 @@ cnnlab.io.figures.save_figure (the one helper for every figure cnnlab writes).
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -41,8 +42,6 @@ def extend_for(values: np.ndarray, vmin: float, vmax: float) -> str:
 
 def fill_title(lines: list[str], width: float, size: float = TITLE_SIZE) -> str:
     """Join title lines, wrapping each to fit a figure `width` inches wide."""
-    import textwrap
-
     chars = max(20, int(width * 72 / (0.52 * size)))
     return "\n".join(textwrap.fill(line, chars) for line in lines)
 

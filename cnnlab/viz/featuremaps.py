@@ -13,18 +13,26 @@ can be compared), titled with the layer name and its output shape as the summary
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from pathlib import Path
-
-import math
 
 import matplotlib
 import numpy as np
 import torch
 
+from cnnlab.errors import CnnlabError
 from cnnlab.io.figures import save_figure
-from cnnlab.viz._figure import (DPI, TITLE_SIZE, extend_for, grid_shape, image_to_display, mosaic,
-                                new_figure, show_image)
+from cnnlab.viz._figure import (
+    DPI,
+    TITLE_SIZE,
+    extend_for,
+    grid_shape,
+    image_to_display,
+    mosaic,
+    new_figure,
+    show_image,
+)
 from cnnlab.viz._inputs import load
 from cnnlab.viz._model import pick_spatial
 
@@ -90,8 +98,6 @@ def plot_featuremaps(model, image, layers: list[str] | None = None, *, max_chann
     (8 per row, so large layers get more rows rather than smaller tiles). Saves a PNG
     when `path` is given; returns the matplotlib Figure.
     """
-    from cnnlab.errors import CnnlabError
-
     if max_channels < 1:
         raise CnnlabError("max_channels must be at least 1")
     loaded = load(model, weights)

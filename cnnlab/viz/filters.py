@@ -13,16 +13,22 @@ red (+) / blue (-) scale.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import math
+from pathlib import Path
 
 import matplotlib
 import numpy as np
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io.figures import save_figure
-from cnnlab.viz._figure import TITLE_SIZE, fill_title, grid_shape, mosaic, new_figure, symmetric_limit
+from cnnlab.viz._figure import (
+    TITLE_SIZE,
+    fill_title,
+    grid_shape,
+    mosaic,
+    new_figure,
+    symmetric_limit,
+)
 from cnnlab.viz._inputs import load
 from cnnlab.viz._model import conv_layers, unknown
 

@@ -27,7 +27,14 @@ import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError
 from cnnlab.io.figures import save_figure
-from cnnlab.viz._figure import TITLE_SIZE, colorbar, hide_ticks, image_to_display, new_figure, show_image
+from cnnlab.viz._figure import (
+    TITLE_SIZE,
+    colorbar,
+    hide_ticks,
+    image_to_display,
+    new_figure,
+    show_image,
+)
 from cnnlab.viz._inputs import load
 from cnnlab.viz._model import gradcam_layer
 

@@ -30,7 +30,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from cnnlab.errors import CnnlabError
-from cnnlab.viz.kernels import DEFAULT_KERNELS, KERNELS, cross_correlate, pads, prepare_image, to_gray
+from cnnlab.viz.kernels import (
+    DEFAULT_KERNELS,
+    KERNELS,
+    cross_correlate,
+    pads,
+    prepare_image,
+    to_gray,
+)
 
 LAB_SIDE = 192  # the photo's longest side in the lab: small enough to recompute at every keystroke
 MODES = ("grey", "rgb")
@@ -316,9 +323,8 @@ class KernelLab:
 
     def _draw(self) -> None:
         import matplotlib.pyplot as plt
-        from matplotlib.patches import Rectangle
-
         from IPython.display import display
+        from matplotlib.patches import Rectangle
 
         out = self.output
         C = out.shape[0]

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.decode import load_image
 from cnnlab.errors import CnnlabError
 from cnnlab.model.layers import same_pads
 
@@ -298,8 +299,6 @@ def prepare_image(image=None, size: int | None = 256) -> np.ndarray:
     """RGB uint8 (H, W, 3) from a path, an array or None (the sample photo), its longest
     side resized to `size` pixels (None or 0 keeps the original size)."""
     from PIL import Image
-
-    from cnnlab.data.decode import load_image
 
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         raise CnnlabError(f"size (the photo's longest side in pixels) must be 0 or more, got {size!r}")

@@ -15,10 +15,27 @@ from typing import Iterable
 import numpy as np
 
 from cnnlab.io.figures import save_figure
-from cnnlab.viz._figure import (TITLE_SIZE, colorbar, extend_for, hide_ticks, new_figure, show_image,
-                                symmetric_limit)
-from cnnlab.viz.kernels import (DEFAULT_KERNELS, Kernel, apply_kernels, cross_correlate, get_kernels,
-                                output_size, pads, parse_padding, prepare_image, to_gray)
+from cnnlab.viz._figure import (
+    TITLE_SIZE,
+    colorbar,
+    extend_for,
+    hide_ticks,
+    new_figure,
+    show_image,
+    symmetric_limit,
+)
+from cnnlab.viz.kernels import (
+    DEFAULT_KERNELS,
+    Kernel,
+    apply_kernels,
+    cross_correlate,
+    get_kernels,
+    output_size,
+    pads,
+    parse_padding,
+    prepare_image,
+    to_gray,
+)
 
 MAP_WIDTH = 3.4  # inches per feature map
 KERNEL_WIDTH = 1.7  # inches per kernel matrix

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,6 @@ def class_name(entry: dict[str, Any]) -> str:
 
 def keras_snake(name: str) -> str:
     """Keras' object paths: Conv2D -> conv2d, BatchNormalization -> batch_normalization, ReLU -> re_lu."""
-    import re
-
     s = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", s).lower()
 
