@@ -222,14 +222,15 @@ def open_any(source: "str | Path | Run | ModelFile | Opened", weights: str = "be
 
 
 def create_model(name_or_path: "str | Path | dict", *, classes: int | None = None, input: Any = None,
-                 weights: str | None = "best") -> CNN:
+                 weights: str | None = "best", seed: int | None = None) -> CNN:
     """A model by name, as timm's ``create_model``: a preset (``"vgg_bn"``), a model YAML, a spec
     dict, a Keras ``.keras``/``.h5`` or cnnlab ``.safetensors`` file, or a run folder.
 
     A model file or a run folder comes with its trained weights (``weights``: best, last or a
     path, for a run; ``None`` for the architecture only, freshly initialised); a preset or a
     YAML file is always freshly initialised. ``classes`` and ``input`` override the spec's own
-    (which then leaves the weights out: the shapes change).
+    (which then leaves the weights out: the shapes change); ``seed`` fixes a fresh model's
+    initial weights.
     """
     has_weights = isinstance(name_or_path, (str, Path, Run)) and (
         is_model_file(name_or_path) or Path(str(getattr(name_or_path, "path", name_or_path))).is_dir())
@@ -238,4 +239,4 @@ def create_model(name_or_path: "str | Path | dict", *, classes: int | None = Non
     if isinstance(name_or_path, Run) or (isinstance(name_or_path, (str, Path)) and Path(name_or_path).is_dir()):
         run = name_or_path if isinstance(name_or_path, Run) else Run(name_or_path)
         name_or_path = run.path / "model.yaml"
-    return build_model(name_or_path, input=input, classes=classes)
+    return build_model(name_or_path, input=input, classes=classes, seed=seed)

@@ -23,6 +23,7 @@ from cnnlab.formats.keras import load_keras, read_keras_file, spec_from_keras
 from cnnlab.formats.weights import load_weights
 from cnnlab.io.weights import read_metadata
 from cnnlab.model.build import CNN
+from cnnlab.model.build import build_model as build_spec_model
 from cnnlab.model.spec import ModelSpec, load_spec, override, spec_from_dict
 from cnnlab.model.summary import Summary, summarize
 
@@ -129,9 +130,12 @@ def open_spec(source: "str | Path | dict | ModelSpec", *, input: Any = None, cla
     return load_spec(source, input=input, classes=classes)
 
 
-def build_model(source: "str | Path | dict | ModelSpec", *, input: Any = None, classes: int | None = None) -> CNN:
-    """A freshly initialised CNN from anything :func:`open_spec` reads (no weights loaded)."""
-    return CNN(open_spec(source, input=input, classes=classes))
+def build_model(source: "str | Path | dict | ModelSpec", *, input: Any = None, classes: int | None = None,
+                seed: int | None = None) -> CNN:
+    """A freshly initialised CNN (``seed``: its initial weights) from anything :func:`open_spec`
+    reads, model files included (their architecture only: :func:`cnnlab.run.create_model` loads
+    the weights too)."""
+    return build_spec_model(open_spec(source, input=input, classes=classes), seed=seed)
 
 
 def summary(model_or_spec: Any, *, input: Any = None, classes: int | None = None) -> Summary:
