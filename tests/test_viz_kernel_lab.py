@@ -17,7 +17,7 @@ from kernelref import EDGE, SOBEL_X, reference
 
 @pytest.fixture(scope="module")
 def rgb():
-    from cnnlab.viz.kernellab import lab_image
+    from cnnlab.viz.kernellab_math import lab_image
 
     return lab_image(size=64)
 
@@ -25,7 +25,7 @@ def rgb():
 @pytest.mark.parametrize("stride,padding,mode", [(1, "valid", "grey"), (2, "same", "grey"), (3, "same", "rgb"),
                                                  (2, "valid", "rgb")])
 def test_lab_compute_is_conv2d(rgb, stride, padding, mode):
-    from cnnlab.viz.kernellab import lab_compute
+    from cnnlab.viz.kernellab_math import lab_compute
 
     k = np.arange(25, dtype=np.float64).reshape(5, 5) / 10 - 1.2  # asymmetric: a flip would show
     got = lab_compute(rgb, k, stride, padding, mode)
@@ -33,7 +33,7 @@ def test_lab_compute_is_conv2d(rgb, stride, padding, mode):
 
 
 def test_explain_pixel_adds_up_at_the_padded_corners(rgb):
-    from cnnlab.viz.kernellab import explain_pixel, lab_compute
+    from cnnlab.viz.kernellab_math import explain_pixel, lab_compute
 
     h, w = rgb.shape[:2]
     assert (h, w) == (43, 64)  # the sample photo at 64 px
@@ -56,7 +56,7 @@ def test_explain_pixel_adds_up_at_the_padded_corners(rgb):
                                         ("\u22123", -3.0), ("", None), ("abc", None), ("1/0", None),
                                         ("nan", None), ("inf", None), ("2..5", None)])
 def test_parse_cell(text, value):
-    from cnnlab.viz.kernellab import parse_cell
+    from cnnlab.viz.kernellab_math import parse_cell
 
     assert parse_cell(text) == value
 
@@ -117,7 +117,7 @@ def test_widget_lab_shows_a_figure_in_a_notebook(rgb, monkeypatch):
 
 def test_cli_interactive_writes_a_self_contained_page(tmp_path, capsys):
     from cnnlab.cli import main
-    from cnnlab.viz.kernellab import LAB_SIDE, lab_image
+    from cnnlab.viz.kernellab_math import LAB_SIDE, lab_image
 
     out = tmp_path / "lab.html"
     assert main(["viz", "kernels", "--interactive", "--out", str(out)]) == 0

@@ -23,7 +23,8 @@ from cnnlab.viz.filters import filter_weights, plot_filters
 from cnnlab.viz.gradcam import GradCAM, gradcam, plot_gradcam
 from cnnlab.viz.kernels import (DEFAULT_KERNELS, KERNELS, Kernel, convolve, cross_correlate, get_kernels,
                                 load_kernel_file, sample_image)
-from cnnlab.viz.kernellab import KernelLab, kernel_lab, lab_compute, show_lab, write_lab
+from cnnlab.viz.kernellab import KernelLab, kernel_lab, show_lab, write_lab
+from cnnlab.viz.kernellab_math import lab_compute
 from cnnlab.viz.kernels_figure import plot_kernels
 
 __all__ = ["plot_kernels", "plot_filters", "plot_featuremaps", "plot_gradcam", "cross_correlate", "convolve",
