@@ -1,16 +1,18 @@
 """The kernel lab: edit a kernel's numbers and watch its feature map change.
 
-Two faces over one computation, :func:`lab_compute` (torch's ``conv2d`` on a grey photo,
-or on each of R, G, B alone):
+Two faces over one computation, :func:`~cnnlab.viz.kernellab_math.lab_compute` (torch's
+``conv2d`` on a grey photo, or on each of R, G, B alone; the lab's arithmetic lives in
+cnnlab/viz/kernellab_math.py):
 
 * a self-contained HTML page (``cnnlab viz kernels --interactive --out lab.html``, and the
   "Kernel lab" tab of ``cnnlab explain``), whose JavaScript (explain/static/kernellab.js)
   does the same sums in the browser: a photo (the sample, an upload, the explainer's image),
   an editable 3x3 or 5x5 kernel with presets, stride, padding, grey or per channel, and the
-  patch x kernel arithmetic of any output pixel;
+  patch x kernel arithmetic of any output pixel. :func:`lab_page` is its HTML,
+  :func:`write_lab` writes it, :func:`show_lab` shows it in a notebook cell;
 * :func:`kernel_lab` for Jupyter and Colab, with ipywidgets (``pip install 'cnnlab[notebook]'``)::
 
-      from cnnlab.viz import kernel_lab
+      from cnnlab.explain import kernel_lab      # or, as before: from cnnlab.viz import kernel_lab
       lab = kernel_lab()            # the sample photo; or kernel_lab("cat.jpg")
       lab                           # the last line of a cell shows the controls
       lab.output                    # the feature map(s) as numbers, (C, H, W)
@@ -21,14 +23,14 @@ and Victor Powell's "Image Kernels explained visually" (setosa.io/ev/image-kerne
 
 from __future__ import annotations
 
-import base64
-import gzip
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from cnnlab.errors import CnnlabError
+from cnnlab.explain.explainer import html_frame
+from cnnlab.explain.page import build_kernel_lab_page, lab_config, write_page
 from cnnlab.viz.kernellab_math import LAB_SIDE, explain_pixel, lab_compute, lab_image, parse_cell, presets
 from cnnlab.viz.kernels import to_gray
 
@@ -37,35 +39,19 @@ from cnnlab.viz.kernels import to_gray
 # ---------------------------------------------------------------------------------------
 
 
-def lab_config(image=None, size: int = LAB_SIDE) -> dict[str, Any]:
-    """What the page's script needs: the presets and the photo (gzip'd RGB bytes, base64)."""
-    rgb = lab_image(image, size)
-    h, w = rgb.shape[:2]
-    name = "sample photo" if image is None else (Path(image).name if isinstance(image, (str, Path)) else "image")
-    data = base64.b64encode(gzip.compress(np.ascontiguousarray(rgb).tobytes(), 9, mtime=0)).decode("ascii")
-    return {"presets": presets(), "sample": {"w": w, "h": h, "data": data, "name": name}, "maxSide": size}
-
-
 def lab_page(image=None, size: int = LAB_SIDE) -> str:
     """The complete, self-contained HTML of the kernel lab (no network, nothing to install)."""
-    from cnnlab.explain.page import build_kernel_lab_page
-
     return build_kernel_lab_page(lab_config(image, size))
 
 
 def show_lab(image=None, size: int = LAB_SIDE, height: int = 900):
     """The lab page inside a notebook cell, without ipywidgets (an iframe; works in Colab too)."""
-    from cnnlab.explain.explainer import html_frame
-
     return html_frame(lab_page(image, size), height)
 
 
 def write_lab(path: str | Path, image=None, size: int = LAB_SIDE) -> Path:
     """Write the lab page to ``path`` (atomically)."""
-    from cnnlab.io.fs import atomic_write_text
-
-    atomic_write_text(path, lab_page(image, size))
-    return Path(path)
+    return write_page(path, lab_page(image, size))
 
 
 # ---------------------------------------------------------------------------------------
@@ -82,7 +68,7 @@ class KernelLab:
     """
 
     def __init__(self, image=None, kernel: str = "edge", size: int = LAB_SIDE):
-        try:
+        try:  # here, not at the top: ipywidgets is optional (cnnlab[notebook]); the page needs none
             import ipywidgets as W
         except ImportError:
             raise CnnlabError("kernel_lab needs ipywidgets: pip install 'cnnlab[notebook]' "
@@ -229,7 +215,7 @@ class KernelLab:
         if self._shown:
             self._draw()
 
-    def _draw(self) -> None:
+    def _draw(self) -> None:  # only in a notebook: pyplot and IPython are loaded when a lab is shown
         import matplotlib.pyplot as plt
         from matplotlib.patches import Rectangle
 
