@@ -95,7 +95,7 @@ def lab_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sample_rgb():
-    from cnnlab.viz.kernellab import lab_image
+    from cnnlab.viz.kernellab_math import lab_image
 
     return lab_image()
 

@@ -94,7 +94,7 @@ def test_notebook_runs_top_to_bottom(path, tmp_path):
     # The kernel lab's printed pixel is torch's conv2d of the sample photo.
     from kernelref import SOBEL_X, reference
 
-    from cnnlab.viz.kernellab import lab_image
+    from cnnlab.viz.kernellab_math import lab_image
 
     printed = text_of(cell_with(nb, "lab.explain(0, 40, 60)"))
     value, total = (float(v) for v in re.findall(r"-?\d+\.\d+", printed))  # "pixel (40, 60) = v", "summed: t"

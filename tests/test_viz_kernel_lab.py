@@ -1,7 +1,9 @@
-"""The kernel lab's Python side: lab_compute, the ipywidgets lab, the page that the CLI writes.
+"""The kernel lab's Python side: its arithmetic (cnnlab.viz.kernellab_math), the ipywidgets
+lab and the page that the CLI writes (cnnlab.explain.kernellab).
 
 Oracle: torch's conv2d with the padding worked out by hand (tests/kernelref.py), and sums
-of products computed here with numpy.
+of products computed here with numpy. The browser test (test_kernel_lab_browser.py) checks
+the page's JavaScript against the same kernelref.reference, so both are held to one oracle.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from kernelref import EDGE, SOBEL_X, reference
 
 @pytest.fixture(scope="module")
 def rgb():
-    from cnnlab.viz.kernellab import lab_image
+    from cnnlab.viz.kernellab_math import lab_image
 
     return lab_image(size=64)
 
@@ -25,7 +27,7 @@ def rgb():
 @pytest.mark.parametrize("stride,padding,mode", [(1, "valid", "grey"), (2, "same", "grey"), (3, "same", "rgb"),
                                                  (2, "valid", "rgb")])
 def test_lab_compute_is_conv2d(rgb, stride, padding, mode):
-    from cnnlab.viz.kernellab import lab_compute
+    from cnnlab.viz.kernellab_math import lab_compute
 
     k = np.arange(25, dtype=np.float64).reshape(5, 5) / 10 - 1.2  # asymmetric: a flip would show
     got = lab_compute(rgb, k, stride, padding, mode)
@@ -33,7 +35,7 @@ def test_lab_compute_is_conv2d(rgb, stride, padding, mode):
 
 
 def test_explain_pixel_adds_up_at_the_padded_corners(rgb):
-    from cnnlab.viz.kernellab import explain_pixel, lab_compute
+    from cnnlab.viz.kernellab_math import explain_pixel, lab_compute
 
     h, w = rgb.shape[:2]
     assert (h, w) == (43, 64)  # the sample photo at 64 px
@@ -52,13 +54,46 @@ def test_explain_pixel_adds_up_at_the_padded_corners(rgb):
         assert e["sum"] == pytest.approx(float(out[0, y, x]), abs=1e-5)
 
 
+@pytest.mark.parametrize("stride,padding,mode", [(1, "valid", "grey"), (2, "same", "grey"), (3, "same", "rgb")])
+def test_explain_pixel_is_the_oracle_at_every_pixel(rgb, stride, padding, mode):
+    """The patch x kernel sum that the lab shows for a pixel, for every pixel, is the oracle's value."""
+    from cnnlab.viz.kernellab_math import explain_pixel
+
+    k = np.arange(25, dtype=np.float64).reshape(5, 5) / 10 - 1.2  # asymmetric: a flip would show
+    ref = reference(rgb, k, stride, padding, mode)
+    C, H, W = ref.shape
+    got = np.array([[[explain_pixel(rgb, k, stride, padding, mode, c, y, x)["sum"] for x in range(W)]
+                     for y in range(H)] for c in range(C)])
+    np.testing.assert_allclose(got, ref, atol=1e-5)
+
+
 @pytest.mark.parametrize("text,value", [("2", 2.0), (" -0.5 ", -0.5), ("1e-2", 0.01), ("1/16", 0.0625),
                                         ("\u22123", -3.0), ("", None), ("abc", None), ("1/0", None),
                                         ("nan", None), ("inf", None), ("2..5", None)])
 def test_parse_cell(text, value):
-    from cnnlab.viz.kernellab import parse_cell
+    from cnnlab.viz.kernellab_math import parse_cell
 
     assert parse_cell(text) == value
+
+
+def test_viz_forwards_the_lab_without_importing_explain():
+    """viz sits below explain: importing it loads no explain module, yet its lab names still work."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cnnlab.viz as viz\n"
+            "assert not [m for m in sys.modules if m.startswith('cnnlab.explain')]\n"
+            "import cnnlab.explain.kernellab as lab\n"
+            "for n in ('kernel_lab', 'KernelLab', 'show_lab', 'write_lab'):\n"
+            "    assert getattr(viz, n) is getattr(lab, n), n\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    import cnnlab.explain
+    import cnnlab.viz
+
+    assert cnnlab.explain.kernel_lab is cnnlab.viz.kernel_lab
+    assert {"kernel_lab", "KernelLab", "show_lab", "write_lab", "lab_compute"} <= set(dir(cnnlab.viz))
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        cnnlab.viz.nope  # noqa: B018
 
 
 def test_widget_lab_follows_its_controls(rgb):
@@ -117,7 +152,7 @@ def test_widget_lab_shows_a_figure_in_a_notebook(rgb, monkeypatch):
 
 def test_cli_interactive_writes_a_self_contained_page(tmp_path, capsys):
     from cnnlab.cli import main
-    from cnnlab.viz.kernellab import LAB_SIDE, lab_image
+    from cnnlab.viz.kernellab_math import LAB_SIDE, lab_image
 
     out = tmp_path / "lab.html"
     assert main(["viz", "kernels", "--interactive", "--out", str(out)]) == 0

@@ -208,7 +208,8 @@ def _write_lab(args) -> int:
     from pathlib import Path
 
     from cnnlab.errors import CnnlabError
-    from cnnlab.viz.kernellab import LAB_SIDE, write_lab
+    from cnnlab.explain.kernellab import write_lab
+    from cnnlab.viz.kernellab_math import LAB_SIDE
 
     out = Path(args.out or "kernel-lab.html")
     if out.suffix.lower() not in (".html", ".htm"):

@@ -3,14 +3,24 @@
 One self-contained HTML file: no network, no CDN, nothing to install. The same page is
 what ``cnnlab explain --serve`` sends, with ``mode: "serve"`` in its config so that it
 offers uploads and the run's example images (fetched from the local server).
+
+The kernel lab's page (static/kernellab.html, also the explainer's "Kernel lab" tab) is
+filled here too, with :func:`lab_config`; the lab's Python is kernellab.py, which imports
+this module (never the other way round).
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from cnnlab.viz.kernellab_math import LAB_SIDE, lab_image, presets
 
 STATIC = Path(__file__).parent / "static"
 SCRIPTS = ("util.js", "overview.js", "details.js", "playground.js", "kernellab.js", "app.js")  # in load order
@@ -29,8 +39,6 @@ def build_page(payload: dict[str, Any], *, mode: str = "file",
     """The complete HTML text of the page for ``payload`` (see payload.explain)."""
     if mode not in ("file", "serve"):
         raise ValueError(f"mode must be 'file' or 'serve', got {mode!r}")
-    from cnnlab.viz.kernellab import lab_config
-
     config = {"mode": mode, "run": run_name, "examples": examples or [],
               "maxUploadMB": max_upload_mb, "kernelLab": lab_config()}
     title = f"cnnlab explain: {payload['model']['name']}" + (f" ({run_name})" if run_name else "")
@@ -41,8 +49,17 @@ def build_page(payload: dict[str, Any], *, mode: str = "file",
     })
 
 
+def lab_config(image=None, size: int = LAB_SIDE) -> dict[str, Any]:
+    """What the kernel lab's script needs: the presets and the photo (gzip'd RGB bytes, base64)."""
+    rgb = lab_image(image, size)
+    h, w = rgb.shape[:2]
+    name = "sample photo" if image is None else (Path(image).name if isinstance(image, (str, Path)) else "image")
+    data = base64.b64encode(gzip.compress(np.ascontiguousarray(rgb).tobytes(), 9, mtime=0)).decode("ascii")
+    return {"presets": presets(), "sample": {"w": w, "h": h, "data": data, "name": name}, "maxSide": size}
+
+
 def build_kernel_lab_page(config: dict[str, Any]) -> str:
-    """The standalone kernel lab (``cnnlab viz kernels --interactive``); config: kernellab.lab_config()."""
+    """The standalone kernel lab (``cnnlab viz kernels --interactive``); config: :func:`lab_config`."""
     return _fill("kernellab.html", STYLES, LAB_SCRIPTS, {
         "{{TITLE}}": "cnnlab kernel lab",
         "{{CONFIG}}": _json_for_script(config),

@@ -8,7 +8,7 @@
  * with zero padding "valid" (none) or Keras' "same" (ceil(n / s) outputs, the odd pixel
  * after). Grey is ITU-R 601 luma in [0, 1] (0.299 R + 0.587 G + 0.114 B) / 255, as
  * cnnlab.viz.kernels.to_gray; per channel, each of R, G, B / 255. The Python side of the
- * same computation is cnnlab/viz/kernellab.py (lab_compute); tests check both against torch.
+ * same computation is cnnlab/viz/kernellab_math.py (lab_compute); tests check both against torch.
  *
  * Used twice: as the "Kernel lab" tab of the explainer page and as the page that
  * `cnnlab viz kernels --interactive` writes. Needs util.js (CX.el, CX.LUT, CX.fmt).

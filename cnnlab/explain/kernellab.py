@@ -1,16 +1,18 @@
 """The kernel lab: edit a kernel's numbers and watch its feature map change.
 
-Two faces over one computation, :func:`lab_compute` (torch's ``conv2d`` on a grey photo,
-or on each of R, G, B alone):
+Two faces over one computation, :func:`~cnnlab.viz.kernellab_math.lab_compute` (torch's
+``conv2d`` on a grey photo, or on each of R, G, B alone; the lab's arithmetic lives in
+cnnlab/viz/kernellab_math.py):
 
 * a self-contained HTML page (``cnnlab viz kernels --interactive --out lab.html``, and the
   "Kernel lab" tab of ``cnnlab explain``), whose JavaScript (explain/static/kernellab.js)
   does the same sums in the browser: a photo (the sample, an upload, the explainer's image),
   an editable 3x3 or 5x5 kernel with presets, stride, padding, grey or per channel, and the
-  patch x kernel arithmetic of any output pixel;
+  patch x kernel arithmetic of any output pixel. :func:`lab_page` is its HTML,
+  :func:`write_lab` writes it, :func:`show_lab` shows it in a notebook cell;
 * :func:`kernel_lab` for Jupyter and Colab, with ipywidgets (``pip install 'cnnlab[notebook]'``)::
 
-      from cnnlab.viz import kernel_lab
+      from cnnlab.explain import kernel_lab      # or, as before: from cnnlab.viz import kernel_lab
       lab = kernel_lab()            # the sample photo; or kernel_lab("cat.jpg")
       lab                           # the last line of a cell shows the controls
       lab.output                    # the feature map(s) as numbers, (C, H, W)
@@ -21,143 +23,35 @@ and Victor Powell's "Image Kernels explained visually" (setosa.io/ev/image-kerne
 
 from __future__ import annotations
 
-import base64
-import gzip
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from cnnlab.errors import CnnlabError
-from cnnlab.viz.kernels import (
-    DEFAULT_KERNELS,
-    KERNELS,
-    cross_correlate,
-    pads,
-    prepare_image,
-    to_gray,
-)
-
-LAB_SIDE = 192  # the photo's longest side in the lab: small enough to recompute at every keystroke
-MODES = ("grey", "rgb")
-
-
-def _five(name: str, rows: list[list[int]], scale: str, about: str) -> dict[str, Any]:
-    return {"name": name, "size": 5, "numbers": rows, "scale": scale, "about": about}
-
-
-def presets() -> list[dict[str, Any]]:
-    """The lab's kernels: the classic 3x3 ones (cnnlab.viz.kernels.KERNELS) and 5x5 blurs.
-
-    A 3x3 preset chosen at 5x5 sits in the middle of zeros (the same map, a wider window);
-    box blur and Gaussian have real 5x5 versions.
-    """
-    out = []
-    for name in (*DEFAULT_KERNELS, "identity"):
-        k = KERNELS[name]
-        out.append({"name": name, "size": k.shape[0], "numbers": [list(r) for r in k.numbers],
-                    "scale": k.scale_text() or "1", "about": k.about})
-    out.append(_five("box-blur", [[1] * 5 for _ in range(5)], "1/25", "the mean of the 5x5 neighbourhood"))
-    binom = [1, 4, 6, 4, 1]  # the binomial approximation of a Gaussian, sigma about 1
-    out.append(_five("gaussian", [[a * b for b in binom] for a in binom], "1/256",
-                     "a weighted mean where the centre counts most: a softer blur"))
-    return out
-
-
-def lab_image(image=None, size: int | None = LAB_SIDE) -> np.ndarray:
-    """RGB uint8 (H, W, 3): the photo the lab works on (the sample photo by default)."""
-    return prepare_image(image, size)
-
-
-def lab_input(rgb: np.ndarray, mode: str = "grey") -> np.ndarray:
-    """(C, H, W) float32: grey luma in [0, 1] (C = 1), or R, G, B / 255 (C = 3)."""
-    if mode not in MODES:
-        raise CnnlabError(f"mode must be 'grey' or 'rgb' (per channel), got {mode!r}")
-    if mode == "grey":
-        return to_gray(rgb)[None]
-    return (np.asarray(rgb[..., :3], dtype=np.float32) / 255.0).transpose(2, 0, 1).copy()
-
-
-def lab_compute(rgb: np.ndarray, weights, stride: int = 1, padding: str = "valid",
-                mode: str = "grey") -> np.ndarray:
-    """Feature map(s) (C, H', W') of one kernel on a photo: ``F.conv2d`` on each channel alone."""
-    if padding not in ("valid", "same"):
-        raise CnnlabError(f"padding must be 'valid' or 'same', got {padding!r}")
-    x = lab_input(rgb, mode)
-    return np.stack([cross_correlate(c, np.asarray(weights, dtype=np.float64), stride, padding).numpy()
-                     for c in x])
-
-
-def explain_pixel(rgb: np.ndarray, weights, stride: int, padding: str, mode: str,
-                  c: int, y: int, x: int) -> dict[str, Any]:
-    """The arithmetic of output (c, y, x): the input patch (zeros in the padding), the kernel,
-    their products and the sum, as the page shows it on hover."""
-    w = np.asarray(weights, dtype=np.float64)
-    img = lab_input(rgb, mode)[c]
-    left, _, top, _ = pads(img.shape, w.shape, stride, padding)
-    k = w.shape[0]
-    patch = np.zeros((k, k), np.float64)
-    for m in range(k):
-        for n in range(k):
-            iy, ix = y * stride + m - top, x * stride + n - left
-            if 0 <= iy < img.shape[0] and 0 <= ix < img.shape[1]:
-                patch[m, n] = img[iy, ix]
-    products = patch * w
-    return {"patch": patch, "kernel": w, "products": products, "sum": float(products.sum()),
-            "top_left": (y * stride - top, x * stride - left)}
-
-
-def parse_cell(text: Any) -> float | None:
-    """A kernel entry as typed: '2', '-0.5', '1e-2' or '1/16'; None when it is not a finite number."""
-    s = str(text).strip().replace("\u2212", "-")
-    if not s or s.lower().lstrip("+-") in ("nan", "inf", "infinity") or "_" in s:
-        return None
-    try:
-        if s.count("/") == 1:
-            a, b = (float(p) for p in s.split("/"))
-            v = a / b
-        else:
-            v = float(s)
-    except (ValueError, ZeroDivisionError):
-        return None
-    return v if math.isfinite(v) else None
-
+from cnnlab.explain.explainer import html_frame
+from cnnlab.explain.page import build_kernel_lab_page, lab_config, write_page
+from cnnlab.viz.kernellab_math import LAB_SIDE, explain_pixel, lab_compute, lab_image, parse_cell, presets
+from cnnlab.viz.kernels import to_gray
 
 # ---------------------------------------------------------------------------------------
 # The page.
 # ---------------------------------------------------------------------------------------
 
 
-def lab_config(image=None, size: int = LAB_SIDE) -> dict[str, Any]:
-    """What the page's script needs: the presets and the photo (gzip'd RGB bytes, base64)."""
-    rgb = lab_image(image, size)
-    h, w = rgb.shape[:2]
-    name = "sample photo" if image is None else (Path(image).name if isinstance(image, (str, Path)) else "image")
-    data = base64.b64encode(gzip.compress(np.ascontiguousarray(rgb).tobytes(), 9, mtime=0)).decode("ascii")
-    return {"presets": presets(), "sample": {"w": w, "h": h, "data": data, "name": name}, "maxSide": size}
-
-
 def lab_page(image=None, size: int = LAB_SIDE) -> str:
     """The complete, self-contained HTML of the kernel lab (no network, nothing to install)."""
-    from cnnlab.explain.page import build_kernel_lab_page
-
     return build_kernel_lab_page(lab_config(image, size))
 
 
 def show_lab(image=None, size: int = LAB_SIDE, height: int = 900):
     """The lab page inside a notebook cell, without ipywidgets (an iframe; works in Colab too)."""
-    from cnnlab.explain.explainer import html_frame
-
     return html_frame(lab_page(image, size), height)
 
 
 def write_lab(path: str | Path, image=None, size: int = LAB_SIDE) -> Path:
     """Write the lab page to ``path`` (atomically)."""
-    from cnnlab.io.fs import atomic_write_text
-
-    atomic_write_text(path, lab_page(image, size))
-    return Path(path)
+    return write_page(path, lab_page(image, size))
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,7 +68,7 @@ class KernelLab:
     """
 
     def __init__(self, image=None, kernel: str = "edge", size: int = LAB_SIDE):
-        try:
+        try:  # here, not at the top: ipywidgets is optional (cnnlab[notebook]); the page needs none
             import ipywidgets as W
         except ImportError:
             raise CnnlabError("kernel_lab needs ipywidgets: pip install 'cnnlab[notebook]' "
@@ -321,10 +215,11 @@ class KernelLab:
         if self._shown:
             self._draw()
 
-    def _draw(self) -> None:
+    def _draw(self) -> None:  # only in a notebook: pyplot and IPython are loaded when a lab is shown
         import matplotlib.pyplot as plt
-        from IPython.display import display
         from matplotlib.patches import Rectangle
+
+        from IPython.display import display
 
         out = self.output
         C = out.shape[0]
