@@ -233,6 +233,7 @@ def test_auto_precision_on_the_cpu_is_timed_on_the_model(image_folder, tmp_path,
     """Where the rule would take bf16, the model's own step decides (a fake timer here)."""
     import cnnlab
     import cnnlab.device as dev
+    import cnnlab.train.setup as st
 
     monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     monkeypatch.setattr(dev, "MIN_BF16_MACS", 0)  # even the tiny model is a bf16 candidate
@@ -243,7 +244,7 @@ def test_auto_precision_on_the_cpu_is_timed_on_the_model(image_folder, tmp_path,
         return {f"{p}{'+cl' if cl else ''}": {"fp32": 100, "fp32+cl": 90, "bf16": 80, "bf16+cl": 105}[
             f"{p}{'+cl' if cl else ''}"] for p, cl in variants}
 
-    monkeypatch.setattr(dev, "time_steps", fake)
+    monkeypatch.setattr(st, "time_steps", fake)  # the name the training setup calls
     run = cnnlab.train(image_folder, model=TINY, epochs=1, evaluate=False, device="cpu", verbose=False,
                        out=str(tmp_path / "runs"))
     cfg = yaml.safe_load((run.path / "config.yaml").read_text())
@@ -327,10 +328,11 @@ def test_a_run_timed_on_a_busy_machine_says_so(image_folder, tmp_path, monkeypat
     decide whether the run warns that its timed choices may be low."""
     import cnnlab
     import cnnlab.device as dev
+    import cnnlab.train.setup as st
 
     monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     monkeypatch.setattr(dev, "MIN_BF16_MACS", 0)
-    monkeypatch.setattr(dev, "time_steps", lambda model, x, y, variants, **kw: {
+    monkeypatch.setattr(st, "time_steps", lambda model, x, y, variants, **kw: {
         f"{p}{'+cl' if cl else ''}": 100.0 for p, cl in variants})
     for busy, name in ((True, "busy"), (False, "quiet")):
         clock = {"t": 1000.0}
