@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.alloc import tune_allocator
 
     tune_allocator()  # glibc: reuse freed blocks between training steps (cnnlab/alloc.py)

@@ -6,11 +6,11 @@ import json
 import sys
 from typing import Any
 
+from cnnlab.cli import HelpFormatter
+
 
 def add_subcommand(sub, name: str, help: str, description: str, epilog: str = ""):
     """A subparser with cnnlab's help formatting (examples keep their line breaks)."""
-    from cnnlab.cli import HelpFormatter
-
     p = sub.add_parser(name, help=help, description=description, epilog=epilog,
                        formatter_class=HelpFormatter)
     return p
@@ -22,6 +22,7 @@ def print_json(data: Any) -> None:
 
 
 def console():
+    # rich: loaded when there is something to print, not for `cnnlab --help`
     from rich.console import Console
 
     return Console(width=None if sys.stdout.isatty() else 160)

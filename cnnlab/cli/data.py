@@ -1,7 +1,12 @@
 """`cnnlab data check` and `cnnlab data preview`: look at a dataset before training on it."""
 
+import os
+import time
+
 from cnnlab.cli._common import add_subcommand, console, print_json
 from cnnlab.display import count
+from cnnlab.errors import CnnlabError, DataError
+from cnnlab.sizes import parse_size as numbers
 
 EPILOG = """\
 examples:
@@ -101,9 +106,6 @@ def register(sub) -> None:
 
 def parse_size(text: str) -> tuple[int, int]:
     """'128' -> (128, 128); '160x120' -> (160, 120) as height x width."""
-    from cnnlab.errors import CnnlabError
-    from cnnlab.sizes import parse_size as numbers
-
     try:
         parts = numbers(text)
     except ValueError:
@@ -114,6 +116,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def run_check(args) -> int:
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.data.check import check_data
 
     report = check_data(args.data, val_split=args.val_split, seed=args.seed,
@@ -127,8 +130,7 @@ def run_check(args) -> int:
 
 
 def _print_check(data: dict) -> None:
-    import os
-
+    # rich: loaded when there is something to print, not for `cnnlab --help`
     from rich.table import Table
 
     out = console()
@@ -180,13 +182,12 @@ def _print_check(data: dict) -> None:
 
 
 def run_preview(args) -> int:
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.data.datasets import discover
     from cnnlab.data.preview import preview_grid
 
     index = discover(args.data, val_split=args.val_split, seed=args.seed, label_regex=args.label_regex)
     if args.split not in index.splits:
-        from cnnlab.errors import DataError
-
         raise DataError(f"{args.data}: there is no {args.split} split (found {', '.join(index.splits)})")
     out = preview_grid(index, args.out, augment=args.augment, size=parse_size(args.size),
                        channels=args.channels, resize=args.resize, samples=args.samples,
@@ -196,14 +197,11 @@ def run_preview(args) -> int:
 
 
 def run_cache(args) -> int:
-    import time
-
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.data.cache import cache_entries, clear_cache, default_cache_dir
 
     root = args.dir or default_cache_dir()
     if args.older_than is not None and not args.clear:
-        from cnnlab.errors import CnnlabError
-
         raise CnnlabError("--older-than only chooses what --clear deletes: add --clear, or leave it out to list the cache")
     if args.clear:
         n, freed = clear_cache(root, args.older_than)

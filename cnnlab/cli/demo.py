@@ -1,5 +1,7 @@
 """`cnnlab demo`: train and evaluate a CNN on a built-in dataset, end to end."""
 
+import sys
+
 from cnnlab.cli._common import add_subcommand
 
 EPILOG = """\
@@ -32,8 +34,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import sys
-
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.train.demo import demo
     from cnnlab.train.interrupt import TrainingInterrupted
 

@@ -13,6 +13,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.diagnostics import doctor, doctor_advice
 
     info = doctor()

@@ -9,6 +9,7 @@ from cnnlab.cli._common import (
     print_json,
 )
 from cnnlab.display import count
+from cnnlab.errors import CnnlabError
 
 EPILOG = """\
 examples:
@@ -70,7 +71,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from cnnlab.errors import CnnlabError
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.eval.evaluate import evaluate_run
 
     if args.batch_size < 1:
@@ -90,6 +91,7 @@ def run(args) -> int:
 
 def show(m: dict, args) -> None:
     """The metrics as a person reads them: headline, per-class table, confusions, files."""
+    # rich: loaded when there is something to print, not for `cnnlab --help`
     from rich.table import Table
 
     out = console()

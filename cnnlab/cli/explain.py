@@ -1,6 +1,9 @@
 """`cnnlab explain`: CNN Explainer for your own model, as one HTML file or a local server."""
 
+from pathlib import Path
+
 from cnnlab.cli._common import add_keras_options, add_subcommand, model_source
+from cnnlab.errors import CnnlabError
 
 EPILOG = """\
 examples:
@@ -50,9 +53,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from cnnlab.errors import CnnlabError
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.explain import Explainer
 
     if args.image is not None and not Path(args.image).is_file():

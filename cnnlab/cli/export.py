@@ -35,6 +35,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.export import export, pixels_layout
 
     r = export(args.run, args.format, args.out, args.weights)

@@ -1,6 +1,9 @@
 """`cnnlab layers`: the layer types a model spec can use, with their arguments."""
 
+import difflib
+
 from cnnlab.cli._common import add_subcommand, console
+from cnnlab.errors import CnnlabError
 
 
 def register(sub) -> None:
@@ -18,11 +21,9 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import difflib
-
+    # rich: loaded when there is something to print, not for `cnnlab --help`
     from rich.table import Table
 
-    from cnnlab.errors import CnnlabError
     from cnnlab.model.layers import LAYERS
 
     names = sorted(LAYERS)

@@ -1,6 +1,10 @@
 """`cnnlab lr-find`: sweep the learning rate and suggest one (fastai's lr_find)."""
 
+from pathlib import Path
+
 from cnnlab.cli._common import add_subcommand
+from cnnlab.cli.train import add_config_flags
+from cnnlab.errors import CnnlabError
 
 EPILOG = """\
 examples:
@@ -23,8 +27,6 @@ CONFIG_FLAGS = [("model", ("-m", "--model"), "MODEL"), ("optimizer", (), None), 
 
 
 def register(sub) -> None:
-    from cnnlab.cli.train import add_config_flags
-
     p = add_subcommand(sub, "lr-find", "sweep the learning rate and suggest a good one",
                        "The learning-rate range test: a short training run with an exponentially "
                        "growing learning rate, a plot of the loss, and a suggested rate for "
@@ -41,9 +43,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from cnnlab.errors import CnnlabError
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.io.fs import atomic_write_text, check_can_write
     from cnnlab.train import lr_find
     from cnnlab.train.lr_finder import MIN_FALL, plot

@@ -14,6 +14,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    # rich: loaded when there is something to print, not for `cnnlab --help`
     from rich.table import Table
 
     from cnnlab.model.spec import list_presets, load_spec

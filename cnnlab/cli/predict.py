@@ -1,6 +1,7 @@
 """`cnnlab predict`: classify new images with a trained run's model."""
 
 import sys
+from pathlib import Path
 
 from cnnlab.cli._common import (
     add_keras_options,
@@ -10,6 +11,7 @@ from cnnlab.cli._common import (
     model_source,
 )
 from cnnlab.display import count
+from cnnlab.errors import CnnlabError
 
 EPILOG = """\
 examples:
@@ -56,9 +58,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from pathlib import Path
-
-    from cnnlab.errors import CnnlabError
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.eval.predict import predict, write_predictions
 
     if args.out and Path(args.out).suffix.lower() not in (".csv", ".json"):
@@ -92,6 +92,7 @@ def run(args) -> int:
 
 
 def show(rows) -> None:
+    # rich: loaded when there is something to print, not for `cnnlab --help`
     from rich.table import Table
 
     t = Table()

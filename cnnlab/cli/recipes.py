@@ -1,5 +1,7 @@
 """`cnnlab recipes`: the named bundles of training options that `--recipe` takes."""
 
+from dataclasses import asdict
+
 from cnnlab.cli._common import add_subcommand, print_json
 
 
@@ -14,8 +16,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from dataclasses import asdict
-
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.train.recipes import RECIPES
 
     if args.format == "json":

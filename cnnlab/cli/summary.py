@@ -32,6 +32,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.formats.open import (
         summary,  # torch: imported when the command runs, not for --help
     )

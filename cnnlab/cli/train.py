@@ -1,9 +1,13 @@
 """`cnnlab train`: train a CNN from scratch on a folder of labelled images."""
 
 import argparse
+import sys
+import typing
+from pathlib import Path
 from typing import Any
 
 from cnnlab.cli._common import add_subcommand
+from cnnlab.errors import is_main_process
 
 EPILOG = """\
 examples:
@@ -56,6 +60,7 @@ FLAGS = {
 
 def _registry_help(field: str, description: str) -> tuple[str, tuple[str, ...] | None]:
     """Help and choices of a field a registry names, or of one whose auto value a registry decides."""
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.train.config import registry
 
     if field in ("optimizer", "scheduler", "loss"):
@@ -72,8 +77,7 @@ def _registry_help(field: str, description: str) -> tuple[str, tuple[str, ...] |
 
 def add_config_flags(parser, fields: list[tuple[str, tuple[str, ...], str | None]], shown_defaults: bool = True) -> None:
     """argparse options for TrainConfig ``fields``: flags not given are left out of the namespace."""
-    import typing
-
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.train.config import TrainConfig
 
     S = argparse.SUPPRESS  # options not given are left to the config file / defaults
@@ -119,6 +123,7 @@ def register(sub) -> None:
         "learning-rate schedules -> evaluation on the test split -> report. Every option can also "
         "be given in a YAML file (--config) under the same name with underscores (batch_size: 32).",
         EPILOG)
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.train.config import TrainConfig
 
     S = argparse.SUPPRESS
@@ -136,10 +141,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import sys
-    from pathlib import Path
-
-    from cnnlab.errors import is_main_process
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.train.api import train
     from cnnlab.train.interrupt import TrainingInterrupted
     from cnnlab.train.runfolder import latest_unfinished

@@ -1,8 +1,11 @@
 """`cnnlab viz kernels|filters|featuremaps|gradcam|augment`: pictures of convolutions."""
 
 import argparse
+from pathlib import Path
 
+from cnnlab.cli import main
 from cnnlab.cli._common import add_keras_options, add_subcommand, model_source
+from cnnlab.errors import CnnlabError
 
 EPILOG = """\
 examples:
@@ -169,6 +172,7 @@ def _model(args):
 
 
 def _save(fig, args) -> int:
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.io.figures import save_figure
 
     save_figure(fig, args.out, args.dpi)
@@ -178,7 +182,7 @@ def _save(fig, args) -> int:
 
 def _check_out(args) -> None:
     """Refuse an unusable --out before the work, not after."""
-    from cnnlab.errors import CnnlabError
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.io.figures import check_output
 
     check_output(args.out)
@@ -187,6 +191,7 @@ def _check_out(args) -> None:
 
 
 def run_kernels(args) -> int:
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.viz.kernels import KERNELS
     from cnnlab.viz.kernels_figure import plot_kernels
 
@@ -205,9 +210,7 @@ def run_kernels(args) -> int:
 
 
 def _write_lab(args) -> int:
-    from pathlib import Path
-
-    from cnnlab.errors import CnnlabError
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.explain.kernellab import write_lab
     from cnnlab.viz.kernellab_math import LAB_SIDE
 
@@ -226,6 +229,7 @@ def _write_lab(args) -> int:
 
 
 def run_filters(args) -> int:
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.viz.filters import plot_filters
 
     _check_out(args)
@@ -235,6 +239,7 @@ def run_filters(args) -> int:
 
 
 def run_featuremaps(args) -> int:
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.viz.featuremaps import plot_featuremaps
 
     layers = [n for item in args.layers or [] for n in item.split(",") if n] or None
@@ -244,6 +249,7 @@ def run_featuremaps(args) -> int:
 
 
 def run_gradcam(args) -> int:
+    # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.viz.gradcam import plot_gradcam
 
     _check_out(args)
@@ -252,6 +258,4 @@ def run_gradcam(args) -> int:
 
 
 def run_augment(args) -> int:
-    from cnnlab.cli import main
-
     return main(["data", "preview", args.data, *args.options])
