@@ -1,6 +1,6 @@
 # The two commands a new user runs (each does its own set-up):
 #   make demo   trains and evaluates a CNN on a built-in dataset
-#   make test   runs the test suite
+#   make test   runs the test suite, then builds the docs site (mkdocs --strict: no broken links)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -23,6 +23,7 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d .cache/site
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .cache/site site

@@ -55,7 +55,7 @@ run() {  # print a command, then run it (unless --dry-run), timing it
 if [[ ! -d "$DATA/train" ]]; then
   TARBALL=""
   for t in "$ROOT/../shared/data/cifar10-jpg.tar.gz" "$ROOT/shared/data/cifar10-jpg.tar.gz" \
-           "$ROOT/.devdata/cifar10-jpg.tar.gz"; do  # .devdata: what gpu_device.sh prepare carries
+           "$ROOT/.devdata/cifar10-jpg.tar.gz"; do  # .devdata: what gpu_device.sh prepare stages
     [[ -f "$t" ]] && { TARBALL="$t"; break; }
   done
   [[ -n "$TARBALL" ]] || { echo "gpu_check: $DATA has no train/ and no cifar10-jpg.tar.gz was found" >&2; exit 2; }

@@ -1,24 +1,24 @@
 #!/usr/bin/env bash
-# The GPU check through this workplace's device tool, in two halves.
+# The GPU check on a remote GPU machine, in two halves.
 #
-#   benchmarks/gpu_device.sh prepare      here, once: what the device machine lacks, into
-#                                         git-ignored folders that `carry` takes along:
+#   benchmarks/gpu_device.sh prepare      on this machine, once: what the GPU machine lacks, into
+#                                         git-ignored folders copied there with the checkout:
 #                                         .whl/     pydantic and its needs as cp312 wheels
-#                                                   (the device image has torch, numpy, Pillow,
+#                                                   (the GPU machine has torch, numpy, Pillow,
 #                                                   PyYAML, safetensors, rich, matplotlib,
 #                                                   scikit-learn, h5py and jinja2, not pydantic)
 #                                         .devdata/ the CIFAR-10 JPEG tarball of ../shared/data
-#   benchmarks/gpu_device.sh run [opts]   there, as the device command (carry: [".whl", ".devdata"]):
+#   benchmarks/gpu_device.sh run [opts]   on the GPU machine, in a copy of the checkout with .whl/ and .devdata/:
 #                                         installs the wheels when pydantic is missing, runs
 #                                         benchmarks/gpu_check.sh (it unpacks CIFAR-10) and
 #                                         benchmarks/bench_precision.py --device cuda, bench_feed.py
 #                                         (the batch from pageable vs pinned host memory; then once more
 #                                         for airbench with --compile: its step compiled, and the
 #                                         compile's seconds), and copies the logs and the run's
-#                                         config/history/metrics to $OUT.
+#                                         config/history/metrics to $OUT (a folder whose files come back).
 #                                         opts go to gpu_check.sh (default: --minutes 2.5).
 #
-# The device call:  run(command="bash benchmarks/gpu_device.sh run", carry=[".whl", ".devdata"], timeout_s=595)
+# On the GPU machine:  OUT=/path/to/out bash benchmarks/gpu_device.sh run   (its timeouts add up to 590 s)
 # A try here on the CPU:  PYTHON=.venv/bin/python OUT=/tmp/o benchmarks/gpu_device.sh run --device cpu --subset 500 --minutes 0.5
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,7 +39,7 @@ case "${1:-}" in
     ;;
   run)
     shift
-    OUT="${OUT:?set OUT (the device tool sets it)}"
+    OUT="${OUT:?set OUT (the folder for the logs and the run files)}"
     PYTHON="${PYTHON:-python3}"
     export PYTHONUNBUFFERED=1
     if ! "$PYTHON" -c "import pydantic" 2>/dev/null; then

@@ -5,10 +5,10 @@ activations of each layer, their gradients, the optimizer's temporaries (the lec
 ``seed`` model at batch 32 has 16 MB of them per layer). glibc's ``malloc`` serves a
 block that large with ``mmap`` and hands it back with ``munmap`` when it is freed, so
 the next step maps it afresh and the kernel zeroes every page again on first touch:
-millions of page faults a minute. Measured on a 2-core AMD EPYC (benchmarks/RESULTS.md,
-issue 11 on a 2-core AMD EPYC): the bare torch step of ``seed`` at 64 px, batch 32, ran at
-337 img/s with glibc's defaults and 482 img/s with the settings below (the benchmark's
-minor page faults fell from 1.2M to 0.16M).
+millions of page faults a minute. Measured on a 2-core AMD EPYC, the bare torch step of
+``seed`` at 64 px, batch 32, runs markedly faster with the settings below, with a fraction
+of the minor page faults: ``benchmarks/bench_precision.py --models seed --sizes 64 --batch 32
+--steps 30``, with and without them (benchmarks/log/2026-12-02.md, "The allocator").
 
 PyTorch's CPU performance guides suggest the same cure by another road: preload
 jemalloc or tcmalloc (Intel, "PyTorch CPU performance tuning guide"). cnnlab needs no

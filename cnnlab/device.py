@@ -302,7 +302,7 @@ def choose_precision(requested: str, device: torch.device, model: torch.nn.Modul
     auto: bf16 (fp16 on GPUs without bf16) on CUDA; on a CPU with native bf16, bf16 for models
     of at least :data:`MIN_BF16_MACS` per image (a smaller one is bound by memory and Python,
     and stays in fp32); otherwise fp32. channels_last (auto) goes with bf16/fp16 and CUDA: it is
-    oneDNN's and cuDNN's fast layout for convolutions (benchmarks/RESULTS.md, precision), and
+    oneDNN's and cuDNN's fast layout for convolutions (benchmarks/bench_precision.py), and
     fp32 on the CPU keeps NCHW so that it computes exactly as before.
     """
     why = "as asked"

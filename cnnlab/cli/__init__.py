@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="backslashreplace")
     if argv is None:  # the `cnnlab` program itself (not a call from Python code)
         # At exit, Python's last garbage collections walk every object torch and
-        # torch._dynamo created at import: 0.7-1.0 s of a 15 s training job on 2 cores.
+        # torch._dynamo created at import: about a second of every command (benchmarks/log/2026-12-02.md).
         # Frozen objects are left to the operating system, as it frees the memory anyway;
         # atexit handlers (registered after this one, so run before it), weakref
         # finalizers and the flushing of stdout/stderr still run. (Spack's bin/spack does

@@ -406,7 +406,7 @@ def warp(x: torch.Tensor, m: torch.Tensor, fill_mode: str = "nearest", cval: flo
 
 
 def affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``F.affine_grid(theta, (n, c, h, w), align_corners=False)``, computed 2-3x faster on a CPU.
+    """``F.affine_grid(theta, (n, c, h, w), align_corners=False)``, faster on a CPU (benchmarks/bench_augment.py).
 
     grid[n, i, j] = theta[n] @ (x_j, y_i, 1) with x_j = (2j + 1) / w - 1: a part that depends
     on the column plus a part that depends on the row, so one broadcast add writes the whole

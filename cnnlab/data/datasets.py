@@ -190,8 +190,8 @@ def _resolver():
 
     One ``lstat`` per file and one ``realpath`` per folder, remembered for this scan; a link is
     followed with ``readlink`` from its folder's real path. ``Path.resolve`` on each file took
-    0.6 s for 5,000 CIFAR files (seconds for 50,000), and 0.5 s for a folder of 6,000 links
-    such as the peers harness's subset, where it walks every component of every target.
+    a noticeable part of a short job's start-up, most of all for a folder of links such as the
+    peers harness's subset, where it walks every component of every target (benchmarks/log/2026-12-02.md).
     """
     real_dirs: dict[str, str] = {}
 

@@ -174,7 +174,7 @@ def evaluate_run(
     its mirror image; ``device`` is auto, cpu, cuda or mps. ``report`` refreshes
     RUN/report.html afterwards. ``precision``: fp32 (exact, the default), bf16 or fp16
     (autocast), or ``run``: the precision and memory layout the run trained in (what
-    `cnnlab train` evaluates its test split with: a bf16 run is about 3x faster to evaluate).
+    `cnnlab train` evaluates its test split with: a bf16 run is faster to evaluate, see infer.py).
     ``out``: the folder for the files instead of ``RUN/eval/<split>/`` (a run you cannot
     write to); the run's report is then left as it is.
     """

@@ -31,10 +31,10 @@ from cnnlab.eval.tta import tta_mode, tta_probabilities
 BATCH_SIZE = 64
 
 # The number formats inference can run in. fp32 is exact (the same probabilities on every
-# run); bf16/fp16 run the model under autocast, as a run trained in them did, at about 3x
-# the speed of fp32 on a CPU with native bf16 (airbench, 6-view TTA over CIFAR-10's 10,000
-# test images: 85-95 s in fp32, 25-28 s in bf16 + channels_last, 3 of 10,000 predictions
-# different; benchmarks/RESULTS.md). The probabilities themselves are always fp32. The
+# run); bf16/fp16 run the model under autocast, as a run trained in them did, several times
+# faster than fp32 on a CPU with native bf16, with a few predictions of 10,000 different
+# (airbench, 6-view TTA over CIFAR-10's test images: benchmarks/log/2026-12-02.md, "The test
+# evaluation after training"). The probabilities themselves are always fp32. The
 # formats and their autocast dtypes are the training step's (cnnlab.device.AUTOCAST).
 
 
@@ -66,9 +66,8 @@ def default_decoders(device: torch.device, size: tuple[int, int]) -> int:
     """Threads to decode each batch: one with the model on the CPU (its forward pass uses
     every core), and one per core (up to 8) beside a GPU for inputs of 160x160 px and more.
     Smaller images are decoded faster by one thread: their Python work, which holds the
-    interpreter's lock, outweighs Pillow's decoding, which lets go of it. Measured on 2 cores
-    (benchmarks/RESULTS.md): two threads 0.62-0.66x one at 32 px, 0.84-0.98x at 128, 1.31-1.36x
-    at 224."""
+    interpreter's lock, outweighs Pillow's decoding, which lets go of it. Measured on 2 cores:
+    benchmarks/bench_predict.py prints one thread against two for its files."""
     if device.type == "cpu" or size[0] * size[1] < SIDE_BY_SIDE_PIXELS:
         return 1
     return min(8, os.cpu_count() or 1)

@@ -656,7 +656,7 @@ class BatchNormalization(Layer):
             # buffer) the weights file holds 3*C values, as Keras' BatchNormalization(scale=False).
             # Not weight=None: torch's channels-last CUDA backward (batch_norm_backward_reduce,
             # Normalization.cuh) then gives β an empty gradient ("NativeBatchNormBackward0
-            # returned an invalid gradient at index 2": torch 2.11 on an H200, benchmarks/RESULTS.md).
+            # returned an invalid gradient at index 2": torch 2.11 on an H200, benchmarks/log/2026-12-04.md).
             del bn.weight
             bn.register_buffer("weight", torch.ones(shape[-1]), persistent=False)
         return bn

@@ -3,10 +3,9 @@
 PyTorch runs a CPU training step on one thread per core (OpenMP). When another program
 takes a core, the step's threads keep waiting for the one that lost its core at every
 barrier, spinning while they wait, and the step slows far more than the core it lost.
-Measured on 2 cores (benchmarks/RESULTS.md, "Sharing the CPU"): two `cnnlab train` runs
-side by side each trained at a third of their speed alone, and one run beside a busy loop
-at a third; on one thread each, where the other program left one core free, they ran at
-two thirds.
+On 2 cores, two `cnnlab train` runs side by side each train far below their speed alone,
+and so does one run beside a busy loop; on one thread each, where the other program leaves
+one core free, they run much faster (benchmarks/bench_share_cpu.py measures the three cases).
 
 :class:`ShareCpu` watches the machine: every ``interval`` seconds it reads how much CPU
 time other processes used (Linux's /proc/stat minus this process's own time, as

@@ -24,8 +24,9 @@ OPTIMIZERS: Registry = Registry("optimizer")
 def _fused(device) -> dict[str, Any]:
     """torch's fused kernels (one pass over all parameters) on CUDA and the CPU, else foreach.
 
-    On the CPU the fused Adam step is about 1.6x the per-tensor one on the seed model's 3.9M
-    weights (benchmarks/RESULTS.md, precision); its results are deterministic too.
+    On the CPU the fused Adam step is faster than the per-tensor one on the seed model's 3.9M
+    weights (benchmarks/bench_precision.py: "torch auto" against "torch fp32" where auto is
+    fp32); its results are deterministic too.
     """
     from cnnlab.device import fast_optimizer_kwargs
 

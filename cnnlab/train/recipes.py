@@ -85,9 +85,9 @@ AIRBENCH = Recipe(
     # split, when there is one, is evaluated with TTA at the end.
     time_limit_options={"epochs": 40},
     lr_batch=1024,
-    # airbench94 takes 10 epochs (~490 steps of 1024) to its 94 %; on a 2-core CPU only 2-13
-    # of them fit 15 minutes. Then airbench_medium (0.58 of the multiply-adds), else
-    # airbench_small (0.28): the widest that still fits 8 epochs (benchmarks/RESULTS.md).
+    # airbench94 takes 10 epochs (~490 steps of 1024) to its 94 %; on a 2-core CPU fewer may
+    # fit 15 minutes. Then airbench_medium (0.58 of the multiply-adds), else airbench_small
+    # (0.28): the widest that still fits 8 epochs (benchmarks/bench_cifar_recipe.py measures it).
     smaller_models=("airbench_medium", "airbench_small"),
     min_epochs=8.0,
     min_steps=400,

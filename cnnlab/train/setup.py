@@ -213,14 +213,14 @@ def choose_device(cfg: TrainConfig, model: nn.Module | None = None,
     With ``sample`` (height, width, channels), a CPU whose bf16 the rule would use times the
     model's own training step both ways first (:func:`cnnlab.device.measure_precision`, a
     second or two) and keeps bf16 only where it is clearly faster: on some CPUs and models
-    (vgg_bn at 32 px on an AVX512-BF16 Xeon, benchmarks/RESULTS.md) it is not.
+    (vgg_bn at 32 px on an AVX512-BF16 Xeon; benchmarks/bench_precision.py measures it) it is not.
     """
     device = pick_device(cfg.device)
     precision, channels_last, why = choose_precision(cfg.precision, device, model, cfg.channels_last)
     if cfg.precision == "auto" and device.type == "cpu" and precision == "bf16" and sample is not None:
         h, w, c = sample
-        # At the run's own batch (up to PROBE_BATCH): which is faster depends on it. The seed
-        # model at 64 px on an AMX Xeon: bf16 + channels_last 0.98x fp32 at batch 8, 1.21x at 32.
+        # At the run's own batch (up to PROBE_BATCH): which is faster depends on it (the seed
+        # model at 64 px on an AMX Xeon: benchmarks/bench_precision.py --models seed --batch 8, 32).
         n = min(cfg.batch_size or PROBE_BATCH, PROBE_BATCH)
         g = torch.Generator().manual_seed(0)
         x = torch.rand(n, c, h, w, generator=g)
@@ -296,9 +296,9 @@ def _scale_recipe(cfg: TrainConfig, n_train: int, classes: int, channels: int):
     open_keys = [k for k in ("model", "batch_size", "lr") if k in cfg._from_recipe]
     size = cfg.img_size if isinstance(cfg.img_size, int) else recipe.options.get("img_size", 32)
 
-    # Timed at a batch near the run's (up to 256): at 64 images a step ran 3-17 % slower per
-    # image than at 256, and its timing varied up to 2x between runs, so that a too small
-    # model won (benchmarks/RESULTS.md).
+    # Timed at a batch near the run's (up to 256): at 64 images a step ran slower per image
+    # than at 256, and its timing varied more between runs, so that a too small model won
+    # (benchmarks/bench_precision.py --batch 64, 256; benchmarks/log/2026-12-02.md).
     batch = min(cfg.batch_size or recipe.options.get("batch_size", 256), 256)
 
     def rate_of(name: str) -> float:
