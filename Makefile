@@ -1,6 +1,7 @@
 # The two commands a new user runs (each does its own set-up):
 #   make demo   trains and evaluates a CNN on a built-in dataset
-#   make test   runs the test suite, then builds the docs site (mkdocs --strict: no broken links)
+#   make test   checks the package's layers (lint-imports), runs the test suite, then builds
+#               the docs site (mkdocs --strict: no broken links)
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -22,6 +23,7 @@ demo: install
 	$(BIN)/cnnlab demo
 
 test: install
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -q
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet -d .cache/site
 

@@ -9,6 +9,8 @@ The Python API mirrors the command line::
 
 __version__ = "0.1.0"
 
+import importlib  # noqa: E402
+
 from cnnlab.errors import CnnlabError, DataError, SpecError, WeightsError  # noqa: E402
 
 
@@ -35,8 +37,6 @@ def __getattr__(name: str):
         "write_report": ("cnnlab.eval.report", "write_report"),
     }
     if name in lazy:
-        import importlib
-
         module, attr = lazy[name]
         mod = importlib.import_module(module)
         return mod if attr is None else getattr(mod, attr)

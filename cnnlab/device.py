@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 
 from cnnlab.display import count
 from cnnlab.errors import CnnlabError
@@ -198,8 +199,6 @@ def time_steps(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, variant
     they were). Variants alternate step by step, so that a shared machine's load weighs
     on all of them alike; the figure of each is its fastest step.
     """
-    import torch.nn.functional as F
-
     runs = []
     with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
         for precision, cl in variants:

@@ -212,6 +212,7 @@ def run_cache(args) -> int:
     if not entries:
         out.print(f"{root}: the cache is empty", highlight=False)
         return 0
+    # rich: loaded when there is something to print
     from rich.table import Table
 
     t = Table(title=f"{root}", title_justify="left")

@@ -76,6 +76,7 @@ def run(args) -> int:
 
     if args.batch_size < 1:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
+    # torch: imported when the command runs, not for `cnnlab --help`
     from cnnlab.eval.evaluate import data_classes
 
     run = model_source(args, data_classes=data_classes(args.data) if args.data else None)

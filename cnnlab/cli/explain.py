@@ -80,6 +80,7 @@ def run(args) -> int:
             import uvicorn  # noqa: F401
         except ImportError:
             raise CnnlabError("--serve needs fastapi and uvicorn: pip install 'cnnlab[serve]'") from None
+        # fastapi and uvicorn: the optional [serve] extra
         from cnnlab.explain.server import serve
 
         serve(explainer, host=args.host, port=args.port, image=args.image,

@@ -24,6 +24,7 @@ def run(args) -> int:
     # rich: loaded when there is something to print, not for `cnnlab --help`
     from rich.table import Table
 
+    # torch: imported when the command runs, not for `cnnlab --help`
     from cnnlab.model.layers import LAYERS
 
     names = sorted(LAYERS)

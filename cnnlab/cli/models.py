@@ -17,6 +17,7 @@ def run(args) -> int:
     # rich: loaded when there is something to print, not for `cnnlab --help`
     from rich.table import Table
 
+    # torch: imported when the command runs, not for `cnnlab --help`
     from cnnlab.model.spec import list_presets, load_spec
     from cnnlab.model.summary import summary
 

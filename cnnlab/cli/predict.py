@@ -67,6 +67,7 @@ def run(args) -> int:
         raise CnnlabError(f"--batch-size must be at least 1, got {args.batch_size}")
 
     if str(args.run).lower().endswith(".onnx"):
+        # onnxruntime: the optional [onnx] extra
         from cnnlab.export.onnx import predict_onnx
 
         rows = predict_onnx(args.run, args.paths, top_k=args.top_k, tta=args.tta, batch_size=args.batch_size)

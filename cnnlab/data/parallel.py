@@ -11,6 +11,15 @@ import math
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from torch.utils.data import DataLoader
+
 
 class _Chunks:
     """A torch map-style dataset: item i is fn applied to the i-th chunk of items."""
@@ -43,7 +52,6 @@ def chunked_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 0
     if workers <= 0 or len(job) <= 1:
         yield from (job[i] for i in range(len(job)))
         return
-    from torch.utils.data import DataLoader
 
     yield from DataLoader(job, batch_size=None, num_workers=min(workers, len(job)),
                           collate_fn=_identity, prefetch_factor=4)
@@ -64,13 +72,6 @@ class progress_bar:
     def __enter__(self) -> Callable[[int], None]:
         if not self.show:
             return lambda n: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
 
         self.bar = Progress(TextColumn(self.text), BarColumn(), MofNCompleteColumn(),
                             TimeRemainingColumn(), transient=True)

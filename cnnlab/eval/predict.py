@@ -13,7 +13,7 @@ empty and the reason in ``error``; the other files still get their predictions.
 
 The model comes from a run directory or from a model file alone: a ``.safetensors``
 file written by cnnlab holds the spec, the classes and the preprocessing, so it can be
-shared on its own; a Keras ``.keras``/``.h5`` file is read too (cnnlab.io.keras).
+shared on its own; a Keras ``.keras``/``.h5`` file is read too (cnnlab.formats.keras).
 """
 
 from __future__ import annotations

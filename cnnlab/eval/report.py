@@ -24,6 +24,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError
 from cnnlab.io import plots
@@ -57,8 +59,6 @@ def _value(v: Any) -> str | None:
 
 @functools.cache
 def _template():
-    from jinja2 import Environment, PackageLoader, StrictUndefined
-
     env = Environment(loader=PackageLoader("cnnlab.eval", "templates"), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(pct=_pct, num=_num, value=_value)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cnnlab.io.fs import atomic_write_text
 from cnnlab.viz.kernellab_math import LAB_SIDE, lab_image, presets
 
 STATIC = Path(__file__).parent / "static"
@@ -87,7 +88,5 @@ def _escape(text: str) -> str:
 
 def write_page(path: str | Path, html: str) -> Path:
     """Write the page atomically (a half-written page is never left behind)."""
-    from cnnlab.io.fs import atomic_write_text
-
     atomic_write_text(path, html)
     return Path(path)

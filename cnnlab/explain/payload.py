@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from cnnlab.model import layers as L
 from cnnlab.model.summary import summary
@@ -62,8 +63,6 @@ class Blob:
 
 def png_data_url(image: np.ndarray) -> str:
     """(H, W, C) uint8 -> a data: URL of a PNG, for <img> without any network."""
-    from PIL import Image
-
     arr = image[:, :, 0] if image.shape[2] == 1 else image
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")

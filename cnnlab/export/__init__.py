@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.export.onnx import OnnxModel, export_onnx
@@ -53,8 +54,6 @@ def pixels_layout(input: tuple[int, int, int] | list[int]) -> str:
 
 
 def cnnlab_probabilities(src: Opened, images: np.ndarray) -> np.ndarray:
-    import torch
-
     pre = src.preprocessor()
     x = torch.stack([pre.to_tensor(a) for a in images])
     return src.model.predict_proba(x).numpy()

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from cnnlab.errors import WeightsError
 from cnnlab.io.fs import atomic_path
@@ -53,16 +55,12 @@ def weights_file(model: torch.nn.Module, meta: dict[str, Any] | None = None
 
 def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], header: dict[str, str]) -> None:
     """``tensors`` with the string ``header`` as metadata, written to ``path`` atomically."""
-    from safetensors.torch import save_file
-
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=header)
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of a cnnlab weights file, without loading the tensors."""
-    from safetensors import safe_open
-
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
@@ -83,7 +81,5 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
 
 
 def load_state(path: str | Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     read_metadata(path)  # checks the format first, with a clear message
     return load_file(str(path), device="cpu")

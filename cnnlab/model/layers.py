@@ -828,7 +828,7 @@ class ResidualBlock(Layer):
 # ---------------------------------------------------------------------------------------
 # Layers that models written with Keras use: preprocessing inside the model, activation
 # layers with their own arguments, and Residual for a functional model's Add. They are
-# what `cnnlab.io.keras` maps a .keras/.h5 file onto; a spec may use them too.
+# what `cnnlab.formats.keras` maps a .keras/.h5 file onto; a spec may use them too.
 # ---------------------------------------------------------------------------------------
 
 

@@ -14,6 +14,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rich.console import Console
+from rich.table import Table
+
 from cnnlab.display import esc, table
 from cnnlab.model.spec import ModelSpec, TracedLayer, load_spec, trace
 
@@ -85,8 +88,6 @@ class Summary:
 
     def table(self):
         """A rich Table, Keras style, with the formula column."""
-        from rich.table import Table
-
         t = Table(title=f"Model: {self.name}  (input {_shape(self.input_shape)})", title_justify="left")
         for col, just in [("Layer (type)", "left"), ("Output shape", "left"), ("Param #", "right"),
                           ("Formula", "left"), ("Trainable", "right"), ("Non-train.", "right"),
@@ -137,8 +138,6 @@ class Summary:
                 + f"<div style='font-size:13px'>{totals}</div>")
 
     def __str__(self) -> str:
-        from rich.console import Console
-
         console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
         console.print(self.table())
         return console.export_text() + self.totals_text()

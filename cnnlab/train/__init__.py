@@ -25,6 +25,7 @@
 The run folder's life (new name, files before epoch 1, resume checks) is in :mod:`cnnlab.train.runfolder`.
 """
 
+import importlib
 import sys
 import types
 
@@ -39,8 +40,6 @@ _LAZY.update({"Trainer": "cnnlab.train.loop", "TensorLoader": "cnnlab.train.tens
 
 def __getattr__(name: str):
     if name in _LAZY:
-        import importlib
-
         return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'cnnlab.train' has no attribute {name!r}")
 
@@ -51,7 +50,7 @@ __all__ = ["train", "lr_find", "Trainer", "TensorLoader", "Callback", "EarlyStop
 
 def train(data=None, **options):
     """``cnnlab.train(DATA, model="vgg_bn", epochs=20, ...)``: see :func:`cnnlab.train.api.train`."""
-    from cnnlab.train.api import train as _train
+    from cnnlab.train.api import train as _train  # torch: see _LAZY above
 
     return _train(data, **options)
 

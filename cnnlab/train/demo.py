@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
+from cnnlab.errors import CnnlabError
 from cnnlab.train.api import train
 
 DIGITS_SIZE = 32
@@ -52,9 +56,7 @@ def write_digits(root: str | Path, size: int = DIGITS_SIZE, seed: int = 0) -> Pa
 
     Skips the work when root already holds all 1,797 images.
     """
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn: heavy, only to write the demo set
     from sklearn.model_selection import train_test_split
 
     root = Path(root)
@@ -73,8 +75,6 @@ def write_digits(root: str | Path, size: int = DIGITS_SIZE, seed: int = 0) -> Pa
                 image = Image.fromarray(pixels, mode="L").resize((size, size), Image.Resampling.BICUBIC)
                 image.save(folder / f"{label}_{i:04d}.png")
     except OSError as e:  # a read-only or full --out: one sentence (a partial set is rewritten next time)
-        from cnnlab.errors import CnnlabError
-
         raise CnnlabError(f"cannot write the demo's images in {root}: {e.strerror or e}; "
                           "choose another --out") from None
     return root

@@ -39,6 +39,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from cnnlab.alloc import tune_allocator
 from cnnlab.data.loader import TRAINING, epoch_seed
@@ -131,8 +132,6 @@ class Trainer:
         self.is_main = self.rank == 0  # only the main process writes files and prints
         self._train_model = self.model
         if self.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._train_model = DistributedDataParallel(self.model, device_ids=ids)
         if compile:  # the wrapper, as PyTorch advises under DDP; state_dict() stays the plain model's

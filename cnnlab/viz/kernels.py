@@ -28,6 +28,8 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
+from PIL import Image
 
 from cnnlab.data.decode import load_image
 from cnnlab.errors import CnnlabError
@@ -169,8 +171,6 @@ def load_kernel_file(path: str | Path) -> list[Kernel]:
           matrix: [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
           scale: 1/25
     """
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"{path}: no such kernel file")
@@ -298,8 +298,6 @@ def sample_image() -> np.ndarray:
 def prepare_image(image=None, size: int | None = 256) -> np.ndarray:
     """RGB uint8 (H, W, 3) from a path, an array or None (the sample photo), its longest
     side resized to `size` pixels (None or 0 keeps the original size)."""
-    from PIL import Image
-
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
         raise CnnlabError(f"size (the photo's longest side in pixels) must be 0 or more, got {size!r}")
     if image is None:
