@@ -195,3 +195,23 @@ def test_linked_images_are_listed_by_their_real_path(tmp_path):
                          (str(dog / "loop.png"), 1)])
     assert got == expected
     assert [p for p, _ in got if p.startswith(str(store))] == [str(real[0]), str(real[1]), str(real[1]), str(real[2])]
+
+
+def test_redrawing_val_gives_what_discover_gives_at_that_split(tmp_path):
+    """A recipe that changes --val-split redraws val from the same files: the same index as a
+    fresh discover at the new split (checked against discover itself, at three splits)."""
+    from PIL import Image
+
+    from cnnlab.data.datasets import discover
+
+    for c, n in (("cat", 7), ("dog", 12), ("owl", 3)):
+        (tmp_path / c).mkdir()
+        for i in range(n):
+            Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / c / f"{c}{i}.png")
+    first = discover(tmp_path, val_split=0.2, seed=3)
+    assert len(first.splits["val"]) == 1 + 2 + 1  # round(0.2 n), at least 1 per class of 2 or more
+    for fraction in (0.0, 0.5, 0.2):
+        again = first.with_val_split(fraction)
+        fresh = discover(tmp_path, val_split=fraction, seed=3)
+        assert again.splits == fresh.splits and again.val_split == fresh.val_split == fraction
+    assert len(first.with_val_split(0.0).splits["val"]) == 0

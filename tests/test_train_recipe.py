@@ -251,3 +251,30 @@ def test_a_resumed_average_goes_where_the_weights_are():
     assert {v.device.type for v in resumed.average.values()} == {"meta"}
     assert resumed.average.keys() == saved.average.keys()
     resumed.update(trainer, 0.5, sync=True)  # the step that failed
+
+
+def test_a_recipe_the_chooser_picks_redraws_val_without_discovering_again(tmp_path, monkeypatch):
+    """The chooser picks the airbench recipe for small photos (threshold lowered here); its
+    val_split 0 gives every image to training -- from the files found once."""
+    from PIL import Image
+
+    import cnnlab.train.auto as auto
+    import cnnlab.train.setup as st
+    from cnnlab.train.config import make_config
+
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (tmp_path / "data" / c).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(tmp_path / "data" / c / f"{i}.png")
+    monkeypatch.setattr(auto, "RECIPE_MIN_IMAGES", 10)
+    calls = []
+    real = st.discover
+    monkeypatch.setattr(st, "discover", lambda *a, **k: calls.append(k["val_split"]) or real(*a, **k))
+    cfg = make_config(data=str(tmp_path / "data"), device="cpu")
+    facts = st.gather_facts(cfg)
+    assert [len(facts.index.splits[s]) for s in ("train", "val")] == [32, 8]  # 0.2 of each class
+    decided = st.decide(cfg, facts, verbose=False)
+    assert decided.recipe == "airbench" and decided.val_split == 0.0
+    assert calls == [0.2]  # found once, at the default split
+    assert len(facts.index.splits["train"]) == 40 and facts.index.splits["val"] == []

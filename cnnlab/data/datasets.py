@@ -29,7 +29,7 @@ import csv
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +67,18 @@ class DataIndex:
             for _, label in items:
                 out[self.classes[label]][split] += 1
         return out
+
+    def with_val_split(self, fraction: float) -> "DataIndex":
+        """The same files with "val" drawn from "train" again at ``fraction`` -- what
+        :func:`discover` gives at that ``val_split`` (the draw depends only on the sorted files,
+        their labels, the fraction and the seed). An index whose val is on disk stays as it is."""
+        if self.val_split is None:
+            return self
+        pool = sorted(self.splits["train"] + list(self.splits.get("val") or []))
+        tr, va = stratified_split([y for _, y in pool], fraction, self.seed)
+        splits = {**self.splits, "train": [pool[i] for i in tr], "val": [pool[i] for i in va]}
+        order = [s for s in ("train", "val", "test") if s in splits]
+        return replace(self, splits={s: splits[s] for s in order}, val_split=fraction)
 
     def to_json(self) -> dict[str, Any]:
         return {

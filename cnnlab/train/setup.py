@@ -1,7 +1,15 @@
 """From a config to the pieces the loop needs: data, model, optimiser, loss, device.
 
-Shared by ``cnnlab train`` and ``cnnlab lr-find``. The decisions a user did not make are
-made here, from the data:
+Shared by ``cnnlab train`` and ``cnnlab lr-find``, in three steps (:func:`build`):
+
+1. **facts** (:func:`gather_facts`): the data is discovered and checked, a sample of its
+   images measured, the device picked -- once;
+2. **decisions** (:func:`decide`): :mod:`cnnlab.train.auto`'s pure choices from those facts
+   (and, under ``--time-limit``, from steps timed on this machine) give one resolved config;
+3. **building** (:func:`assemble`): the model, the loaders and the normalisation, once,
+   from that config.
+
+The decisions a user did not make are made from the data:
 
 * image size: the model's input size, or the images' own (median) size when they are
   smaller (CIFAR's 32x32 photos are not blown up to 64x64);
@@ -16,7 +24,7 @@ from __future__ import annotations
 
 import os
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +33,7 @@ import torch
 from torch import nn
 
 from cnnlab.data.augment import Augmenter, parse_augment
-from cnnlab.data.datasets import discover
+from cnnlab.data.datasets import DataIndex, discover
 from cnnlab.data.decode import BadImage, open_image
 from cnnlab.data.loader import make_loader, print_bad_files
 from cnnlab.data.normalize import Normalization, class_weights, compute_mean_std
@@ -41,13 +49,14 @@ from cnnlab.formats.keras import is_keras_file, preprocessing_inside
 from cnnlab.formats.open import init_weights, open_spec
 from cnnlab.model.build import build_model
 from cnnlab.model.layers import data_init
+from cnnlab.model.spec import ModelSpec
 from cnnlab.train import auto, distributed
 from cnnlab.train.config import DEFAULT_MODEL, TrainConfig, resolved_defaults
 from cnnlab.train.distributed import ShardedLoader
 from cnnlab.train.loop import Trainer
 from cnnlab.train.losses import LOSSES, is_binary
 from cnnlab.train.optimizers import make_optimizer
-from cnnlab.train.recipes import get_recipe, recipe_options
+from cnnlab.train.recipes import RECIPES, get_recipe, recipe_options
 
 GRAY_MODES = {"1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L"}
 
@@ -120,6 +129,50 @@ class Setup:
             "img_size": self.size if self.size[0] != self.size[1] else self.size[0],
             "channels": self.channels, "device": str(self.device), "precision": self.precision,
             "channels_last": self.channels_last, **self.hparams})
+
+
+@dataclass
+class Facts:
+    """What a build knows before it decides anything: the data, its images, this machine.
+
+    Gathered once by :func:`gather_facts`; :func:`decide` and :func:`assemble` read it. A
+    model named in the config (a preset, a YAML or Keras file) is read once, by :meth:`spec`.
+    """
+
+    index: DataIndex  # the data's files per split (its val may be redrawn by a recipe's split)
+    index_given: bool  # True when resuming: the run's own split.json, never redrawn
+    median: tuple[int, int] | None  # the median (height, width) of a sample of training images
+    gray: bool  # every sampled image is grayscale
+    device: torch.device  # the device the run trains on, picked once
+    specs: dict[str, ModelSpec] = field(default_factory=dict)
+
+    def spec(self, model: Any) -> ModelSpec:
+        """``model`` (a preset name, a YAML or Keras file, a spec) as a spec, read once per build."""
+        if not isinstance(model, (str, Path)):
+            return open_spec(model)
+        key = str(model)
+        if key not in self.specs:
+            self.specs[key] = open_spec(model)
+        return self.specs[key]
+
+
+def gather_facts(cfg: TrainConfig, index: DataIndex | None = None) -> Facts:
+    """Discover the data (unless ``index`` is given: a resumed run's), refuse what cannot be
+    trained on (an empty class folder, a class none of whose files opens), measure a sample of
+    the images and pick the device."""
+    _probe_busy.clear()
+    index_given = index is not None
+    if index is None:
+        if not cfg.data:
+            raise CnnlabError("no data given: cnnlab train DATA (a folder of class sub-folders)")
+        index = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed, label_regex=cfg.label_regex)
+    if index.empty_class_folders:
+        folder = index.empty_class_folders[0]
+        raise CnnlabError(f"{folder}: a class folder with no images; add images of {Path(folder).name!r} "
+                          "or remove the folder (a model cannot learn a class it never sees)")
+    check_each_class_opens(index)
+    median, gray = probe_images(index.splits["train"])
+    return Facts(index, index_given, median, gray, pick_device(cfg.device))
 
 
 def probe_images(items: list[tuple[str, int]], limit: int = 64) -> tuple[tuple[int, int] | None, bool]:
@@ -206,16 +259,17 @@ def busy_note() -> str:
             f"--model, --precision fix them)")
 
 
-def choose_device(cfg: TrainConfig, model: nn.Module | None = None,
-                  sample: tuple[int, int, int] | None = None) -> tuple[torch.device, str, bool, str]:
+def choose_device(cfg: TrainConfig, model: nn.Module | None = None, sample: tuple[int, int, int] | None = None,
+                  device: torch.device | None = None) -> tuple[torch.device, str, bool, str]:
     """(device, precision, channels_last, why) for the config's auto values (see cnnlab.device).
 
+    ``device``: the one :attr:`Facts.device` picked (default: ``cfg.device`` picked now).
     With ``sample`` (height, width, channels), a CPU whose bf16 the rule would use times the
     model's own training step both ways first (:func:`cnnlab.device.measure_precision`, a
     second or two) and keeps bf16 only where it is clearly faster: on some CPUs and models
     (vgg_bn at 32 px on an AVX512-BF16 Xeon; benchmarks/bench_precision.py measures it) it is not.
     """
-    device = pick_device(cfg.device)
+    device = device if device is not None else pick_device(cfg.device)
     precision, channels_last, why = choose_precision(cfg.precision, device, model, cfg.channels_last)
     if cfg.precision == "auto" and device.type == "cpu" and precision == "bf16" and sample is not None:
         h, w, c = sample
@@ -235,13 +289,17 @@ def time_steps_quick(model, x, y, variants):
     return _timed(time_steps, model, x, y, variants, steps=2, warmup=1)
 
 
-def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, channels: int,
-                 verbose: bool) -> TrainConfig:
+def decide(cfg: TrainConfig, facts: Facts, verbose: bool) -> TrainConfig:
     """The config with the automatic choices of :mod:`cnnlab.train.auto` filled in (and printed).
 
     Under ``--time-limit`` (and no --img-size), the model's training speed is measured first,
-    a few steps at its own input size, to choose the image size the budget allows.
+    a few steps at its own input size, to choose the image size the budget allows. A recipe
+    that changes ``val_split`` redraws the validation images from the same files
+    (:meth:`~cnnlab.data.datasets.DataIndex.with_val_split`): the data is not discovered again.
     """
+    index, median, base = facts.index, facts.median, facts.spec(cfg.model)
+    channels = cfg.channels or (1 if facts.gray else base.input[2])
+    val_split = cfg.val_split
     given = {k for k in TrainConfig.model_fields if getattr(cfg, k) is not None}
     if cfg.model == DEFAULT_MODEL:  # left at the default: a recipe may take its place
         given.discard("model")
@@ -249,34 +307,32 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
         given.discard("class_weights")
     labels = [y for _, y in index.splits["train"]]
     n_val = len(index.splits.get("val") or [])
-    facts = auto.DataFacts.from_labels(labels, len(index.classes), median, n_val, index.classes)
+    data = auto.DataFacts.from_labels(labels, len(index.classes), median, n_val, index.classes)
     rate_at = None
     if cfg.time_limit and cfg.img_size is None and median is not None:
         s0 = min(base.input[0], min(median))
         model = build_model(base, input=(s0, s0, channels), classes=len(index.classes), seed=cfg.seed)
-        device, precision, cl, _ = choose_device(cfg, model)
+        device, precision, cl, _ = choose_device(cfg, model, device=facts.device)
         # timed at the batch the run will train at (was always 32: the CPU default is 64)
-        batch = cfg.batch_size or auto.default_batch(facts.n_train, device.type, s0)[0]
+        batch = cfg.batch_size or auto.default_batch(data.n_train, device.type, s0)[0]
         rate_at = auto.measured_rate(_step_rate(model, device, precision, cl, s0, channels, batch=batch), s0)
-    recipes = _recipe_names()
-    choice = auto.choose(facts, given, time_limit=cfg.time_limit, device_type=_device_type(cfg),
-                         base_size=base.input[0], scheduler=cfg.scheduler, rate_at=rate_at, recipes=recipes)
+    choice = auto.choose(data, given, time_limit=cfg.time_limit, device_type=facts.device.type,
+                         base_size=base.input[0], scheduler=cfg.scheduler, rate_at=rate_at, recipes=tuple(RECIPES))
     picked = choice.values.get("recipe")
     if picked:  # the recipe's options under the user's, then the chooser for what is still open
-
         cfg = TrainConfig(**recipe_options(picked, {k: getattr(cfg, k) for k in cfg.model_fields_set}))
         cfg._from_recipe = frozenset(get_recipe(picked).options) - given
         given = {k for k in TrainConfig.model_fields if getattr(cfg, k) is not None} - {"class_weights"}
         if cfg.val_split == 0 and index.val_split is not None:  # val drawn from train: all train now
             labels += [y for _, y in index.splits.get("val") or []]
-            facts = auto.DataFacts.from_labels(labels, len(index.classes), median, 0, index.classes)
-        rest = auto.choose(facts, given, time_limit=cfg.time_limit, device_type=_device_type(cfg),
-                           base_size=open_spec(cfg.model).input[0], scheduler=cfg.scheduler)
+            data = auto.DataFacts.from_labels(labels, len(index.classes), median, 0, index.classes)
+        rest = auto.choose(data, given, time_limit=cfg.time_limit, device_type=facts.device.type,
+                           base_size=facts.spec(cfg.model).input[0], scheduler=cfg.scheduler)
         rest.values, rest.reasons = ({"recipe": picked, **rest.values},
                                      {"recipe": choice.reasons["recipe"], **rest.reasons})
         choice = rest
     if cfg.time_limit and cfg.recipe:  # the recipe's model and batch for this budget on this machine
-        scaled = _scale_recipe(cfg, facts.n_train, len(index.classes), channels)
+        scaled = _scale_recipe(cfg, facts, data.n_train, channels)
         for key, value in scaled.values.items():
             choice.set(key, value, scaled.reasons[key])
     values = {k: v for k, v in choice.values.items() if k in TrainConfig.model_fields}
@@ -284,10 +340,13 @@ def auto_choices(cfg: TrainConfig, index, base, median: tuple[int, int] | None, 
     values.update({k: v for k, v in auto.FALLBACKS.items() if getattr(cfg, k) is None and k not in values})
     if choice.values and verbose:
         print(choice.block(), flush=True)
-    return cfg.model_copy(update={**values, **({"auto": choice.to_dict()} if choice.values else {})})
+    cfg = cfg.model_copy(update={**values, **({"auto": choice.to_dict()} if choice.values else {})})
+    if cfg.val_split != val_split and not facts.index_given:  # a recipe's split, from the same files
+        facts.index = index.with_val_split(cfg.val_split)
+    return cfg
 
 
-def _scale_recipe(cfg: TrainConfig, n_train: int, classes: int, channels: int):
+def _scale_recipe(cfg: TrainConfig, facts: Facts, n_train: int, channels: int):
     """:func:`cnnlab.train.auto.scale_recipe` for ``cfg``: the models' speeds measured here.
 
     Only the options the recipe filled in may change (``TrainConfig._from_recipe``): what the
@@ -302,23 +361,12 @@ def _scale_recipe(cfg: TrainConfig, n_train: int, classes: int, channels: int):
     batch = min(cfg.batch_size or recipe.options.get("batch_size", 256), 256)
 
     def rate_of(name: str) -> float:
-        model = build_model(name, input=(size, size, channels), classes=classes, seed=cfg.seed)
-        device, precision, cl, _ = choose_device(cfg, model)
+        model = build_model(facts.spec(name), input=(size, size, channels), classes=len(facts.index.classes),
+                            seed=cfg.seed)
+        device, precision, cl, _ = choose_device(cfg, model, device=facts.device)
         return _step_rate(model, device, precision, cl, size, channels, batch=batch)
 
     return auto.scale_recipe(recipe, n_train, cfg.time_limit, rate_of, open_keys, model=cfg.model)
-
-
-def _recipe_names() -> tuple[str, ...]:
-    try:  # cnnlab.train.recipes: named bundles of options (a preset and its training settings)
-        from cnnlab.train import recipes
-    except ImportError:
-        return ()
-    return tuple(getattr(recipes, "RECIPES", {}))
-
-
-def _device_type(cfg: TrainConfig) -> str:
-    return pick_device(cfg.device).type
 
 
 def _step_rate(model: nn.Module, device: torch.device, precision: str, channels_last: bool, size: int,
@@ -375,12 +423,14 @@ def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
     """
     device = distributed.init(cfg.device)
     if device is None:
-        return _build(cfg, index, verbose)
+        facts = gather_facts(cfg, index)
+        return assemble(decide(cfg, facts, verbose), facts, verbose)
     cfg = cfg.model_copy(update={"device": str(device)})
     rank, world = distributed.rank(), distributed.world_size()
     if rank == 0:
         try:
-            setup = _build(cfg, index, verbose, shard=(rank, world))
+            facts = gather_facts(cfg, index)
+            setup = assemble(decide(cfg, facts, verbose), facts, verbose, shard=(rank, world))
         except CnnlabError as e:  # tell the others, who wait below, then say it (once)
             distributed.barrier()
             distributed.broadcast({"error": str(e), "exit_code": e.exit_code})
@@ -395,34 +445,22 @@ def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
         error.exit_code = resolved["exit_code"]
         raise error
     cfg = TrainConfig(**{**resolved, "device": cfg.device})
-    return _build(cfg, index, False, shard=(rank, world))
+    facts = gather_facts(cfg, index)  # its val drawn at the resolved split: the main process's files
+    return assemble(cfg, facts, False, shard=(rank, world))
 
 
-def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None = None) -> Setup:
-    index_given = index is not None
-    _probe_busy.clear()
-    if index is None:
-        if not cfg.data:
-            raise CnnlabError("no data given: cnnlab train DATA (a folder of class sub-folders)")
-        index = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed, label_regex=cfg.label_regex)
-    if index.empty_class_folders:
-        folder = index.empty_class_folders[0]
-        raise CnnlabError(f"{folder}: a class folder with no images; add images of {Path(folder).name!r} "
-                          "or remove the folder (a model cannot learn a class it never sees)")
-    check_each_class_opens(index)
-    base = open_spec(cfg.model)
-    probe = probe_images(index.splits["train"])
-    val_split = cfg.val_split
-    cfg = auto_choices(cfg, index, base, probe[0], cfg.channels or (1 if probe[1] else base.input[2]), verbose)
-    if cfg.val_split != val_split and not index_given and index.val_split is not None:  # a recipe's split
-        index = discover(cfg.data, val_split=cfg.val_split, seed=cfg.seed, label_regex=cfg.label_regex)
-    base = open_spec(cfg.model)
-    size, channels = choose_input(cfg, base.input, index.splits["train"], probe)
+def assemble(cfg: TrainConfig, facts: Facts, verbose: bool, shard: tuple[int, int] | None = None) -> Setup:
+    """The model, the loaders, the normalisation and the precision of a resolved config: built once.
+
+    ``shard`` (rank, world size): this process's share of every epoch under torchrun."""
+    index, base = facts.index, facts.spec(cfg.model)
+    size, channels = choose_input(cfg, base.input, index.splits["train"], (facts.median, facts.gray))
     model = build_model(base, input=(*size, channels), classes=len(index.classes), seed=cfg.seed)
     check_outputs(model, index.classes, base.source)
     if cfg.init_weights:
         init_weights(model, cfg.init_weights, verbose=verbose)
-    device, precision, channels_last, precision_why = choose_device(cfg, model, sample=(*size, channels))
+    device, precision, channels_last, precision_why = choose_device(cfg, model, sample=(*size, channels),
+                                                                    device=facts.device)
 
     workers = cfg.workers if cfg.workers is not None else (os.cpu_count() or 1)
     common = dict(size=size, channels=channels, resize=cfg.resize, seed=cfg.seed, workers=workers,
@@ -456,7 +494,6 @@ def _build(cfg: TrainConfig, index, verbose: bool, shard: tuple[int, int] | None
     if val_loader is not None and cfg.val_max and val_loader.num_samples > cfg.val_max:
         val_subset = val_loader.subset(cfg.val_max, seed=cfg.seed)
     if shard is not None:  # this process's share of every epoch (torchrun)
-
         train_loader = ShardedLoader(train_loader, *shard, train=True)
         if val_loader is not None:
             val_loader = ShardedLoader(val_loader, *shard, train=False)
