@@ -1,12 +1,12 @@
-"""One place that opens a model file, whatever wrote it, for every command that takes a model.
+"""One place that opens a model file, whatever wrote it.
 
 * ``.safetensors`` -- written by cnnlab (spec, classes and preprocessing in its header),
 * ``.keras`` / ``.h5`` -- written by Keras, read without Keras (see :mod:`cnnlab.formats.keras`).
 
-``summary``, ``evaluate``, ``predict``, ``viz`` and ``explain`` accept such a file where
-they accept a run directory; ``open_model`` gives them a :class:`ModelFile` (model in eval
-mode, its metadata), and they also accept a ModelFile already opened (that is how the
-command line passes ``--classes`` and ``--rescale`` for a Keras file).
+:func:`open_model` gives a :class:`ModelFile` (the model in eval mode, its metadata);
+:func:`open_spec` the architecture alone (also of a preset or a YAML file), which
+:func:`build_model` and :func:`summary` use. Commands that take a run folder *or* a model
+file go through :func:`cnnlab.run.open_any`, the floor above.
 """
 
 from __future__ import annotations
