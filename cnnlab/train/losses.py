@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 
-from cnnlab.train.registry import Registry
+from cnnlab.registry import Registry
 
 LOSSES: Registry = Registry("loss")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlab.train.registry import Registry
+from cnnlab.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
 

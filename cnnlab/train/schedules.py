@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 from cnnlab.errors import CnnlabError
-from cnnlab.train.registry import Registry
+from cnnlab.registry import Registry
 
 SCHEDULES: Registry = Registry("scheduler")
 
