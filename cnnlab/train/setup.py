@@ -319,7 +319,7 @@ def _recipe_names() -> tuple[str, ...]:
         from cnnlab.train import recipes
     except ImportError:
         return ()
-    return tuple(getattr(recipes, "RECIPES", {}))
+    return recipes.RECIPES.names()
 
 
 def _device_type(cfg: TrainConfig) -> str:
