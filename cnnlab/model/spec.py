@@ -9,8 +9,9 @@
       - Dense: {units: 128, activation: relu}
       - Dense: {units: classes, activation: softmax}
 
-`load_spec` accepts a preset name, a YAML path, a dict or a ModelSpec, and `trace` walks
-the layers, computing every shape and naming the layer in any error.
+`load_spec` accepts a preset name (an entry of `PRESETS`: one per YAML file in presets/), a
+YAML path, a dict or a ModelSpec, and `trace` walks the layers, computing every shape and
+naming the layer in any error.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ import yaml
 
 from cnnlab.errors import SpecError
 from cnnlab.model.layers import LAYERS, Dense, Layer, Shape
+from cnnlab.registry import Registry
 
 PRESET_DIR = Path(__file__).parent / "presets"
+PRESETS: Registry = Registry("preset")  # name -> a function giving its ModelSpec; filled from PRESET_DIR
 DEFAULT_CLASSES = 10
 
 
@@ -160,8 +163,17 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> ModelSpec:
     )
 
 
+def _add_presets(folder: Path) -> None:
+    """One PRESETS entry per YAML file of ``folder``: NAME.yaml, built by load_spec(that file)."""
+    for path in sorted(folder.glob("*.yaml")):
+        PRESETS.add(path.stem, f"the model of {folder.name}/{path.name}", lambda path=path: load_spec(path))
+
+
+_add_presets(PRESET_DIR)
+
+
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return sorted(PRESETS.names())
 
 
 def load_spec(
@@ -181,8 +193,8 @@ def load_spec(
     else:
         text_source = str(source)
         path = Path(text_source)
-        if text_source in list_presets() and not path.exists():
-            path = PRESET_DIR / f"{text_source}.yaml"
+        if text_source in PRESETS and not path.exists():
+            return _override(PRESETS[text_source].build(), input, classes)
         elif not path.exists():
             presets = ", ".join(list_presets())
             raise SpecError(f"{text_source}: no such model file or preset (presets: {presets})")
