@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import SpecError
+from cnnlab.registry import Registry
 
 Shape = tuple[int, ...]
 
@@ -184,11 +185,12 @@ class ParamGroup:
 # The base class and the registry.
 # ---------------------------------------------------------------------------------------
 
-LAYERS: dict[str, type["Layer"]] = {}
+LAYERS: Registry = Registry("layer type", see="see `cnnlab layers`")  # name -> the Layer class
 
 
 def register(cls: type["Layer"]) -> type["Layer"]:
-    LAYERS[cls.__name__] = cls
+    """Class decorator: a spec may name the layer type by its class name (``- Conv2D: {...}``)."""
+    LAYERS.add(cls.__name__, cls.doc, cls)
     return cls
 
 
@@ -998,7 +1000,7 @@ def _branch(v: Any) -> tuple[tuple[str, "Layer"], ...]:
         if kind not in LAYERS or kind == "Residual":
             raise ValueError(f"layer {i}: unknown layer type {kind!r} inside a branch")
         try:
-            layer = LAYERS[kind].from_args(dict(args or {}))
+            layer = LAYERS[kind].build.from_args(dict(args or {}))
         except (ValueError, TypeError) as e:
             raise ValueError(f"layer {i} ({kind}): {e}") from None
         name = layer.name or f"{_snake_name(kind)}_{len(out)}"

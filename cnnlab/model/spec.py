@@ -133,17 +133,13 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> ModelSpec:
             raise SpecError(f"{source}: layer {i} must be written as '- LayerName: {{arguments}}', got {entry!r}")
         (kind, args), = entry.items()
         if kind not in LAYERS:
-            import difflib
-
-            close = difflib.get_close_matches(str(kind), LAYERS, n=1)
-            hint = f"; did you mean {close[0]!r}" if close else ""
-            raise SpecError(f"{source}: layer {i}: unknown layer type {kind!r}{hint} (see `cnnlab layers`)")
+            raise SpecError(f"{source}: layer {i}: {LAYERS.unknown(kind)}")
         if args is None:
             args = {}
         if not isinstance(args, dict):
             raise SpecError(f"{source}: layer {i} ({kind}): arguments must be a mapping, got {args!r}")
         try:
-            layer = LAYERS[kind].from_args(args)
+            layer = LAYERS[kind].build.from_args(args)
         except (ValueError, TypeError) as e:
             raise SpecError(f"{source}: layer {i} ({kind}): {e}") from None
         base = _snake(kind)
