@@ -44,15 +44,17 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
     then early stopping, the checkpoints and the logs.
     """
     cfg, hp = setup.cfg, setup.hparams
-    from cnnlab.train.schedules import SCHEDULES
-
     monitor = cfg.monitor
     if not has_val and monitor.startswith("val_"):  # no validation data: val_accuracy -> accuracy
         monitor = monitor[4:]
     callbacks: list[cb.Callback] = [cb.TerminateOnNaN()]
     if cfg.time_limit:
         callbacks.append(cb.TimeLimit(cfg.time_limit))
-    callbacks += SCHEDULES[cfg.scheduler].build(cfg, hp, has_val)
+    if cfg.scheduler == "plateau":  # a metric decides when, not the progress
+        callbacks.append(cb.ReduceLROnPlateau("val_loss" if has_val else "loss", factor=cfg.gamma,
+                                              patience=max(2, cfg.patience // 3)))
+    elif cfg.scheduler != "none":  # a factor of progress (cnnlab.train.schedules), before every batch
+        callbacks.append(cb.LRSchedule(cfg.scheduler, hp["warmup"], hp["step_size"], cfg.gamma))
     if cfg.weight_averaging != "none":  # before the checkpoints: they save the averaged weights
         from cnnlab.train.averaging import Lookahead
 
