@@ -36,6 +36,7 @@ import io
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -73,8 +74,8 @@ class TrainingDiverged(CnnlabError):
     """The loss became NaN or infinite."""
 
 
-def _mode(monitor: str, mode: str) -> str:
-    """'min' or 'max' for a metric; 'auto' guesses from its name (accuracy goes up)."""
+def monitor_mode(monitor: str, mode: str) -> str:
+    """'min' or 'max' for a metric; 'auto' guesses from its name (accuracy and F1 go up)."""
     if mode == "auto":
         return "max" if "acc" in monitor or "f1" in monitor else "min"
     if mode not in ("min", "max"):
@@ -82,28 +83,66 @@ def _mode(monitor: str, mode: str) -> str:
     return mode
 
 
-def _monitored(trainer: "Trainer", monitor: str, who: str) -> float:
-    if monitor not in trainer.logs:
-        have = ", ".join(k for k in trainer.logs if k != "epoch")
-        raise CnnlabError(f"{who} monitors {monitor!r}, which this run does not log (it logs: {have})")
-    return float(trainer.logs[monitor])
+@dataclass
+class Best:
+    """The best value of a metric so far and its epoch (0: none yet)."""
+
+    monitor: str
+    value: float
+    epoch: int = 0
 
 
-class _Best:
-    """Tracks the best value of a metric: better() says whether a new value improves it."""
+class MonitorCallback(Callback):
+    """The shared part of the callbacks that watch one logged metric (Keras' MonitorCallback).
 
-    def __init__(self, monitor: str, mode: str, min_delta: float):
+    ``monitor`` names a log (``val_loss``; the old name ``val_acc`` is accepted too); ``mode``
+    is "min", "max" or "auto" (accuracy and F1 go up, the rest down). An epoch *improves* when
+    its value beats ``best.value`` by more than ``min_delta`` (a NaN never does); ``wait``
+    counts the epochs since the last one that did. EarlyStopping, ModelCheckpoint and
+    ReduceLROnPlateau are built on it.
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "auto", min_delta: float = 0.0):
         monitor = LOG_ALIASES.get(monitor, monitor)  # 'val_acc' is 'val_accuracy'
-        self.monitor, self.mode, self.min_delta = monitor, _mode(monitor, mode), abs(min_delta)
-        self.value = math.inf if self.mode == "min" else -math.inf
-        self.epoch = 0
+        self.mode = monitor_mode(monitor, mode)
+        self.min_delta = abs(min_delta)
+        self.best = Best(monitor, math.inf if self.mode == "min" else -math.inf)
+        self.wait = 0
 
-    def better(self, value: float) -> bool:
+    @property
+    def monitor(self) -> str:
+        return self.best.monitor
+
+    def is_improvement(self, value: float) -> bool:
         if math.isnan(value):
             return False
         if self.mode == "min":
-            return value < self.value - self.min_delta
-        return value > self.value + self.min_delta
+            return value < self.best.value - self.min_delta
+        return value > self.best.value + self.min_delta
+
+    def update(self, value: float, epoch: int) -> bool:
+        """Count ``epoch``'s value: True, and it is the new best, when it improves; else one more
+        epoch waited."""
+        if self.is_improvement(value):
+            self.best.value, self.best.epoch, self.wait = value, epoch, 0
+            return True
+        self.wait += 1
+        return False
+
+    def current(self, trainer: "Trainer") -> float:
+        """The metric of the epoch that just ended (an error naming what the run logs when absent)."""
+        if self.monitor not in trainer.logs:
+            have = ", ".join(k for k in trainer.logs if k != "epoch")
+            raise CnnlabError(f"{type(self).__name__} monitors {self.monitor!r}, which this run does not log "
+                              f"(it logs: {have})")
+        return float(trainer.logs[self.monitor])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best.value, "best_epoch": self.best.epoch, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best.value, self.best.epoch = state["best"], state["best_epoch"]
+        self.wait = state.get("wait", 0)  # ModelCheckpoint's state had none before
 
 
 # ---------------------------------------------------------------------------------------
@@ -111,7 +150,7 @@ class _Best:
 # ---------------------------------------------------------------------------------------
 
 
-class EarlyStopping(Callback):
+class EarlyStopping(MonitorCallback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
     With ``restore_best_weights`` the model gets the weights of its best epoch back at the
@@ -121,25 +160,17 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
                  mode: str = "auto", restore_best_weights: bool = False):
-        self.best = _Best(monitor, mode, min_delta)
+        super().__init__(monitor, mode, min_delta)
         self.patience = patience
         self.restore_best_weights = restore_best_weights
-        self.wait = 0
         self.stopped_epoch = 0
         self.best_weights: dict[str, torch.Tensor] | None = None
 
-    @property
-    def monitor(self) -> str:
-        return self.best.monitor
-
     def on_epoch_end(self, trainer: "Trainer") -> None:
-        value = _monitored(trainer, self.monitor, "EarlyStopping")
-        if self.best.better(value):
-            self.best.value, self.best.epoch, self.wait = value, trainer.epoch, 0
+        if self.update(self.current(trainer), trainer.epoch):
             if self.restore_best_weights:
                 self.best_weights = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
             return
-        self.wait += 1
         if self.wait >= self.patience:
             self.stopped_epoch = trainer.epoch
             trainer.stop_training = True
@@ -152,13 +183,11 @@ class EarlyStopping(Callback):
             trainer.restored_epoch = self.best.epoch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best.value, "best_epoch": self.best.epoch, "wait": self.wait,
-                "stopped_epoch": self.stopped_epoch, "best_weights": self.best_weights}
+        return {**super().state_dict(), "stopped_epoch": self.stopped_epoch, "best_weights": self.best_weights}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best.value, self.best.epoch = state["best"], state["best_epoch"]
-        self.wait, self.stopped_epoch = state["wait"], state["stopped_epoch"]
-        self.best_weights = state["best_weights"]
+        super().load_state_dict(state)
+        self.stopped_epoch, self.best_weights = state["stopped_epoch"], state["best_weights"]
 
 
 class TerminateOnNaN(Callback):
@@ -305,35 +334,46 @@ class LRSchedule(Callback):
             group["lr"] = group["initial_lr"] * f
 
 
-class ReduceLROnPlateau(Callback):
-    """Multiply the learning rate by ``factor`` when ``monitor`` stops improving.
+class ReduceLROnPlateau(MonitorCallback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stops improving (Keras' callback).
 
-    Keras' callback of the same name, computed by ``torch.optim.lr_scheduler.ReduceLROnPlateau``.
+    When ``monitor`` has not improved by ``min_delta`` for *more* than ``patience`` epochs,
+    every parameter group's learning rate is multiplied by ``factor`` (not below ``min_lr``);
+    the next ``cooldown`` epochs are not counted. "More than patience" is the rule of
+    ``torch.optim.lr_scheduler.ReduceLROnPlateau``, which computed this callback before:
+    Keras reduces one epoch sooner.
     """
 
     def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
                  mode: str = "auto", min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0):
-        monitor = LOG_ALIASES.get(monitor, monitor)
-        self.monitor, self.mode = monitor, _mode(monitor, mode)
-        self.kwargs = dict(factor=factor, patience=patience, threshold=min_delta,
-                           threshold_mode="abs", cooldown=cooldown, min_lr=min_lr)
-        self.scheduler = None
-        self._pending: dict[str, Any] | None = None
-
-    def on_train_begin(self, trainer: "Trainer") -> None:
-        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            trainer.optimizer, mode=self.mode, **self.kwargs)
-        if self._pending is not None:
-            self.scheduler.load_state_dict(self._pending)
+        if not 0 < factor < 1:
+            raise CnnlabError(f"ReduceLROnPlateau's factor must be between 0 and 1, got {factor}")
+        super().__init__(monitor, mode, min_delta)
+        self.factor, self.patience, self.cooldown, self.min_lr = factor, patience, cooldown, min_lr
+        self.cooldown_counter = 0
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
-        self.scheduler.step(_monitored(trainer, self.monitor, "ReduceLROnPlateau"))
+        self.update(self.current(trainer), trainer.epoch)
+        if self.cooldown_counter > 0:  # epochs without improvement in the cooldown do not count
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self.wait > self.patience:
+            for group in trainer.optimizer.param_groups:
+                lr = max(group["lr"] * self.factor, self.min_lr)
+                if group["lr"] - lr > 1e-8:  # at min_lr already: left as it is
+                    group["lr"] = lr
+            self.cooldown_counter, self.wait = self.cooldown, 0
 
     def state_dict(self) -> dict[str, Any]:
-        return self.scheduler.state_dict() if self.scheduler is not None else {}
+        return {**super().state_dict(), "cooldown_counter": self.cooldown_counter}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._pending = state or None
+        if "num_bad_epochs" in state:  # saved when torch's scheduler computed it (its names)
+            state = {"best": state["best"], "best_epoch": 0, "wait": state["num_bad_epochs"],
+                     "cooldown_counter": state["cooldown_counter"]}
+        if state:  # empty: saved before training began
+            super().load_state_dict(state)
+            self.cooldown_counter = state["cooldown_counter"]
 
 
 # ---------------------------------------------------------------------------------------
@@ -341,7 +381,7 @@ class ReduceLROnPlateau(Callback):
 # ---------------------------------------------------------------------------------------
 
 
-class ModelCheckpoint(Callback):
+class ModelCheckpoint(MonitorCallback):
     """Write ``best.safetensors`` (when ``monitor`` improves) and ``last.safetensors``.
 
     Both files hold the weights and ``meta`` (spec, classes, input size, normalisation...)
@@ -351,8 +391,8 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, dirpath: str | Path, monitor: str = "val_loss", mode: str = "auto",
                  save_best: bool = True, save_last: bool = True, meta: dict[str, Any] | None = None):
+        super().__init__(monitor, mode)
         self.dir = Path(dirpath)
-        self.best = _Best(monitor, mode, 0.0)
         self.save_best, self.save_last = save_best, save_last
         self.meta = dict(meta or {})
 
@@ -361,26 +401,17 @@ class ModelCheckpoint(Callback):
 
         meta = dict(self.meta, epoch=trainer.epoch,
                     metric={k: v for k, v in trainer.logs.items() if k != "epoch"},
-                    monitor=self.best.monitor)
+                    monitor=self.monitor)
         # copied now, written on the trainer's saver thread while the next epoch trains
         trainer.saver.submit(write_safetensors, self.dir / f"{name}.safetensors", *weights_file(trainer.model, meta))
 
     def on_epoch_end(self, trainer: "Trainer") -> None:
         if not trainer.is_main:  # only the main process writes (torchrun)
             return
-        if self.save_best:
-            value = _monitored(trainer, self.best.monitor, "ModelCheckpoint")
-            if self.best.better(value):
-                self.best.value, self.best.epoch = value, trainer.epoch
-                self._save(trainer, "best")
+        if self.save_best and self.update(self.current(trainer), trainer.epoch):
+            self._save(trainer, "best")
         if self.save_last:
             self._save(trainer, "last")
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best.value, "best_epoch": self.best.epoch}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best.value, self.best.epoch = state["best"], state["best_epoch"]
 
 
 class CSVLogger(Callback):
