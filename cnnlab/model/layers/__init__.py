@@ -24,14 +24,16 @@ Every name is importable from here: ``from cnnlab.model import layers as L; L.Co
 from cnnlab.model.layers.base import (ACTIVATIONS, LAYERS, Layer, ParamGroup, Shape, arg, conv_out, make_activation,
                                       register, same_pads)
 from cnnlab.model.layers.base import _number_or_list  # noqa: F401  (cnnlab.io.keras reads Keras' values with it)
-from cnnlab.model.layers.conv import INITIALIZERS, Conv2D, DepthwiseConv2D, KerasConv, SeparableConv2D, initialize_kernel
+from cnnlab.model.layers.conv import (INITIALIZERS, Conv2D, DepthwiseConv2D, KerasConv, SeparableConv2D,
+                                      initialize_kernel)
 from cnnlab.model.layers.pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, GlobalPool,
                                          KerasPool, MaxPooling2D)
 from cnnlab.model.layers.reshape import Flatten, FlattenModule, ZeroPad, ZeroPadding2D
 from cnnlab.model.layers.normalization import Affine, BatchNormalization, Normalization, Rescaling
 from cnnlab.model.layers.regularization import Dropout, SpatialDropout2D
 from cnnlab.model.layers.dense import Dense, Dense2d
-from cnnlab.model.layers.activation import Activation, ActivationModule, KerasReLU, LeakyReLU, ReLU, Softmax, SoftmaxModule
+from cnnlab.model.layers.activation import (Activation, ActivationModule, KerasReLU, LeakyReLU, ReLU, Softmax,
+                                            SoftmaxModule)
 from cnnlab.model.layers.residual import Residual, ResidualBlock, ResidualModule
 from cnnlab.model.layers.whitening import PatchWhitening, WhiteningConv, data_init
 

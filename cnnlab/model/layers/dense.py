@@ -8,7 +8,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from cnnlab.model.layers.base import Layer, ParamGroup, Shape, _activation, _bool, _units, arg, make_activation, register
+from cnnlab.model.layers.base import (Layer, ParamGroup, Shape, _activation, _bool, _units, arg, make_activation,
+                                      register)
 
 
 class Dense2d(nn.Module):
