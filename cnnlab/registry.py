@@ -4,21 +4,21 @@ timm's idea: each choice is declared once, with its help line and defaults, next
 code that builds it; the config's validation, the CLI's ``choices`` and ``--help`` and the
 builder all read the same entry. The registries live in the modules of what they hold:
 
-=========================================  ==============================================
-:data:`cnnlab.model.layers.LAYERS`         the layer types a model spec can use (the class)
-:data:`cnnlab.model.spec.PRESETS`          the preset models (a function giving the spec)
-:data:`cnnlab.train.optimizers.OPTIMIZERS` ``--optimizer`` (a function giving the optimiser)
-:data:`cnnlab.train.schedules.SCHEDULES`   ``--scheduler`` (the learning-rate factor)
-:data:`cnnlab.train.losses.LOSSES`         ``--loss`` (a function giving the loss module)
-:data:`cnnlab.train.recipes.RECIPES`       ``--recipe`` (a function giving the recipe)
-=========================================  ==============================================
+==========================================  =================================================
+:data:`cnnlab.model.layers.LAYERS`          the layer types a model spec can use (the class)
+:data:`cnnlab.model.spec.PRESETS`           the preset models (a function giving the spec)
+:data:`cnnlab.train.optimizers.OPTIMIZERS`  ``--optimizer`` (a function giving the optimiser)
+:data:`cnnlab.train.schedules.SCHEDULES`    ``--scheduler`` (the learning-rate factor)
+:data:`cnnlab.train.losses.LOSSES`          ``--loss`` (a function giving the loss module)
+:data:`cnnlab.train.recipes.RECIPES`        ``--recipe`` (a function giving the recipe)
+==========================================  =================================================
 
 To add an entry, see the docstring of that module. An unknown name is refused with the
 closest known one: "unknown recipe 'airbenh'; did you mean 'airbench'? (known: airbench)".
 
-Registries are read by ``cnnlab --help``, so the modules that fill them import torch only
-inside their builders (the layer types, which are torch modules' descriptions, excepted).
-This module sits at the bottom of cnnlab, beside :mod:`cnnlab.errors`: it imports nothing else.
+``cnnlab --help`` reads the optimisers, schedules and losses, so their modules import
+torch only inside their builders. This module sits at the bottom of cnnlab, beside
+:mod:`cnnlab.errors`, and imports nothing else of it.
 """
 
 from __future__ import annotations

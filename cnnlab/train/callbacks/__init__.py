@@ -30,19 +30,19 @@ saved in the resumable checkpoint, so ``--resume`` continues exactly where the r
 
 One file per callback, as Keras' ``callbacks/``; every name is importable from here:
 
-==========================  ============================================================
+==========================  ========================================================================
 ``base``                    Callback
 ``monitor``                 MonitorCallback: the best value of one metric, for the three below
 ``early_stopping``          EarlyStopping
 ``model_checkpoint``        ModelCheckpoint
 ``reduce_lr_on_plateau``    ReduceLROnPlateau
-``lr_schedule``             LRSchedule (the factors are :mod:`cnnlab.train.schedules`')
+``lr_schedule``             LRSchedule: each batch's lr, a factor from :mod:`cnnlab.train.schedules`
 ``terminate_on_nan``        TerminateOnNaN, TrainingDiverged
 ``time_limit``              TimeLimit
 ``csv_logger``              CSVLogger
 ``tensorboard``             TensorBoard
 ``progress``                ProgressBar, format_logs
-==========================  ============================================================
+==========================  ========================================================================
 """
 
 from cnnlab.train.callbacks.base import Callback
