@@ -46,7 +46,7 @@ VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
 
 
 def layer_module(name: str, args: dict, shape: tuple[int, int, int]):
-    layer = LAYERS[name].from_args(args)
+    layer = LAYERS[name].build.from_args(args)
     if layer.needs == "flat":  # Dense: after a Flatten of the image
         return torch.nn.Sequential(torch.nn.Flatten(), layer.build((shape[0] * shape[1] * shape[2],)))
     return layer.build(shape)

@@ -63,7 +63,7 @@ def monitors() -> tuple[str, ...]:
 
 
 def recipes() -> list[typing.Any]:
-    return list(RECIPES.values())
+    return [entry.build() for entry in RECIPES]
 
 
 def presets() -> list[dict[str, typing.Any]]:
@@ -79,7 +79,7 @@ def presets() -> list[dict[str, typing.Any]]:
 
 def layer_types() -> list[tuple[str, str, list[tuple[str, typing.Any, str]]]]:
     """What `cnnlab layers` prints: (name, one line, [(argument, default, help)])."""
-    return [(name, LAYERS[name].doc, LAYERS[name].arguments()) for name in sorted(LAYERS)]
+    return [(name, LAYERS[name].build.doc, LAYERS[name].build.arguments()) for name in sorted(LAYERS.names())]
 
 
 # --- formatting --------------------------------------------------------------------------

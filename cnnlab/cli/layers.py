@@ -1,6 +1,5 @@
 """`cnnlab layers`: the layer types a model spec can use, with their arguments."""
 
-import difflib
 
 from cnnlab.cli._common import add_subcommand, console
 from cnnlab.errors import CnnlabError
@@ -27,18 +26,18 @@ def run(args) -> int:
     # torch: imported when the command runs, not for `cnnlab --help`
     from cnnlab.model.layers import LAYERS
 
-    names = sorted(LAYERS)
+    names = sorted(LAYERS.names())
     if args.layer:
         by_lower = {n.lower(): n for n in names}
         name = args.layer if args.layer in LAYERS else by_lower.get(args.layer.lower())  # conv2d -> Conv2D
         if name is None:
-            close = difflib.get_close_matches(args.layer, names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            close = LAYERS.closest(args.layer)
+            hint = f" (did you mean {close!r}?)" if close else ""
             raise CnnlabError(f"unknown layer type {args.layer!r}{hint}; known: {', '.join(names)}")
         names = [name]
     out = console()
     for name in names:
-        cls = LAYERS[name]
+        cls = LAYERS[name].build
         t = Table(title=f"{name}: {cls.doc}", title_justify="left", show_header=True)
         t.add_column("argument")
         t.add_column("default")

@@ -19,8 +19,9 @@ def run(args) -> int:
     # imported when the command runs: `cnnlab --help` stays free of torch
     from cnnlab.train.recipes import RECIPES
 
+    recipes = [entry.build() for entry in RECIPES]
     if args.format == "json":
-        print_json([asdict(r) for r in RECIPES.values()])
+        print_json([asdict(r) for r in recipes])
         return 0
-    print("\n\n".join(r.describe() for r in RECIPES.values()))
+    print("\n\n".join(r.describe() for r in recipes))
     return 0

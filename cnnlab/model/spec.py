@@ -9,8 +9,9 @@
       - Dense: {units: 128, activation: relu}
       - Dense: {units: classes, activation: softmax}
 
-`load_spec` accepts a preset name, a YAML path, a dict or a ModelSpec, and `trace` walks
-the layers, computing every shape and naming the layer in any error.
+`load_spec` accepts a preset name (an entry of `PRESETS`: one per YAML file in presets/), a
+YAML path, a dict or a ModelSpec, and `trace` walks the layers, computing every shape and
+naming the layer in any error.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ import yaml
 
 from cnnlab.errors import SpecError
 from cnnlab.model.layers import LAYERS, Dense, Layer, Shape
+from cnnlab.registry import Registry
+from cnnlab.sizes import parse_size
 
 PRESET_DIR = Path(__file__).parent / "presets"
+PRESETS: Registry = Registry("preset")  # name -> a function giving its ModelSpec; filled from PRESET_DIR
 DEFAULT_CLASSES = 10
 
 
@@ -85,8 +89,6 @@ class ModelSpec:
 def parse_input(value: Any, where: str = "input") -> tuple[int, int, int]:
     """[64, 64, 3], (64, 64, 3) or '64x64x3' -> (64, 64, 3). 'HxW' means 3 channels."""
     if isinstance(value, str):
-        from cnnlab.sizes import parse_size
-
         try:
             value = list(parse_size(value))
         except ValueError:
@@ -130,17 +132,13 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> ModelSpec:
             raise SpecError(f"{source}: layer {i} must be written as '- LayerName: {{arguments}}', got {entry!r}")
         (kind, args), = entry.items()
         if kind not in LAYERS:
-            import difflib
-
-            close = difflib.get_close_matches(str(kind), LAYERS, n=1)
-            hint = f"; did you mean {close[0]!r}" if close else ""
-            raise SpecError(f"{source}: layer {i}: unknown layer type {kind!r}{hint} (see `cnnlab layers`)")
+            raise SpecError(f"{source}: layer {i}: {LAYERS.unknown(kind)}")
         if args is None:
             args = {}
         if not isinstance(args, dict):
             raise SpecError(f"{source}: layer {i} ({kind}): arguments must be a mapping, got {args!r}")
         try:
-            layer = LAYERS[kind].from_args(args)
+            layer = LAYERS[kind].build.from_args(args)
         except (ValueError, TypeError) as e:
             raise SpecError(f"{source}: layer {i} ({kind}): {e}") from None
         base = _snake(kind)
@@ -160,8 +158,17 @@ def spec_from_dict(data: Any, source: str = "<dict>") -> ModelSpec:
     )
 
 
+def _add_presets(folder: Path) -> None:
+    """One PRESETS entry per YAML file of ``folder``: NAME.yaml, built by load_spec(that file)."""
+    for path in sorted(folder.glob("*.yaml")):
+        PRESETS.add(path.stem, f"the model of {folder.name}/{path.name}", lambda path=path: load_spec(path))
+
+
+_add_presets(PRESET_DIR)
+
+
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return sorted(PRESETS.names())
 
 
 def load_spec(
@@ -182,8 +189,8 @@ def load_spec(
     else:
         text_source = str(source)
         path = Path(text_source)
-        if text_source in list_presets() and not path.exists():
-            path = PRESET_DIR / f"{text_source}.yaml"
+        if text_source in PRESETS and not path.exists():
+            return override(PRESETS[text_source].build(), input, classes)
         elif not path.exists():
             presets = ", ".join(list_presets())
             raise SpecError(f"{text_source}: no such model file or preset (presets: {presets})")

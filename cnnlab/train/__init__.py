@@ -8,8 +8,7 @@
                     and from them the optimiser, the loss and the Trainer (``setup.trainer()``)
 ``optimizers``      the registry of ``--optimizer`` names (add yours there)
 ``schedules``       the registry of ``--scheduler`` names and their learning-rate factors
-``losses``          the registry of ``--loss`` names
-``registry``        the Registry class the three use
+``losses``          the registry of ``--loss`` names (each a :class:`cnnlab.registry.Registry`)
 ``loop.Trainer``    the loop itself: ``Trainer(model, optimizer, callbacks=...).fit(train, val)``
 ``callbacks``       EarlyStopping, ModelCheckpoint, CSVLogger, LRSchedule, ReduceLROnPlateau,
                     TerminateOnNaN, TimeLimit, ProgressBar, TensorBoard; write your own

@@ -39,7 +39,6 @@ from cnnlab.train.runfolder import (
     start_run_folder,
     write_run_files,
 )
-from cnnlab.train.schedules import SCHEDULES
 from cnnlab.train.setup import build
 
 # What may change when resuming: where it runs, not what it computes.
@@ -60,16 +59,18 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
     then early stopping, the checkpoints and the logs.
     """
     cfg, hp = setup.cfg, setup.hparams
-
     monitor = cfg.monitor
     if not has_val and monitor.startswith("val_"):  # no validation data: val_accuracy -> accuracy
         monitor = monitor[4:]
     callbacks: list[cb.Callback] = [cb.TerminateOnNaN()]
     if cfg.time_limit:
         callbacks.append(cb.TimeLimit(cfg.time_limit))
-    callbacks += SCHEDULES[cfg.scheduler].build(cfg, hp, has_val)
+    if cfg.scheduler == "plateau":  # a metric decides when, not the progress
+        callbacks.append(cb.ReduceLROnPlateau("val_loss" if has_val else "loss", factor=cfg.gamma,
+                                              patience=max(2, cfg.patience // 3)))
+    elif cfg.scheduler != "none":  # a factor of progress (cnnlab.train.schedules), before every batch
+        callbacks.append(cb.LRSchedule(cfg.scheduler, hp["warmup"], hp["step_size"], cfg.gamma))
     if cfg.weight_averaging != "none":  # before the checkpoints: they save the averaged weights
-
         callbacks.append(Lookahead(lookahead=cfg.weight_averaging == "lookahead"))
     if cfg.patience > 0:
         callbacks.append(cb.EarlyStopping(monitor, patience=cfg.patience, restore_best_weights=True))

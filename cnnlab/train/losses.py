@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 
-from cnnlab.train.registry import Registry
+from cnnlab.registry import Registry
 
 LOSSES: Registry = Registry("loss")
 
@@ -25,8 +25,8 @@ def is_binary(model) -> bool:
 
 @functools.cache  # defined on first use: this module is read by `cnnlab --help`, without torch
 def _binary_loss_class():
-    import torch.nn.functional as F
-    from torch import nn
+    import torch.nn.functional as F  # torch: `cnnlab --help` reads this registry
+    from torch import nn  # torch: `cnnlab --help` reads this registry
 
     class BinaryLoss(nn.Module):
         """Binary cross-entropy for a model with one sigmoid output, with label smoothing."""
@@ -49,7 +49,7 @@ def _binary_loss_class():
 @LOSSES.register("cross_entropy", "cross-entropy on the logits (binary for one sigmoid output)")
 def default_loss(model, label_smoothing: float = 0.0, class_weights=None):
     """Cross-entropy on the logits; binary cross-entropy for a single sigmoid output."""
-    from torch import nn
+    from torch import nn  # torch: `cnnlab --help` reads this registry
 
     if is_binary(model):
         return _binary_loss_class()(label_smoothing, class_weights)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cnnlab.train.registry import Registry
+from cnnlab.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")
 
@@ -28,28 +28,28 @@ def _fused(device) -> dict[str, Any]:
     weights (benchmarks/bench_precision.py: "torch auto" against "torch fp32" where auto is
     fp32); its results are deterministic too.
     """
-    from cnnlab.device import fast_optimizer_kwargs
+    from cnnlab.device import fast_optimizer_kwargs  # torch: `cnnlab --help` reads this registry
 
     return fast_optimizer_kwargs(device)
 
 
 @OPTIMIZERS.register("adam", "Adam (Kingma & Ba)", lr=1e-3, weight_decay=0.0)
 def _adam(groups, lr, cfg, device):
-    import torch
+    import torch  # torch: `cnnlab --help` reads this registry
 
     return torch.optim.Adam(groups, lr=lr, **_fused(device))
 
 
 @OPTIMIZERS.register("adamw", "AdamW, decoupled weight decay (Loshchilov & Hutter)", lr=2e-3, weight_decay=0.05)
 def _adamw(groups, lr, cfg, device):
-    import torch
+    import torch  # torch: `cnnlab --help` reads this registry
 
     return torch.optim.AdamW(groups, lr=lr, **_fused(device))
 
 
 @OPTIMIZERS.register("sgd", "SGD with Nesterov momentum (--momentum)", lr=0.05, weight_decay=5e-4)
 def _sgd(groups, lr, cfg, device):
-    import torch
+    import torch  # torch: `cnnlab --help` reads this registry
 
     momentum = cfg.momentum if cfg is not None else 0.9
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0, **_fused(device))
@@ -74,7 +74,7 @@ def make_optimizer(model, name: str, lr: float, weight_decay: float, cfg=None, d
     groups = param_groups(model, weight_decay)
     scale = getattr(cfg, "bias_lr_scale", 1.0) if cfg is not None else 1.0
     if scale != 1.0:
-        from torch import nn
+        from torch import nn  # torch: `cnnlab --help` reads this registry
 
         norm = {id(p) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
                 for p in m.parameters() if p.requires_grad}

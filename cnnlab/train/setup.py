@@ -317,7 +317,7 @@ def decide(cfg: TrainConfig, facts: Facts, verbose: bool) -> TrainConfig:
         batch = cfg.batch_size or auto.default_batch(data.n_train, device.type, s0)[0]
         rate_at = auto.measured_rate(_step_rate(model, device, precision, cl, s0, channels, batch=batch), s0)
     choice = auto.choose(data, given, time_limit=cfg.time_limit, device_type=facts.device.type,
-                         base_size=base.input[0], scheduler=cfg.scheduler, rate_at=rate_at, recipes=tuple(RECIPES))
+                         base_size=base.input[0], scheduler=cfg.scheduler, rate_at=rate_at, recipes=RECIPES.names())
     picked = choice.values.get("recipe")
     if picked:  # the recipe's options under the user's, then the chooser for what is still open
         cfg = TrainConfig(**recipe_options(picked, {k: getattr(cfg, k) for k in cfg.model_fields_set}))

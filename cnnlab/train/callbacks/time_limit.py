@@ -1,0 +1,88 @@
+"""TimeLimit: fit training into a number of minutes of wall-clock time."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from cnnlab.train.callbacks.base import Callback
+
+if TYPE_CHECKING:
+    from cnnlab.train.loop import Trainer
+
+
+class TimeLimit(Callback):
+    """Fit training into ``minutes`` of wall-clock time, like Ultralytics' ``time=``.
+
+    It measures the time per training step (after ``first_plan`` batches, then every
+    ``replan_every`` batches and after every epoch, when validation has been timed too) and sets ``trainer.max_steps`` to the
+    steps that still fit, keeping room for the last validation. Learning-rate schedules
+    span ``trainer.total_steps``, so they anneal to their end exactly when the time is up,
+    even if that is in the middle of an epoch (the last epoch is then a short one). The
+    plan never exceeds the ``epochs`` given at the start. Time spent before a ``--resume``
+    counts. A time-limited run depends on the machine's speed, so it is not reproducible
+    step for step.
+    """
+
+    def __init__(self, minutes: float, replan_every: int = 20, first_plan: int = 5,
+                 clock: Callable[[], float] = time.perf_counter):
+        self.budget = minutes * 60.0
+        self.clock = clock  # seconds; tests pass a fake clock to be independent of the load
+        self.replan_every, self.first_plan = replan_every, first_plan
+        self.elapsed_before = 0.0  # seconds of earlier sessions (resume)
+        self.max_epochs = 0
+        self.val_seconds: list[float] = []
+        self._t0: float | None = None  # the clock when this session began (a fake clock may start at 0)
+        self._train_t = 0.0  # training-batch seconds in this session
+        self._steps = 0  # steps in this session
+        self._batch_t0 = 0.0
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + (self.clock() - self._t0 if self._t0 is not None else 0.0)
+
+    def on_train_begin(self, trainer: "Trainer") -> None:
+        self._t0 = self.clock()
+        self.max_epochs = self.max_epochs or trainer.epochs
+
+    def on_batch_begin(self, trainer: "Trainer") -> None:
+        self._batch_t0 = self.clock()
+
+    def on_batch_end(self, trainer: "Trainer") -> None:
+        self._train_t += self.clock() - self._batch_t0
+        self._steps += 1
+        if self._steps == self.first_plan or self._steps % self.replan_every == 0:
+            self._plan(trainer)
+
+    def _plan(self, trainer: "Trainer") -> None:
+        per_step = self._train_t / max(self._steps, 1)
+        spe = trainer.steps_per_epoch
+        # Validation: as measured; until then guessed from the validation set's size, an
+        # image's forward pass costing a third of its training step (a fifth to a quarter
+        # measured on an idle CPU; more on a busy one).
+        per_image = per_step * trainer.batch / max(trainer.running_images, 1)
+        guess = trainer.val_samples * per_image / 3 if trainer.val_samples else 0.1 * spe * per_step
+        val = sum(self.val_seconds) / len(self.val_seconds) if self.val_seconds else guess
+        remaining = self.budget - self.elapsed() - val  # keep the last validation's time
+        more = int(max(remaining, 0.0) / (per_step + val / spe))
+        # Timings differ a little between processes (torchrun): all follow the main one.
+        trainer.max_steps = trainer.broadcast(min(self.max_epochs * spe, trainer.step + more))
+        trainer.epochs = max(trainer.epoch, math.ceil(trainer.max_steps / spe))
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        self.val_seconds.append(max(trainer.logs.get("seconds", 0.0) - trainer.train_seconds, 0.0))
+        # Once the plan is reached (the schedule has annealed), the run is over: re-planning
+        # now could only stretch a schedule whose last step has already been taken.
+        if trainer.max_steps is None or trainer.step < trainer.max_steps:
+            self._plan(trainer)
+        if trainer.step >= trainer.max_steps:
+            trainer.stop_training = True
+            trainer.stop_reason = trainer.stop_reason or (
+                f"time limit: {self.elapsed() / 60:.1f} of {self.budget / 60:g} minutes used")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"elapsed": self.elapsed(), "max_epochs": self.max_epochs, "val_seconds": self.val_seconds}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.elapsed_before, self.max_epochs = state["elapsed"], state["max_epochs"]
+        self.val_seconds = list(state["val_seconds"])
