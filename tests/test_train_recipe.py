@@ -26,16 +26,24 @@ def images():
 
 
 class Recorder(Callback):
-    """The model's float state after every optimiser step, before any averaging."""
+    """The model's float state before every step and after it, before any averaging (placed
+    before the averaging callback)."""
 
     def __init__(self):
-        self.states = []
+        self.starts, self.states = [], []
 
     def on_train_begin(self, trainer):
-        self.initial = {k: v.clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()}
+        self.initial = self._state(trainer)
+
+    def on_batch_begin(self, trainer):
+        self.starts.append(self._state(trainer))
 
     def on_batch_end(self, trainer):
-        self.states.append({k: v.clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()})
+        self.states.append(self._state(trainer))
+
+    @staticmethod
+    def _state(trainer):
+        return {k: v.clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()}
 
 
 @pytest.mark.parametrize("lookahead", [True, False])
@@ -55,10 +63,11 @@ def test_lookahead_average_is_what_evaluation_uses(images, lookahead):
         if step % 2 == 0:
             d = 0.9 * step / total
             hand = {k: d * hand[k] + (1 - d) * state[k].double() for k in hand}
-            if lookahead:  # the model continued from the average
-                nxt = rec.states[step] if step < total else None
-                if nxt is not None:
-                    assert not all(torch.equal(nxt[k], state[k]) for k in hand)
+        if step < total:  # where the next step starts: the hand average after an averaging step
+            # with lookahead, else the weights this step left
+            expected = hand if lookahead and step % 2 == 0 else {k: v.double() for k, v in state.items()}
+            for k in hand:
+                torch.testing.assert_close(rec.starts[step][k].double(), expected[k], rtol=1e-5, atol=1e-6)
     for k, v in model.state_dict().items():
         if v.is_floating_point():
             torch.testing.assert_close(v.double(), hand[k], rtol=1e-5, atol=1e-6)
@@ -72,18 +81,37 @@ def test_lookahead_average_is_what_evaluation_uses(images, lookahead):
     assert a == pytest.approx(b, rel=1e-5)
 
 
-def test_lookahead_resets_the_model_to_the_average_only_when_asked(images):
-    x, y = images
-    outcomes = {}
-    for lookahead in (True, False):
-        model = build_model(TINY_BN, classes=2, seed=0)
-        rec = Recorder()
-        Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                callbacks=[rec, Lookahead(every=3, decay=0.5, power=0.0, lookahead=lookahead)]).fit(
-            TensorLoader(x, y, 8, seed=1), epochs=1)
-        outcomes[lookahead] = rec.states[-1]
-    # Without lookahead the raw trajectory is plain SGD; with it, the weights differ.
-    assert any(not torch.equal(outcomes[True][k], outcomes[False][k]) for k in outcomes[True])
+def test_lookahead_resets_the_model_to_the_average_only_when_asked():
+    """By hand, on one weight w from 8 (loss w^2/2 and plain SGD at lr 0.5: each step halves w),
+    averaged every 2 steps at decay 0.5 (power 0: constant), 4 steps:
+
+    lookahead: 4; 2 -> average 0.5*8 + 0.5*2 = 5, and w is reset to 5; 2.5; 1.25 -> average
+               0.5*5 + 0.5*1.25 = 3.125, where w ends;
+    EMA only:  4; 2 (average 5, w stays 2); 1; 0.5 -> average 0.5*5 + 0.5*0.5 = 2.75, which w
+               becomes at the last step. Every number is exact in binary.
+    """
+    from types import SimpleNamespace
+
+    expected = {True: [4.0, 5.0, 2.5, 3.125], False: [4.0, 2.0, 1.0, 2.75]}
+    for lookahead, trajectory in expected.items():
+        model = torch.nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            model.weight.fill_(8.0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        trainer = SimpleNamespace(model=model, step=0, total_steps=4)
+        avg = Lookahead(every=2, decay=0.5, power=0.0, lookahead=lookahead)
+        avg.on_train_begin(trainer)
+        seen = []
+        for _ in range(4):
+            opt.zero_grad()
+            (model.weight.square().sum() / 2).backward()
+            opt.step()
+            trainer.step += 1
+            avg.on_batch_end(trainer)
+            seen.append(model.weight.item())
+        assert seen == trajectory, (lookahead, seen)
+        avg.on_train_end(trainer)
+        assert model.weight.item() == trajectory[-1]
 
 
 def test_bias_lr_scale_gives_biases_more_lr_and_the_same_decay_per_step():
