@@ -124,6 +124,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
+from cnnlab.train.callbacks import Callback  # noqa: E402
 from imagegen import make_image_folder  # noqa: E402
 from tinymodels import TINY, TINY_BN, same_weights  # noqa: E402
 
@@ -197,34 +198,67 @@ def imbalanced(tmp_path):
     return root
 
 
-def test_a_run_prints_and_saves_its_choices(imbalanced, tmp_path, capsys, one_thread):
-    import cnnlab
+# Why --precision auto keeps fp32 for TINY on either CPU: its MACs per image, by hand, are
+# 30*30*4 outputs x 3*3*3 (conv) + 196*2 (dense) = 97,592, far below the 5M where bf16 pays.
+FP32_BECAUSE = {True: "a small model (0.1M MACs per image): bf16 would gain nothing",
+                False: "no native bf16 on this CPU"}
 
+
+@pytest.mark.parametrize("cpu_bf16", [True, False], ids=["bf16-cpu", "older-cpu"])
+def test_a_run_prints_and_saves_its_choices(imbalanced, tmp_path, capsys, monkeypatch, one_thread, cpu_bf16):
+    import cnnlab
+    import cnnlab.device as dev
+
+    # Both CPUs on every machine: the flags the precision rule reads are faked.
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"} if cpu_bf16 else {"avx2"}))
     run = cnnlab.train(imbalanced, model=TINY, out=str(tmp_path / "runs"), evaluate=False, augment="none",
                        device="cpu")
     printed = capsys.readouterr().out
+    assert f"\n        precision: {FP32_BECAUSE[cpu_bf16]}\n" in printed
     assert "auto    30 training images in 2 classes" in printed  # 38 images, 20 % held out
     assert "class 'vbar' has" in printed and "balanced True" in printed
     cfg = yaml.safe_load((run.path / "config.yaml").read_text())
     assert cfg["monitor"] == "val_macro_f1" and cfg["balanced"] is True and cfg["patience"] == 0
     assert cfg["batch_size"] == 32 and cfg["epochs"] == 30 and cfg["val_max"] == 0
     assert cfg["auto"]["chosen"]["balanced"]["why"].startswith("class 'vbar'")
-    assert cfg["precision"] == "fp32"  # a tiny model: bf16 would gain nothing
+    assert cfg["precision"] == "fp32" and cfg["channels_last"] is False
     rows = (run.path / "history.csv").read_text().splitlines()
     assert "val_macro_f1" in rows[0] and len(rows) == 31
     assert json.loads((run.path / "classes.json").read_text()) == ["hbar", "vbar"]
+
+
+class ActivationDtypes(Callback):
+    """The dtypes of the first convolution's outputs in training steps, and whether its input was NHWC."""
+
+    def __init__(self):
+        self.dtypes, self.channels_last = set(), set()
+
+    def on_train_begin(self, trainer):
+        conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+
+        def seen(module, inputs, output):
+            if module.training:
+                self.dtypes.add(output.dtype)
+                self.channels_last.add(inputs[0].is_contiguous(memory_format=torch.channels_last))
+
+        conv.register_forward_hook(seen)
 
 
 def test_fp32_is_bit_reproducible_and_bf16_stays_finite(image_folder, tmp_path, one_thread):
     import cnnlab
 
     opts = dict(model=TINY_BN, epochs=2, evaluate=False, device="cpu", out=str(tmp_path / "runs"))
-    a = cnnlab.train(image_folder, precision="fp32", name="a", verbose=False, **opts)
+    fp32 = ActivationDtypes()
+    a = cnnlab.train(image_folder, precision="fp32", name="a", verbose=False, callbacks=[fp32], **opts)
     b = cnnlab.train(image_folder, precision="fp32", name="b", verbose=False, **opts)
     assert same_weights(a.path / "weights" / "last.safetensors", b.path / "weights" / "last.safetensors")
-    c = cnnlab.train(image_folder, precision="bf16", name="c", verbose=False, **opts)
+    assert fp32.dtypes == {torch.float32} and fp32.channels_last == {False}
+    bf16 = ActivationDtypes()
+    c = cnnlab.train(image_folder, precision="bf16", name="c", verbose=False, callbacks=[bf16], **opts)
     cfg = yaml.safe_load((c.path / "config.yaml").read_text())
     assert cfg["precision"] == "bf16" and cfg["channels_last"] is True  # bf16 on the CPU goes with NHWC
+    # and the steps really ran so: the convolution computed in bfloat16, on NHWC input
+    assert bf16.dtypes == {torch.bfloat16} and bf16.channels_last == {True}
     for row in c.history():
         assert np.isfinite(float(row["loss"])) and np.isfinite(float(row["val_loss"]))
 
