@@ -285,6 +285,44 @@ def test_auto_precision_on_the_cpu_is_timed_on_the_model(image_folder, tmp_path,
     assert (cfg["precision"], cfg["channels_last"]) == ("fp32", False)  # bf16 only 1.05x: not enough
 
 
+@pytest.mark.parametrize("gpu, capability, expected", [
+    ("NVIDIA A100-SXM4-40GB", (8, 0), "bf16"),  # Ampere: bf16 tensor cores
+    ("NVIDIA H100 80GB HBM3", (9, 0), "bf16"),
+    ("Tesla T4", (7, 5), "fp16"),  # Turing (Colab's free GPU): fp16 tensor cores, bf16 only emulated
+    ("Tesla V100-SXM2-16GB", (7, 0), "fp16"),
+])
+def test_auto_precision_on_a_gpu_is_bf16_from_ampere_on_and_fp16_before(monkeypatch, gpu, capability, expected):
+    """No GPU needed: torch's CUDA probes are faked as a machine with that GPU answers them.
+
+    torch.cuda.is_bf16_supported() asks the device's compute capability (bf16 from 8.0, Ampere),
+    and, below it, whether a bfloat16 tensor can be made there: on a T4 or V100 it can
+    (emulated), so the fake says yes too. Both run the run's own choice (setup.choose_device).
+    """
+    from types import SimpleNamespace
+
+    from cnnlab.model.build import build_model
+    from cnnlab.train import setup
+    from cnnlab.train.config import make_config
+
+    props = SimpleNamespace(name=gpu, major=capability[0], minor=capability[1], total_memory=16 * 2**30,
+                            multi_processor_count=40)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True, raising=False)
+
+    model = build_model(TINY, classes=2, seed=0)
+    device, precision, channels_last, why = setup.choose_device(make_config(data="x"), model, sample=(32, 32, 3))
+    assert (device.type, precision, channels_last) == ("cuda", expected, True)
+    assert why == "the GPU's native half precision"
+    # asked for by name, bf16 still runs where torch can (emulated on the older ones)
+    assert setup.choose_device(make_config(data="x", precision="bf16"), model)[1] == "bf16"
+
+
 def test_a_slow_machine_trains_the_recipes_smaller_model_with_a_smaller_batch():
     """airbench under --time-limit 15 on 50,000 images: by hand, epochs = 0.85 x 900 s x rate / 50,000.
 
