@@ -111,24 +111,55 @@ def test_timing_leaves_the_model_and_the_random_state_untouched():
     assert next(model.parameters()).is_contiguous()  # still NCHW: the copies were converted
 
 
-def test_fast_optimizer_matches_the_plain_one():
-    """The fused AdamW/SGD take the same steps as torch's reference implementation."""
-    for name, kw in (("adamw", {"weight_decay": 0.05}), ("sgd", {"momentum": 0.9, "nesterov": True})):
+TORCH = tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2])
+
+
+@pytest.mark.skipif(TORCH < (2, 4), reason="fused AdamW/SGD on the CPU came with torch 2.4")
+def test_fast_optimizer_takes_the_fused_step_on_the_cpu(monkeypatch):
+    """make_fast_optimizer promises fused=True on the CPU: torch's fused kernel must run (a spy
+    on torch._fused_adamw_ / torch._fused_sgd_ counts its calls), taking the same steps as
+    torch's for-loop implementation. A silent fallback to the plain optimiser fails here."""
+    calls = {"_fused_adamw_": 0, "_fused_sgd_": 0}
+    for op in calls:
+        def spy(*args, _op=op, _real=getattr(torch, op), **kwargs):
+            calls[_op] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(torch, op, spy)
+    for name, kw, op in (("adamw", {"weight_decay": 0.05}, "_fused_adamw_"),
+                         ("sgd", {"momentum": 0.9, "nesterov": True}, "_fused_sgd_")):
         torch.manual_seed(0)
         a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
         b.load_state_dict(a.state_dict())
         fast = make_fast_optimizer(name, a.parameters(), 0.01, torch.device("cpu"), **kw)
         ref_cls = torch.optim.AdamW if name == "adamw" else torch.optim.SGD
         ref = ref_cls(b.parameters(), lr=0.01, foreach=False, **kw)
-        assert fast.defaults.get("fused") or fast.defaults.get("foreach") is not False
+        assert fast.defaults["fused"] is True
         for _ in range(5):
             x = torch.randn(8, 5)
             for m, opt in ((a, fast), (b, ref)):
                 opt.zero_grad()
                 m(x).square().mean().backward()
                 opt.step()
+        assert calls[op] == 5, (name, calls)  # one fused call per step; the reference made none
         for p, q in zip(a.parameters(), b.parameters()):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(TORCH < (2, 4), reason="fused AdamW/SGD on the CPU came with torch 2.4")
+def test_training_optimisers_are_fused_on_the_cpu_and_foreach_elsewhere():
+    """What `cnnlab train --optimizer` builds (cnnlab.train.optimizers): fused on the CPU and
+    CUDA, foreach on other devices (MPS), as cnnlab.device.fast_optimizer_kwargs says."""
+    from cnnlab.train.config import make_config
+    from cnnlab.train.optimizers import make_optimizer
+
+    model = build_model({"input": [8, 8, 3], "layers": [{"Conv2D": {"filters": 2, "kernel_size": 3}},
+                                                        "Flatten", {"Dense": {"units": 2}}]}, seed=0)
+    for name in ("adam", "adamw", "sgd"):
+        opt = make_optimizer(model, name, 0.01, 0.0, make_config(optimizer=name), device=torch.device("cpu"))
+        assert opt.defaults["fused"] is True, name
+    assert dev.fast_optimizer_kwargs(torch.device("cuda")) == {"fused": True}
+    assert dev.fast_optimizer_kwargs(torch.device("mps")) == {"foreach": True}
 
 
 def test_the_run_says_why_auto_chose_its_precision(monkeypatch):
