@@ -102,7 +102,7 @@ def test_widget_lab_follows_its_controls(rgb):
 
 def test_widget_lab_shows_a_figure_in_a_notebook(rgb, monkeypatch):
     import IPython.display
-    import ipywidgets  # noqa: F401  (a dev dependency: missing, this fails, never skips)
+    import ipywidgets  # a dev dependency: missing, this fails, never skips
 
     from cnnlab.viz import kernel_lab
 
@@ -110,7 +110,6 @@ def test_widget_lab_shows_a_figure_in_a_notebook(rgb, monkeypatch):
     monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: shown.append(obj))
     lab = kernel_lab(rgb, kernel="edge", size=64)
     lab._ipython_display_()
-    import ipywidgets
     from matplotlib.figure import Figure
 
     assert any(isinstance(o, Figure) for o in shown) and any(isinstance(o, ipywidgets.VBox) for o in shown)
