@@ -112,7 +112,10 @@ def cpu_has_bf16(flags: frozenset[str] | set[str] | None = None) -> bool:
 def bf16_supported(device: torch.device) -> bool:
     """Native bfloat16 on this device: a CUDA GPU that has it, or a CPU with AVX512-BF16/AMX."""
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        # Native from compute capability 8 (Ampere). torch's is_bf16_supported() also says yes
+        # where bf16 is only emulated (a T4, a V100): there fp16 is the fast half precision.
+        return bool(torch.cuda.is_bf16_supported()) and (torch.version.hip is not None
+                                                         or torch.cuda.get_device_capability(device)[0] >= 8)
     if device.type == "cpu":
         return cpu_has_bf16()
     return False

@@ -28,6 +28,18 @@ def count(n: int, noun: str, plural: str | None = None) -> str:
     return f"{n:,} {noun if n == 1 else (plural or noun + 's')}"
 
 
+def auto_lines(auto: dict[str, Any]) -> list[str]:
+    """The automatic choices as `cnnlab train` prints them, from what RUN/config.yaml keeps under
+    ``auto`` ({"facts": ..., "chosen": {key: {"value": ..., "why": ...}}}): a line of facts on
+    the data and budget, then one line per choice with its reason."""
+    lines = [f"auto    {auto.get('facts', '')}"]
+    for key, choice in (auto.get("chosen") or {}).items():
+        value = choice.get("value")
+        shown = "x".join(map(str, value)) if isinstance(value, (list, tuple)) else value
+        lines.append(f"        {key} {shown}: {choice.get('why', '')}")
+    return lines
+
+
 def kernel_shell():
     """The IPython shell of a Jupyter/Colab kernel, or None (a script, a terminal IPython)."""
     ipython = sys.modules.get("IPython")

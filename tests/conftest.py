@@ -53,8 +53,10 @@ def trained_run(tmp_path_factory):
 
 # ---------------------------------------------------------------- CI: browser tests may not skip
 # Under CI=true (what .ci/run and most CI services set), a browser test that skips -- chromium
-# or playwright missing, or a skip inside the test -- is reported as a failure, so that a broken
-# explainer cannot land green. Outside CI a skip stays a skip and says why.
+# missing, or a skip inside the test -- is reported as a failure, so that a broken explainer
+# cannot land green. Outside CI a skip stays a skip and says why. Python packages of the dev
+# extra (playwright, nbclient, ipywidgets...) are imported plainly, never importorskip: a
+# missing one fails everywhere.
 
 def _in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("true", "1", "yes")

@@ -29,7 +29,7 @@ import pytest
 
 @pytest.mark.browser
 def test_click():
-    pytest.skip("no playwright")
+    pytest.skip("chromium did not start")
 
 def test_plain_skip_is_allowed():
     pytest.skip("not a browser test")
@@ -60,7 +60,7 @@ def suite(tmp_path):
 def test_outside_ci_browser_skips_are_skips_with_their_reason(suite):
     code, out = run_pytest(suite, None)
     assert code == 0, out
-    assert "browser tests need chromium" in out and "no playwright" in out
+    assert "browser tests need chromium" in out and "chromium did not start" in out
     assert re.search(r"1 passed, 3 skipped", out), out
 
 
@@ -69,7 +69,7 @@ def test_under_ci_a_skipped_browser_test_fails_the_run(suite):
     assert code == 1, out  # pytest's "tests failed" (2 would be an interrupted run)
     assert ("CI=true: browser test module test_page_browser.py may not skip here "
             "(browser tests need chromium)") in out
-    assert "CI=true: browser test test_clicks.py::test_click may not skip here (no playwright)" in out
+    assert "CI=true: browser test test_clicks.py::test_click may not skip here (chromium did not start)" in out
     # the closing line CI runners read: the plain (non-browser) skip is still a skip
     last = out.strip().splitlines()[-1]
     assert re.search(r"2 failed, 1 passed, 1 skipped", last), last

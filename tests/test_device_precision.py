@@ -1,17 +1,17 @@
 """--precision auto: bf16 only where the CPU (or GPU) computes it natively, and only when faster.
 
 Oracles: hand-written /proc/cpuinfo text and flag sets (the CPU's features both ways),
-a fake timer whose figures are chosen by hand, and torch itself (weights and random state
-compared bit for bit before and after timing).
+a fake timer whose figures are chosen by hand, hand-written /proc/stat readings (no clock,
+no load on the machine), and torch itself (weights and random state compared bit for bit
+before and after timing; its for-loop optimisers).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
-import subprocess
-import sys
-import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -111,24 +111,55 @@ def test_timing_leaves_the_model_and_the_random_state_untouched():
     assert next(model.parameters()).is_contiguous()  # still NCHW: the copies were converted
 
 
-def test_fast_optimizer_matches_the_plain_one():
-    """The fused AdamW/SGD take the same steps as torch's reference implementation."""
-    for name, kw in (("adamw", {"weight_decay": 0.05}), ("sgd", {"momentum": 0.9, "nesterov": True})):
+TORCH = tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2])
+
+
+@pytest.mark.skipif(TORCH < (2, 4), reason="fused AdamW/SGD on the CPU came with torch 2.4")
+def test_fast_optimizer_takes_the_fused_step_on_the_cpu(monkeypatch):
+    """make_fast_optimizer promises fused=True on the CPU: torch's fused kernel must run (a spy
+    on torch._fused_adamw_ / torch._fused_sgd_ counts its calls), taking the same steps as
+    torch's for-loop implementation. A silent fallback to the plain optimiser fails here."""
+    calls = {"_fused_adamw_": 0, "_fused_sgd_": 0}
+    for op in calls:
+        def spy(*args, _op=op, _real=getattr(torch, op), **kwargs):
+            calls[_op] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(torch, op, spy)
+    for name, kw, op in (("adamw", {"weight_decay": 0.05}, "_fused_adamw_"),
+                         ("sgd", {"momentum": 0.9, "nesterov": True}, "_fused_sgd_")):
         torch.manual_seed(0)
         a, b = torch.nn.Linear(5, 3), torch.nn.Linear(5, 3)
         b.load_state_dict(a.state_dict())
         fast = make_fast_optimizer(name, a.parameters(), 0.01, torch.device("cpu"), **kw)
         ref_cls = torch.optim.AdamW if name == "adamw" else torch.optim.SGD
         ref = ref_cls(b.parameters(), lr=0.01, foreach=False, **kw)
-        assert fast.defaults.get("fused") or fast.defaults.get("foreach") is not False
+        assert fast.defaults["fused"] is True
         for _ in range(5):
             x = torch.randn(8, 5)
             for m, opt in ((a, fast), (b, ref)):
                 opt.zero_grad()
                 m(x).square().mean().backward()
                 opt.step()
+        assert calls[op] == 5, (name, calls)  # one fused call per step; the reference made none
         for p, q in zip(a.parameters(), b.parameters()):
             torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(TORCH < (2, 4), reason="fused AdamW/SGD on the CPU came with torch 2.4")
+def test_training_optimisers_are_fused_on_the_cpu_and_foreach_elsewhere():
+    """What `cnnlab train --optimizer` builds (cnnlab.train.optimizers): fused on the CPU and
+    CUDA, foreach on other devices (MPS), as cnnlab.device.fast_optimizer_kwargs says."""
+    from cnnlab.train.config import make_config
+    from cnnlab.train.optimizers import make_optimizer
+
+    model = build_model({"input": [8, 8, 3], "layers": [{"Conv2D": {"filters": 2, "kernel_size": 3}},
+                                                        "Flatten", {"Dense": {"units": 2}}]}, seed=0)
+    for name in ("adam", "adamw", "sgd"):
+        opt = make_optimizer(model, name, 0.01, 0.0, make_config(optimizer=name), device=torch.device("cpu"))
+        assert opt.defaults["fused"] is True, name
+    assert dev.fast_optimizer_kwargs(torch.device("cuda")) == {"fused": True}
+    assert dev.fast_optimizer_kwargs(torch.device("mps")) == {"foreach": True}
 
 
 def test_the_run_says_why_auto_chose_its_precision(monkeypatch):
@@ -168,26 +199,54 @@ def test_contention_counts_only_what_other_programs_used():
     assert c.share is None
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="Linux only (the CI machine is Linux)")
-def test_contention_sees_a_busy_neighbour_and_not_itself():
-    cores = os.cpu_count() or 1
-    burn = "import time\nt = time.time()\nwhile time.time() - t < 2.5: pass"
-    with dev.CpuContention() as background:  # this process idle: whatever else the machine runs
-        time.sleep(0.5)
-    with dev.CpuContention() as own:  # this process busy, nothing else of ours
-        t = time.time()
-        while time.time() - t < 0.5:
-            pass
-    neighbours = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(cores)]
-    try:
-        time.sleep(0.5)  # let them start
-        with dev.CpuContention() as other:
-            time.sleep(1.0)
-    finally:
-        for p in neighbours:
-            p.wait()
-    assert other.share > 0.6  # every core burning elsewhere
-    assert own.share < background.share + 0.25  # its own busy loop is not counted as contention
+def stat_line(user=0, nice=0, system=0, idle=0, iowait=0, irq=0, softirq=0, steal=0, guest=0, guest_nice=0):
+    """The first line of Linux's /proc/stat: the whole machine's CPU time in clock ticks."""
+    return f"cpu  {user} {nice} {system} {idle} {iowait} {irq} {softirq} {steal} {guest} {guest_nice}\n"
+
+
+BOOT = dict(user=5000, nice=10, system=2000, idle=90000, iowait=300, irq=0, softirq=40, steal=0, guest=0)
+
+
+def after(**more):
+    return stat_line(**{k: BOOT.get(k, 0) + more.get(k, 0) for k in (*BOOT, "guest_nice")})
+
+
+@pytest.mark.parametrize("machine, own_seconds, share", [
+    # 2 cores, 100 ticks a second, the block lasts 1 s: 200 ticks of the machine in all.
+    (dict(user=150, system=50), 0.0, 1.0),  # both cores busy elsewhere, this process idle
+    (dict(user=80, system=20, idle=100), 1.0, 0.0),  # one core busy: this process's own loop
+    (dict(user=180, system=20), 1.0, 0.5),  # ours on one core, another program's on the other
+    (dict(user=30, idle=50, iowait=120), 0.0, 0.15),  # waiting for the disk is idle time
+    (dict(user=100, guest=100, idle=100), 0.0, 0.5),  # guest time is inside user: counted once
+    (dict(user=40, softirq=10, steal=10, idle=140), 0.0, 0.3),  # interrupts and steal are busy
+], ids=["neighbours", "itself", "half", "iowait", "guest", "irq-steal"])
+def test_contention_reads_proc_stat_and_leaves_out_its_own_time(monkeypatch, machine, own_seconds, share):
+    """CpuContention on its own readers (/proc/stat, os.times), fed readings written by hand:
+    share = (machine busy - own CPU) / machine total over the block, no clock involved."""
+    readings = iter([stat_line(**BOOT), after(**machine)])
+    own = iter([(3.0, 1.0), (3.0 + 0.75 * own_seconds, 1.0 + 0.25 * own_seconds)])  # (user, system) s
+
+    def fake_open(path, *args, **kwargs):
+        assert path == "/proc/stat"
+        return io.StringIO(next(readings))
+
+    real_sysconf = os.sysconf
+    monkeypatch.setattr(dev, "open", fake_open, raising=False)  # the module's open, not the builtin
+    monkeypatch.setattr(os, "sysconf", lambda name: 100 if name == "SC_CLK_TCK" else real_sysconf(name))
+    monkeypatch.setattr(os, "times", lambda: SimpleNamespace(user=(t := next(own))[0], system=t[1]))
+    with dev.CpuContention() as c:
+        pass
+    assert c.share == pytest.approx(share)
+
+
+def test_contention_is_none_without_proc_stat(monkeypatch):
+    def missing(path, *args, **kwargs):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(dev, "open", missing, raising=False)
+    with dev.CpuContention() as c:
+        pass
+    assert c.share is None
 
 
 @pytest.mark.parametrize("gpus, name, message", [

@@ -150,22 +150,62 @@ def test_doctor_on_colab_without_gpu_says_how_to_switch_one_on(monkeypatch, caps
     assert "Runtime > Change runtime type" not in str(cnnlab.doctor())
 
 
-def test_run_shows_its_folder_best_epoch_and_history(trained_run):
+# A run whose best epoch is not its last: val_accuracy peaks at epoch 3 of 5 (val_loss too).
+HISTORY = [  # epoch, loss, accuracy, val_loss, val_accuracy, lr
+    (1, 0.9, 0.55, 0.8, 0.6, 0.01),
+    (2, 0.7, 0.7, 0.6, 0.75, 0.01),
+    (3, 0.5, 0.8, 0.45, 0.875, 0.005),
+    (4, 0.4, 0.85, 0.5, 0.8, 0.0025),
+    (5, 0.3, 0.9, 0.55, 0.7875, 0.00125),
+]
+
+
+def _run_with_known_history(root):
+    """A run folder written here, as training leaves it: best weights of epoch 3, last of epoch 5."""
+    import csv
+    import json
+
+    from cnnlab.io.weights import save_weights
+    from cnnlab.model.build import build_model
+    from tinymodels import TINY
+
+    run = root / "known"
+    (run / "weights").mkdir(parents=True)
+    model = build_model(TINY, classes=2, seed=0)
+    for which, epoch in (("best", 3), ("last", 5)):
+        save_weights(run / "weights" / f"{which}.safetensors", model,
+                     {"classes": ["hbar", "vbar"], "input": [32, 32, 3], "epoch": epoch,
+                      "metric": {"val_accuracy": HISTORY[epoch - 1][4]}})
+    (run / "classes.json").write_text(json.dumps(["hbar", "vbar"]))
+    with (run / "history.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"])
+        w.writerows(HISTORY)
+    return run
+
+
+def test_run_shows_its_folder_best_epoch_and_history(tmp_path):
     from cnnlab.display import History
-    from cnnlab.io.weights import read_metadata
     from cnnlab.run import Run
 
-    run = Run(trained_run)
+    folder = _run_with_known_history(tmp_path)
+    run = Run(folder)
     h = run.history()
-    assert isinstance(h, History) and h.best_epoch == read_metadata(trained_run / "weights" / "best.safetensors")["epoch"]
-    assert h.column("val_loss") == [row["val_loss"] for row in h]
+    assert isinstance(h, History) and len(h) == 5
+    assert h.best_epoch == 3 and run.best_epoch() == 3  # the best weights' epoch, not the last (5)
+    assert h.column("val_loss") == [0.8, 0.6, 0.45, 0.5, 0.55]
+    assert h.column("val_accuracy") == [0.6, 0.75, 0.875, 0.8, 0.7875]
     t = Tables(run._repr_html_())
     info = {r[0]: r[1] for r in t.tables[0]}
-    assert info["folder"] == str(trained_run)
-    assert info["best weights"].startswith(f"epoch {h.best_epoch}:")
-    assert len(t.tables[1]) == 1 + len(h)  # the history table
+    assert info["folder"] == str(folder) and info["classes"] == "hbar, vbar"
+    assert info["best weights"] == f"epoch 3: {folder / 'weights' / 'best.safetensors'}"
+    header, *rows = t.tables[1]  # the history table, as written above
+    assert header == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
+    assert [[float(v) for v in r] for r in rows] == [list(map(float, r)) for r in HISTORY]
     fig = run.plot()
-    assert fig.axes and any(line.get_label().startswith("best") for ax in fig.axes for line in ax.get_lines())
+    best = [line for ax in fig.axes for line in ax.get_lines() if line.get_label().startswith("best")]
+    assert best and all(line.get_label() == "best (epoch 3)" for line in best)
+    assert all(list(line.get_xdata()) == [3, 3] for line in best)
 
 
 class FakeTrainer:

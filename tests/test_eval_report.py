@@ -87,6 +87,63 @@ def test_report_before_any_evaluation(trained_run, tmp_path):
     assert "No skipped.csv" in text or "no skipped.csv" in text
 
 
+AUTO_LINES = [  # what `cnnlab train` printed for these choices, written out by hand
+    "auto    38 training images in 2 classes, median 40x60 px; no --time-limit: planned for 10 min on cpu",
+    "        img_size 32x48: the largest of 32, 48, 64 px not above the images' median 40x60",
+    "        batch_size 32: 30 images: more steps per epoch",
+    "        balanced True: class 'vbar' has 8 images, 27% of the largest: class-balanced sampling",
+    "        monitor val_macro_f1: class 'vbar' has 8 images, 27% of the largest: best weights by macro-F1, "
+    "not accuracy",
+]
+
+
+def test_the_automatic_choices_show_as_train_printed_them(trained_run, tmp_path):
+    """config.yaml's `auto` block (as AutoChoice.to_dict saves it) is shown as the lines the
+    run printed (AutoChoice.block), not as the JSON of the dict."""
+    import yaml
+
+    from cnnlab.train.auto import AutoChoice
+
+    choice = AutoChoice(facts=AUTO_LINES[0].removeprefix("auto    "))
+    choice.set("img_size", (32, 48), "the largest of 32, 48, 64 px not above the images' median 40x60")
+    choice.set("batch_size", 32, "30 images: more steps per epoch")
+    small = "class 'vbar' has 8 images, 27% of the largest"
+    choice.set("balanced", True, small + ": class-balanced sampling")
+    choice.set("monitor", "val_macro_f1", small + ": best weights by macro-F1, not accuracy")
+    assert choice.block() == "\n".join(AUTO_LINES)  # what the run printed
+
+    run = tmp_path / "auto"
+    shutil.copytree(trained_run, run)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**config, "auto": choice.to_dict()}, sort_keys=False))
+    html = write_report(run).read_text()
+
+    class Pre(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.blocks, self._in = [], False
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "pre":
+                self._in = True
+                self.blocks.append("")
+
+        def handle_endtag(self, tag):
+            self._in = self._in and tag != "pre"
+
+        def handle_data(self, data):
+            if self._in:
+                self.blocks[-1] += data
+
+    pre = Pre()
+    pre.feed(html)
+    assert pre.blocks == ["\n".join(AUTO_LINES)]
+    text = " ".join(Page(html).text)
+    assert "facts" not in text and "chosen" not in text  # no JSON of the dict
+    assert not [t for t in Page(html).text if t.strip().startswith("{")]
+    assert "epochs" in text and "img_size" in text  # the other config values are still listed
+
+
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if path := shutil.which(name):
@@ -97,7 +154,7 @@ def _chromium() -> str | None:
 @pytest.mark.browser
 def test_opens_offline_in_a_browser(report):
     """Chromium loads the page with every request outside the file refused."""
-    sync_api = pytest.importorskip("playwright.sync_api")
+    from playwright import sync_api  # a dev dependency: missing, the test fails
     exe = _chromium()
     if exe is None:
         pytest.skip("no chromium installed")

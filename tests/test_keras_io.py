@@ -2,8 +2,12 @@
 
 The oracle is Keras 3 itself (torch backend): it builds and saves real models of every
 layer type cnnlab reads; cnnlab's probabilities must equal Keras' model.predict to 1e-4
-and its summary totals Keras' count_params(). Hostile files must be refused with one
-sentence and exit code 2, without running anything in them.
+and its summary totals Keras' count_params(). Keras is fed what its user fed it (the scale
+known by hand for each test model, never cnnlab's reading of the file). The figures and the
+explainer show Keras' numbers: feature maps are keras.Model(inputs, layer.output), kernels
+Keras' own, Grad-CAM computed through Keras on torch, the served probabilities
+model.predict. Hostile files must be refused with one sentence and exit code 2, without
+running anything in them.
 """
 
 from __future__ import annotations
@@ -49,9 +53,27 @@ def cnnlab_probs(f, images: np.ndarray) -> np.ndarray:
     return f.model.predict_proba(x).numpy()
 
 
-def keras_input(f, images: np.ndarray) -> np.ndarray:
-    """What the Keras user fed their model: raw pixels, or pixels * rescale (ImageDataGenerator)."""
-    return images.astype("float32") * (1.0 if "own" in f.meta["preprocessing"] else f.meta["rescale"])
+# What the Keras user fed each test model (tests/kerasmodels.py), known by hand: "every" starts
+# with Rescaling(1/127.5, offset=-1) and "residual" with a Normalization adapted on 0-255
+# pixels, so both take raw pixels; the lecture model has neither: its ImageDataGenerator
+# (rescale=1./255) fed it pixels / 255.
+KERAS_INPUT_SCALE = {"every": 1.0, "residual": 1.0, "lecture": 1 / 255}
+
+
+def keras_input(model, name: str, images: np.ndarray) -> np.ndarray:
+    """``images`` as the Keras user fed ``model``: the hand-known scale, checked against the
+    model's own first layers (a Rescaling/Normalization there, as its config says, or none)."""
+    first = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"][0]
+    if name == "every":
+        assert type(first).__name__ == "Rescaling"
+        cfg = first.get_config()
+        assert (cfg["scale"], cfg["offset"]) == pytest.approx((1 / 127.5, -1.0))  # 0-255 -> [-1, 1]
+    elif name == "residual":
+        assert type(first).__name__ == "Normalization"
+        assert float(np.mean(first.get_weights()[0])) > 50  # its mean: adapted on 0-255 pixels
+    else:
+        assert not {type(layer).__name__ for layer in model.layers} & {"Rescaling", "Normalization"}
+    return images.astype("float32") * KERAS_INPUT_SCALE[name]
 
 
 @pytest.mark.parametrize("name", ["every", "residual", "lecture"])
@@ -60,7 +82,7 @@ def test_predictions_and_counts_equal_keras(saved, name, suffix):
     model, paths = saved[name]
     f = open_model(paths[suffix], quiet=True)
     images = km.pixels(model.input_shape[1:], n=6, seed=1)
-    expected = model.predict(keras_input(f, images), verbose=0)
+    expected = model.predict(keras_input(model, name, images), verbose=0)
     got = cnnlab_probs(f, images)
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
@@ -137,12 +159,87 @@ def test_keras_file_in_every_command(saved, tmp_path, split_folder, capsys):
         png = tmp_path / f"{cmd[1]}.png"
         assert main([*cmd, "--out", str(png)]) == 0, cmd
         assert png.stat().st_size > 1000
+    # What the figures draw is Keras' own numbers for the same image (fed to Keras / 255).
+    x = arrays[:1].astype("float32") / 255
+    assert_keras_viz(model, h5, files[0], x)
 
     page = tmp_path / "page.html"
     assert main(["explain", str(h5), "--image", str(files[0]), "--out", str(page)]) == 0
-    assert page.stat().st_size > 1000
+    text = page.read_text()
+    start = text.index('<script type="application/json" id="cnnlab-payload">') + len(
+        '<script type="application/json" id="cnnlab-payload">')
+    payload = json.loads(text[start:text.index("</script>", start)])
+    assert_payload_is_keras(model, payload, x)
     assert main(["explain", str(h5)]) == 2
     assert "--image" in capsys.readouterr().err
+
+
+def keras_outputs(model, x: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """(Keras class name, output (C, H, W)) of every conv and pool layer of a Sequential model,
+    each from keras.Model(inputs, layer.output).predict."""
+    k = km.keras()
+    return [(type(layer).__name__, k.Model(model.inputs, layer.output).predict(x, verbose=0)[0].transpose(2, 0, 1))
+            for layer in model.layers if type(layer).__name__ in ("Conv2D", "MaxPooling2D")]
+
+
+def keras_gradcam(model, x: np.ndarray, conv: int, index: int) -> np.ndarray:
+    """Grad-CAM at Keras layer ``conv`` (its activation included) for class ``index``, by Keras on
+    torch: alpha_k = mean of d logit / d A_k, cam = ReLU(sum_k alpha_k A_k); the logit is the last
+    Dense's kernel and bias applied by hand (its softmax left out)."""
+    k = km.keras()
+    maps = k.Model(model.inputs, model.layers[conv].output)(torch.from_numpy(x)).detach().requires_grad_(True)
+    y = maps
+    for layer in model.layers[conv + 1:-1]:
+        y = layer(y)
+    last = model.layers[-1]
+    logits = y @ last.kernel.value + last.bias.value
+    (grads,) = torch.autograd.grad(logits[0, index], maps)
+    alpha = grads.mean(dim=(1, 2), keepdim=True)  # NHWC: one weight per channel
+    return torch.relu((alpha * maps).sum(-1))[0].detach().numpy()
+
+
+def assert_keras_viz(model, h5: Path, image: Path, x: np.ndarray) -> None:
+    from cnnlab.viz import feature_maps, filter_weights, gradcam
+
+    maps = feature_maps(h5, image)  # every conv and pool layer, in order
+    expected = keras_outputs(model, x)
+    assert len(maps) == len(expected) == 4
+    for (name, got), (kind, want) in zip(maps.items(), expected):
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-5, err_msg=f"{name} ({kind})")
+    # the first conv's kernels, (out, in, kh, kw); Keras holds them as (kh, kw, in, out)
+    layer, w = filter_weights(open_model(h5, quiet=True).model)
+    np.testing.assert_array_equal(w, model.layers[0].get_weights()[0].transpose(3, 2, 0, 1))
+    probs = model.predict(x, verbose=0)[0]
+    cam = gradcam(h5, image)  # the predicted class, at the last conv (ReLU included)
+    assert cam.class_index == int(probs.argmax()) and cam.layer_shape == (13, 13, 8)
+    np.testing.assert_allclose(cam.probabilities, probs, atol=1e-5)
+    want = keras_gradcam(model, x, 2, cam.class_index)
+    assert want.max() > 0  # some positive evidence: a map to compare
+    np.testing.assert_allclose(cam.coarse, want, rtol=1e-4, atol=1e-5 * want.max())
+
+
+def payload_tensor(payload: dict, ref: dict) -> np.ndarray:
+    """One array of the explainer's payload, decoded here: gzip + base64 of little-endian float32."""
+    import base64
+    import gzip
+
+    raw = base64.b64decode(payload["blob"]["data"])
+    flat = np.frombuffer(gzip.decompress(raw) if payload["blob"]["encoding"].startswith("gzip") else raw, "<f4")
+    return flat[ref["o"]:ref["o"] + ref["n"]].reshape(ref["shape"])
+
+
+def assert_payload_is_keras(model, payload: dict, x: np.ndarray, classes=None) -> None:
+    """The explainer's numbers are Keras': probabilities, and every conv and pool layer's output."""
+    probs = model.predict(x, verbose=0)[0]
+    np.testing.assert_allclose(payload["probabilities"], probs, atol=1e-5)
+    assert payload["prediction"]["index"] == int(probs.argmax())
+    if classes:
+        assert payload["prediction"]["class"] == classes[int(probs.argmax())]
+    layers = [e for e in payload["layers"] if e["kind"] in ("conv", "pool")]
+    expected = keras_outputs(model, x)
+    assert len(layers) == len(expected) == 4
+    for entry, (kind, want) in zip(layers, expected):
+        np.testing.assert_allclose(payload_tensor(payload, entry["out"]), want, atol=1e-5, err_msg=entry["name"])
 
 
 def test_explain_serve_app_takes_a_keras_file(saved, split_folder):
@@ -159,6 +256,11 @@ def test_explain_serve_app_takes_a_keras_file(saved, split_folder):
     with open(image, "rb") as fh:
         r = client.post("/api/explain", files={"file": ("x.png", fh, "image/png")})
     assert r.status_code == 200, r.text
+    # what it serves is what Keras computes for that image (the lecture model: pixels / 255)
+    from PIL import Image
+
+    x = np.asarray(Image.open(image).convert("RGB"))[None].astype("float32") / 255
+    assert_payload_is_keras(saved["lecture"][0], r.json(), x, classes=["hbar", "vbar"])
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,22 +1,26 @@
 """examples/*.ipynb run top to bottom in a fresh kernel (nbclient), as a student would run them.
 
-Each notebook runs in a fresh folder (it writes its datasets and runs there); any cell that
-raises fails the test. The lecture notebook's outputs are then read: the rich displays are
-there (HTML tables, inline figures, the widget), and the number its kernel lab prints is
-torch's conv2d of the sample photo (tests/kernelref.py).
+Each notebook runs in a fresh folder, a clone in miniature (the repository's .gitignore, the
+notebook tracked in examples/): any cell that raises fails the test, and so does a file it
+leaves that git would list as untracked (its data and runs go under the ignored runs/). The
+lecture notebook's outputs are then read: the rich displays are there (HTML tables, inline
+figures, the widget), and the number its kernel lab prints is torch's conv2d of the sample
+photo (tests/kernelref.py).
 """
 
 from __future__ import annotations
 
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat", reason="the notebook test needs nbformat (pip install -e '.[dev]')")
-nbclient = pytest.importorskip("nbclient", reason="the notebook test needs nbclient (pip install -e '.[dev]')")
-pytest.importorskip("ipykernel", reason="the notebook test needs ipykernel (pip install -e '.[dev]')")
+# Declared in pyproject's dev extra: missing, the test fails (pip install -e '.[dev]'), never skips.
+import ipykernel  # noqa: E402, F401  (the kernel nbclient starts)
+import nbclient  # noqa: E402
+import nbformat  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
@@ -57,14 +61,26 @@ def test_there_is_a_notebook():
     assert any(p.name == "cnn_lecture.ipynb" for p in NOTEBOOKS)
 
 
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_top_to_bottom(path, tmp_path):
+    # A clone in miniature: the repository's .gitignore and examples/ with the notebook, tracked.
     work = tmp_path / "examples"
     work.mkdir()
     shutil.copy(path, work / path.name)
+    shutil.copy(EXAMPLES.parent / ".gitignore", tmp_path / ".gitignore")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", ".gitignore", f"examples/{path.name}")
     nb = execute(work / path.name, work)
     errors = [o for c in nb.cells for o in outputs(c) if o.get("output_type") == "error"]
     assert not errors, errors
+    # What it wrote (data, runs) is ignored by git: running it leaves the clone's status clean.
+    untracked = [line for line in git(tmp_path, "status", "--porcelain", "--untracked-files=all").splitlines()
+                 if not line.startswith("A ")]
+    assert untracked == [], untracked
     if path.name != "cnn_lecture.ipynb":
         return
 

@@ -124,6 +124,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 
+from cnnlab.train.callbacks import Callback  # noqa: E402
 from imagegen import make_image_folder  # noqa: E402
 from tinymodels import TINY, TINY_BN, same_weights  # noqa: E402
 
@@ -197,34 +198,67 @@ def imbalanced(tmp_path):
     return root
 
 
-def test_a_run_prints_and_saves_its_choices(imbalanced, tmp_path, capsys, one_thread):
-    import cnnlab
+# Why --precision auto keeps fp32 for TINY on either CPU: its MACs per image, by hand, are
+# 30*30*4 outputs x 3*3*3 (conv) + 196*2 (dense) = 97,592, far below the 5M where bf16 pays.
+FP32_BECAUSE = {True: "a small model (0.1M MACs per image): bf16 would gain nothing",
+                False: "no native bf16 on this CPU"}
 
+
+@pytest.mark.parametrize("cpu_bf16", [True, False], ids=["bf16-cpu", "older-cpu"])
+def test_a_run_prints_and_saves_its_choices(imbalanced, tmp_path, capsys, monkeypatch, one_thread, cpu_bf16):
+    import cnnlab
+    import cnnlab.device as dev
+
+    # Both CPUs on every machine: the flags the precision rule reads are faked.
+    monkeypatch.setattr(dev, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"} if cpu_bf16 else {"avx2"}))
     run = cnnlab.train(imbalanced, model=TINY, out=str(tmp_path / "runs"), evaluate=False, augment="none",
                        device="cpu")
     printed = capsys.readouterr().out
+    assert f"\n        precision: {FP32_BECAUSE[cpu_bf16]}\n" in printed
     assert "auto    30 training images in 2 classes" in printed  # 38 images, 20 % held out
     assert "class 'vbar' has" in printed and "balanced True" in printed
     cfg = yaml.safe_load((run.path / "config.yaml").read_text())
     assert cfg["monitor"] == "val_macro_f1" and cfg["balanced"] is True and cfg["patience"] == 0
     assert cfg["batch_size"] == 32 and cfg["epochs"] == 30 and cfg["val_max"] == 0
     assert cfg["auto"]["chosen"]["balanced"]["why"].startswith("class 'vbar'")
-    assert cfg["precision"] == "fp32"  # a tiny model: bf16 would gain nothing
+    assert cfg["precision"] == "fp32" and cfg["channels_last"] is False
     rows = (run.path / "history.csv").read_text().splitlines()
     assert "val_macro_f1" in rows[0] and len(rows) == 31
     assert json.loads((run.path / "classes.json").read_text()) == ["hbar", "vbar"]
+
+
+class ActivationDtypes(Callback):
+    """The dtypes of the first convolution's outputs in training steps, and whether its input was NHWC."""
+
+    def __init__(self):
+        self.dtypes, self.channels_last = set(), set()
+
+    def on_train_begin(self, trainer):
+        conv = next(m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d))
+
+        def seen(module, inputs, output):
+            if module.training:
+                self.dtypes.add(output.dtype)
+                self.channels_last.add(inputs[0].is_contiguous(memory_format=torch.channels_last))
+
+        conv.register_forward_hook(seen)
 
 
 def test_fp32_is_bit_reproducible_and_bf16_stays_finite(image_folder, tmp_path, one_thread):
     import cnnlab
 
     opts = dict(model=TINY_BN, epochs=2, evaluate=False, device="cpu", out=str(tmp_path / "runs"))
-    a = cnnlab.train(image_folder, precision="fp32", name="a", verbose=False, **opts)
+    fp32 = ActivationDtypes()
+    a = cnnlab.train(image_folder, precision="fp32", name="a", verbose=False, callbacks=[fp32], **opts)
     b = cnnlab.train(image_folder, precision="fp32", name="b", verbose=False, **opts)
     assert same_weights(a.path / "weights" / "last.safetensors", b.path / "weights" / "last.safetensors")
-    c = cnnlab.train(image_folder, precision="bf16", name="c", verbose=False, **opts)
+    assert fp32.dtypes == {torch.float32} and fp32.channels_last == {False}
+    bf16 = ActivationDtypes()
+    c = cnnlab.train(image_folder, precision="bf16", name="c", verbose=False, callbacks=[bf16], **opts)
     cfg = yaml.safe_load((c.path / "config.yaml").read_text())
     assert cfg["precision"] == "bf16" and cfg["channels_last"] is True  # bf16 on the CPU goes with NHWC
+    # and the steps really ran so: the convolution computed in bfloat16, on NHWC input
+    assert bf16.dtypes == {torch.bfloat16} and bf16.channels_last == {True}
     for row in c.history():
         assert np.isfinite(float(row["loss"])) and np.isfinite(float(row["val_loss"]))
 
@@ -250,6 +284,44 @@ def test_auto_precision_on_the_cpu_is_timed_on_the_model(image_folder, tmp_path,
     cfg = yaml.safe_load((run.path / "config.yaml").read_text())
     assert len(asked) == 4  # fp32 and bf16, each NCHW and channels_last, on the model itself
     assert (cfg["precision"], cfg["channels_last"]) == ("fp32", False)  # bf16 only 1.05x: not enough
+
+
+@pytest.mark.parametrize("gpu, capability, expected", [
+    ("NVIDIA A100-SXM4-40GB", (8, 0), "bf16"),  # Ampere: bf16 tensor cores
+    ("NVIDIA H100 80GB HBM3", (9, 0), "bf16"),
+    ("Tesla T4", (7, 5), "fp16"),  # Turing (Colab's free GPU): fp16 tensor cores, bf16 only emulated
+    ("Tesla V100-SXM2-16GB", (7, 0), "fp16"),
+])
+def test_auto_precision_on_a_gpu_is_bf16_from_ampere_on_and_fp16_before(monkeypatch, gpu, capability, expected):
+    """No GPU needed: torch's CUDA probes are faked as a machine with that GPU answers them.
+
+    torch.cuda.is_bf16_supported() asks the device's compute capability (bf16 from 8.0, Ampere),
+    and, below it, whether a bfloat16 tensor can be made there: on a T4 or V100 it can
+    (emulated), so the fake says yes too. Both run the run's own choice (setup.choose_device).
+    """
+    from types import SimpleNamespace
+
+    from cnnlab.model.build import build_model
+    from cnnlab.train import setup
+    from cnnlab.train.config import make_config
+
+    props = SimpleNamespace(name=gpu, major=capability[0], minor=capability[1], total_memory=16 * 2**30,
+                            multi_processor_count=40)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: props)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: gpu)
+    monkeypatch.setattr(torch.cuda, "_check_bf16_tensor_supported", lambda device: True, raising=False)
+
+    model = build_model(TINY, classes=2, seed=0)
+    device, precision, channels_last, why = setup.choose_device(make_config(data="x"), model, sample=(32, 32, 3))
+    assert (device.type, precision, channels_last) == ("cuda", expected, True)
+    assert why == "the GPU's native half precision"
+    # asked for by name, bf16 still runs where torch can (emulated on the older ones)
+    assert setup.choose_device(make_config(data="x", precision="bf16"), model)[1] == "bf16"
 
 
 def test_a_slow_machine_trains_the_recipes_smaller_model_with_a_smaller_batch():
@@ -342,12 +414,14 @@ def test_a_run_timed_on_a_busy_machine_says_so(image_folder, tmp_path, monkeypat
             return (clock["t"] if busy else 0.0, clock["t"])
 
         monkeypatch.setattr(dev, "_proc_stat_busy", machine)
+        monkeypatch.setattr(dev, "_own_cpu_seconds", lambda: 0.0)  # no real CPU time either: all of it by hand
         cnnlab.train(image_folder, model=TINY, epochs=1, evaluate=False, device="cpu", name=name,
                      out=str(tmp_path / "runs"))
         printed = capsys.readouterr().out
         line = [ln for ln in printed.splitlines() if "busy:" in ln]
-        if busy:  # 2 s of the machine's per 2 s, less this process's own CPU time
-            assert len(line) == 1 and "other programs used" in line[0] and "--img-size" in line[0], printed
+        if busy:  # 2 s of the machine's per 2 s, none of it this process's
+            assert len(line) == 1 and "other programs used 100% of the CPU while cnnlab timed" in line[0], printed
+            assert "--img-size" in line[0]
         else:
             assert line == [], printed
 

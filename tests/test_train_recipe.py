@@ -26,16 +26,24 @@ def images():
 
 
 class Recorder(Callback):
-    """The model's float state after every optimiser step, before any averaging."""
+    """The model's float state before every step and after it, before any averaging (placed
+    before the averaging callback)."""
 
     def __init__(self):
-        self.states = []
+        self.starts, self.states = [], []
 
     def on_train_begin(self, trainer):
-        self.initial = {k: v.clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()}
+        self.initial = self._state(trainer)
+
+    def on_batch_begin(self, trainer):
+        self.starts.append(self._state(trainer))
 
     def on_batch_end(self, trainer):
-        self.states.append({k: v.clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()})
+        self.states.append(self._state(trainer))
+
+    @staticmethod
+    def _state(trainer):
+        return {k: v.clone() for k, v in trainer.model.state_dict().items() if v.is_floating_point()}
 
 
 @pytest.mark.parametrize("lookahead", [True, False])
@@ -55,10 +63,11 @@ def test_lookahead_average_is_what_evaluation_uses(images, lookahead):
         if step % 2 == 0:
             d = 0.9 * step / total
             hand = {k: d * hand[k] + (1 - d) * state[k].double() for k in hand}
-            if lookahead:  # the model continued from the average
-                nxt = rec.states[step] if step < total else None
-                if nxt is not None:
-                    assert not all(torch.equal(nxt[k], state[k]) for k in hand)
+        if step < total:  # where the next step starts: the hand average after an averaging step
+            # with lookahead, else the weights this step left
+            expected = hand if lookahead and step % 2 == 0 else {k: v.double() for k, v in state.items()}
+            for k in hand:
+                torch.testing.assert_close(rec.starts[step][k].double(), expected[k], rtol=1e-5, atol=1e-6)
     for k, v in model.state_dict().items():
         if v.is_floating_point():
             torch.testing.assert_close(v.double(), hand[k], rtol=1e-5, atol=1e-6)
@@ -72,18 +81,37 @@ def test_lookahead_average_is_what_evaluation_uses(images, lookahead):
     assert a == pytest.approx(b, rel=1e-5)
 
 
-def test_lookahead_resets_the_model_to_the_average_only_when_asked(images):
-    x, y = images
-    outcomes = {}
-    for lookahead in (True, False):
-        model = build_model(TINY_BN, classes=2, seed=0)
-        rec = Recorder()
-        Trainer(model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9),
-                callbacks=[rec, Lookahead(every=3, decay=0.5, power=0.0, lookahead=lookahead)]).fit(
-            TensorLoader(x, y, 8, seed=1), epochs=1)
-        outcomes[lookahead] = rec.states[-1]
-    # Without lookahead the raw trajectory is plain SGD; with it, the weights differ.
-    assert any(not torch.equal(outcomes[True][k], outcomes[False][k]) for k in outcomes[True])
+def test_lookahead_resets_the_model_to_the_average_only_when_asked():
+    """By hand, on one weight w from 8 (loss w^2/2 and plain SGD at lr 0.5: each step halves w),
+    averaged every 2 steps at decay 0.5 (power 0: constant), 4 steps:
+
+    lookahead: 4; 2 -> average 0.5*8 + 0.5*2 = 5, and w is reset to 5; 2.5; 1.25 -> average
+               0.5*5 + 0.5*1.25 = 3.125, where w ends;
+    EMA only:  4; 2 (average 5, w stays 2); 1; 0.5 -> average 0.5*5 + 0.5*0.5 = 2.75, which w
+               becomes at the last step. Every number is exact in binary.
+    """
+    from types import SimpleNamespace
+
+    expected = {True: [4.0, 5.0, 2.5, 3.125], False: [4.0, 2.0, 1.0, 2.75]}
+    for lookahead, trajectory in expected.items():
+        model = torch.nn.Linear(1, 1, bias=False)
+        with torch.no_grad():
+            model.weight.fill_(8.0)
+        opt = torch.optim.SGD(model.parameters(), lr=0.5)
+        trainer = SimpleNamespace(model=model, step=0, total_steps=4)
+        avg = Lookahead(every=2, decay=0.5, power=0.0, lookahead=lookahead)
+        avg.on_train_begin(trainer)
+        seen = []
+        for _ in range(4):
+            opt.zero_grad()
+            (model.weight.square().sum() / 2).backward()
+            opt.step()
+            trainer.step += 1
+            avg.on_batch_end(trainer)
+            seen.append(model.weight.item())
+        assert seen == trajectory, (lookahead, seen)
+        avg.on_train_end(trainer)
+        assert model.weight.item() == trajectory[-1]
 
 
 def test_bias_lr_scale_gives_biases_more_lr_and_the_same_decay_per_step():
@@ -184,21 +212,121 @@ def test_cnnlab_recipes_shows_what_a_recipe_run_gets(capsys):
     assert "recipes   list the training recipes (--recipe)" in capsys.readouterr().out
 
 
-def test_train_with_the_recipe_end_to_end(split_folder, tmp_path):
-    """cnnlab.train(recipe=airbench) on drawn images: whitened stem, averaging, TTA evaluation."""
+class StepRecorder(Callback):
+    """The model's float state at the start and right after every optimiser step: before the
+    callbacks (the weight averaging among them) see it, through the optimiser's own hook."""
+
+    def on_train_begin(self, trainer):
+        self.initial = self._state(trainer)
+        self.starts, self.states = [], []  # before each step; right after its optimiser step
+        trainer.optimizer.register_step_post_hook(lambda *_: self.states.append(self._state(trainer)))
+
+    def on_batch_begin(self, trainer):
+        self.starts.append(self._state(trainer))
+
+    @staticmethod
+    def _state(trainer):
+        return {k: v.detach().double().clone() for k, v in trainer.model.state_dict().items()
+                if v.is_floating_point()}
+
+
+def _pixels(paths) -> np.ndarray:
+    """(N, 32, 32, 3) float64 in [0, 1], decoded by Pillow (the images are 32x32 already)."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(p).convert("RGB"), dtype=np.float64) / 255 for p in paths])
+
+
+def test_train_with_the_recipe_end_to_end(tmp_path):
+    """cnnlab.train(recipe=airbench) on drawn images, each piece against a computation of its own:
+
+    * the stem: 2x2 PCA-whitening filters of the training patches, then the same filters
+      negated: the first 12 filters F (12 values each) give F (Cov + eps I) F^T = I with
+      orthogonal rows, Cov computed here in numpy from the PNGs, and the other 12 are -F;
+    * weight averaging: every 5 steps avg <- d avg + (1 - d) w, d = 0.95^5 (step/total)^3,
+      replayed here on the recorded raw weights; the saved last weights are that average;
+    * TTA: the test probabilities are the weighted mean of the six views (image, mirror, and
+      both shifted one pixel up-left and down-right, reflected borders) made here with torch.
+    """
+    import csv
     import json
 
+    import torch.nn.functional as F
+
     import cnnlab
+    from imagegen import make_split_folder
     from safetensors.torch import load_file
 
-    run = cnnlab.train(split_folder, recipe="airbench", epochs=2, batch_size=8, out=str(tmp_path / "runs"),
-                       verbose=False)
+    data = make_split_folder(tmp_path / "data", n={"train": 10, "val": 2, "test": 4})
+    rec = StepRecorder()
+    # 20 training images at batch 4: 10 steps, averaged at steps 5 and 10 (the last). fp32: the
+    # test split is then evaluated exactly (a bf16 run evaluates in bf16).
+    run = cnnlab.train(data, recipe="airbench", epochs=2, batch_size=4, precision="fp32",
+                       out=str(tmp_path / "runs"), verbose=False, callbacks=[rec])
     cfg = (run.path / "config.yaml").read_text()
     assert "recipe: airbench" in cfg and "weight_averaging: lookahead" in cfg
+    last = {k: v.double() for k, v in load_file(run.path / "weights" / "last.safetensors").items()}
+    split = run.split()
+    train_files, test_items = [p for p, _ in split["train"]], split["test"]
+    assert len(train_files) == 20 and len(test_items) == 8
+
+    # -- the stem: the negated pair of whitening filters of the training patches
+    from cnnlab.io.weights import read_metadata
+
+    x = _pixels(train_files)
+    mean, std = x.mean((0, 1, 2)), x.std((0, 1, 2))  # the "measured" normalisation, by hand
+    norm = read_metadata(run.path / "weights" / "last.safetensors")["normalization"]
+    np.testing.assert_allclose(norm["mean"], mean, atol=2e-6)
+    np.testing.assert_allclose(norm["std"], std, atol=2e-6)
+    z = (x - mean) / std
+    # every 2x2 patch (stride 1), its values in (channel, row, column) order: the kernel's layout
+    patches = np.stack([z[:, i:i + 31, j:j + 31, c] for c in range(3) for i in (0, 1) for j in (0, 1)], -1)
+    cov = np.cov(patches.reshape(-1, 12), rowvar=False)
+    stem = last["layers.patch_whitening.conv.weight"].numpy().reshape(24, 12)
+    np.testing.assert_array_equal(stem, rec.initial["layers.patch_whitening.conv.weight"].numpy().reshape(24, 12))
+    first, second = stem[:12], stem[12:]
+    np.testing.assert_array_equal(second, -first)  # the negated pair
+    # whitening: the 12 outputs of the patches (eps = 5e-4 added to the variances) are
+    # uncorrelated with unit variance; PCA whitening: the filters are orthogonal (eigenvectors)
+    np.testing.assert_allclose(first @ (cov + 5e-4 * np.eye(12)) @ first.T, np.eye(12), atol=1e-4)
+    gram = first @ first.T
+    np.testing.assert_allclose(gram, np.diag(np.diag(gram)), atol=1e-4)
+
+    # -- weight averaging: the EMA of the recorded steps, synced every 5 steps, is what was saved
+    assert len(rec.states) == 10
+    avg = dict(rec.initial)
+    for step, state in enumerate(rec.states, start=1):
+        if step % 5 == 0:
+            d = 0.95 ** 5 * (step / 10) ** 3
+            avg = {k: d * avg[k] + (1 - d) * state[k] for k in avg}
+        if step < 10:  # lookahead: every 5th step the next one starts from the average, else from `state`
+            start = rec.starts[step]
+            for k in avg:
+                torch.testing.assert_close(start[k], avg[k] if step % 5 == 0 else state[k], rtol=1e-5, atol=1e-6)
+    for k, v in avg.items():
+        torch.testing.assert_close(last[k], v, rtol=1e-5, atol=1e-6, msg=k)
+    changed = [k for k in avg if not torch.allclose(last[k], rec.states[-1][k], rtol=1e-3, atol=1e-5)]
+    assert changed, "the saved last weights are the raw weights of the last step, not their average"
+
+    # -- TTA on the averaged (last) weights: six views made here, weighted 1/4, 1/4, 1/8 x 4
     metrics = json.loads((run.path / "eval" / "test" / "metrics.json").read_text())
-    assert metrics["tta_mode"] == "flip+translate" and metrics["weights"] == "last"  # the averaged ones
-    stem = load_file(run.path / "weights" / "last.safetensors")["layers.patch_whitening.conv.weight"]
-    assert stem.abs().sum() > 0 and not torch.allclose(stem, torch.zeros_like(stem))
+    assert metrics["tta_mode"] == "flip+translate" and metrics["weights"] == "last"
+    model, _ = run.load_model("last")
+    xt = torch.from_numpy((_pixels([p for p, _ in test_items]) - mean) / std).permute(0, 3, 1, 2).float()
+
+    def shifted(t, d):  # content moved d pixels down and right, reflected borders
+        return F.pad(t, (1, 1, 1, 1), mode="reflect")[..., 1 - d:33 - d, 1 - d:33 - d]
+
+    views = [(0.25, xt), (0.25, xt.flip(3))]
+    views += [(0.125, v) for d in (-1, 1) for v in (shifted(xt, d), shifted(xt, d).flip(3))]
+    with torch.no_grad():
+        expected = sum(w * torch.softmax(model(v).float(), 1) for w, v in views).numpy()
+        plain = torch.softmax(model(xt).float(), 1).numpy()
+    with (run.path / "eval" / "test" / "predictions.csv").open() as f:
+        rows = {r["path"]: r for r in csv.DictReader(f)}
+    got = np.array([[float(rows[p]["p_hbar"]), float(rows[p]["p_vbar"])] for p, _ in test_items])
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    assert np.abs(expected - plain).max() > 1e-4  # the views matter: TTA is not the plain forward
 
 
 def test_a_time_limit_on_a_slow_machine_trains_the_smaller_model(split_folder, tmp_path, monkeypatch):

@@ -87,7 +87,14 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _config_section(run: Run) -> dict[str, Any]:
-    return {"items": list(run.config.items()), "path": str(run.path / "config.yaml")}
+    """config.yaml's values; its ``auto`` block as the lines `cnnlab train` printed."""
+    from cnnlab.display import auto_lines
+
+    config = run.config
+    auto = config.get("auto")
+    shown = isinstance(auto, dict) and "facts" in auto
+    return {"items": [(k, v) for k, v in config.items() if not (k == "auto" and shown)],
+            "auto": auto_lines(auto) if shown else [], "path": str(run.path / "config.yaml")}
 
 
 def _data_section(run: Run, classes: list[str]) -> dict[str, Any]:
@@ -258,6 +265,7 @@ img.wide { max-width:100%; height:auto; }
 .kv { display:grid; grid-template-columns:repeat(auto-fill, minmax(240px, 1fr)); gap:0 18px; font-size:14px; }
 .kv div { display:flex; justify-content:space-between; gap:10px; padding:4px 2px; border-bottom:1px solid var(--line); }
 .kv span { text-align:right; overflow-wrap:anywhere; }
+pre.auto { background:#f7f9fb; border:1px solid var(--line); border-radius:6px; padding:8px 12px; overflow-x:auto; }
 .child td:first-child { padding-left:28px; color:var(--muted); }
 footer { color:var(--muted); font-size:12px; padding:8px 0 40px; }
 """

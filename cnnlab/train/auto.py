@@ -88,12 +88,11 @@ class AutoChoice:
         self.reasons[key] = why
 
     def block(self) -> str:
-        """The printed block: a line on the data and budget, then one line per choice."""
-        lines = [f"auto    {self.facts}"]
-        for key, value in self.values.items():
-            shown = "x".join(map(str, value)) if isinstance(value, tuple) else value
-            lines.append(f"        {key} {shown}: {self.reasons[key]}")
-        return "\n".join(lines)
+        """The printed block: a line on the data and budget, then one line per choice (the
+        lines RUN/report.html shows too: cnnlab.display.auto_lines of what config.yaml keeps)."""
+        from cnnlab.display import auto_lines
+
+        return "\n".join(auto_lines(self.to_dict()))
 
     def to_dict(self) -> dict[str, Any]:
         """What config.yaml keeps under ``auto``: the facts and each choice with its reason."""
