@@ -17,6 +17,7 @@ from cnnlab.device import (
     BF16_FLAGS,
     MIN_BF16_MACS,
     auto_precision,
+    bf16_supported,
     cpu_flags,
     cpu_has_bf16,
     mps_available,
@@ -104,7 +105,7 @@ def _doctor_info() -> dict[str, Any]:
                 "index": i,
                 "name": torch.cuda.get_device_name(i),
                 "memory_gb": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1),
-                "bf16": torch.cuda.is_bf16_supported() if i == 0 else None,
+                "bf16": bf16_supported(torch.device("cuda", i)),  # native: Ampere and newer
             }
             for i in range(torch.cuda.device_count())
         ] if torch.cuda.is_available() else [],

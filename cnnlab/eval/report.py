@@ -27,6 +27,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from cnnlab import __version__
+from cnnlab.display import auto_lines
 from cnnlab.errors import CnnlabError
 from cnnlab.io import plots
 from cnnlab.io.figures import save_figure
@@ -88,8 +89,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def _config_section(run: Run) -> dict[str, Any]:
     """config.yaml's values; its ``auto`` block as the lines `cnnlab train` printed."""
-    from cnnlab.display import auto_lines
-
     config = run.config
     auto = config.get("auto")
     shown = isinstance(auto, dict) and "facts" in auto

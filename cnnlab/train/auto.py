@@ -31,6 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from cnnlab.display import auto_lines
+
 DEFAULT_MINUTES = 10.0  # the plan of a run without --time-limit
 SIZES = (32, 48, 64, 96, 128, 160, 192, 224)
 MAX_SIZE = {"cpu": 160, "cuda": 224, "mps": 160}  # beyond this, too slow to be worth it here
@@ -90,8 +92,6 @@ class AutoChoice:
     def block(self) -> str:
         """The printed block: a line on the data and budget, then one line per choice (the
         lines RUN/report.html shows too: cnnlab.display.auto_lines of what config.yaml keeps)."""
-        from cnnlab.display import auto_lines
-
         return "\n".join(auto_lines(self.to_dict()))
 
     def to_dict(self) -> dict[str, Any]:
