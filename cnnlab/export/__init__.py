@@ -89,11 +89,9 @@ def export(run, fmt: str, out: str | Path | None = None, weights: str = "best", 
     images = sample_images(src, check_images)
     ours = cnnlab_probabilities(src, images)
     if fmt == "onnx":
-
         export_onnx(src.model, src.meta, out)
         theirs, checker = OnnxModel(out).probabilities(images), "onnxruntime"
     else:
-
         write_keras(src.model, src.meta, out)
         theirs, checker = keras_probabilities(out, images), "Keras"
     diff = None if theirs is None else float(np.abs(np.asarray(theirs, dtype=np.float64) - ours).max())
