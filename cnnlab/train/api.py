@@ -16,13 +16,17 @@ the best weights on it (``eval/test/``) and writes ``report.html``.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from cnnlab.data.decode import BadImage
+from cnnlab.data.preprocess import Preprocessor
 from cnnlab.display import count
 from cnnlab.errors import CnnlabError, SaidByMainProcess, is_main_process
 from cnnlab.eval.evaluate import evaluate_run
 from cnnlab.eval.report import write_report
+from cnnlab.eval.tta import views
 from cnnlab.model.summary import summary
 from cnnlab.run import RESUME_FILE, Run, read_split
 from cnnlab.train import callbacks as cb
@@ -52,11 +56,32 @@ def say(msg: str, verbose: bool) -> None:
         print(msg, flush=True)
 
 
-def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[cb.Callback]:
+def after_training(setup, sample: int = 8) -> cb.AfterTraining:
+    """What this command does once training stops, for ``--time-limit`` to keep time for: the
+    test split's evaluation (``--evaluate``, with the run's TTA views; the decoding of an image
+    timed on up to ``sample`` test files now) and the report."""
+    test = (setup.index.splits.get("test") or []) if setup.cfg.evaluate else []
+    if not test:
+        return cb.AfterTraining()
+    files = [p for p, _ in test[::max(1, len(test) // sample)][:sample]]
+    pre = Preprocessor.from_meta(setup.meta())
+    t0 = time.perf_counter()
+    for path in files:
+        try:
+            pre.load_uint8(path)
+        except BadImage:  # the evaluation says so; its time is what counts here
+            pass
+    decode = (time.perf_counter() - t0) / len(files)
+    return cb.AfterTraining(len(test), len(views(setup.cfg.tta or "none")), decode)
+
+
+def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool,
+                   started: float | None = None) -> list[cb.Callback]:
     """The built-in callbacks a config asks for, in the order they must run at epoch end.
 
     TerminateOnNaN first (no checkpoint of broken weights), the time limit and schedules,
-    then early stopping, the checkpoints and the logs.
+    then early stopping, the checkpoints and the logs. ``started``: the command's start
+    (``time.perf_counter()``), so that ``--time-limit`` counts the time before training too.
     """
     cfg, hp = setup.cfg, setup.hparams
     monitor = cfg.monitor
@@ -64,7 +89,8 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool) -> list[c
         monitor = monitor[4:]
     callbacks: list[cb.Callback] = [cb.TerminateOnNaN()]
     if cfg.time_limit:
-        callbacks.append(cb.TimeLimit(cfg.time_limit))
+        spent = time.perf_counter() - started if started is not None else 0.0
+        callbacks.append(cb.TimeLimit(cfg.time_limit, spent_before=spent, after=after_training(setup)))
     if cfg.scheduler == "plateau":  # a metric decides when, not the progress
         callbacks.append(cb.ReduceLROnPlateau("val_loss" if has_val else "loss", factor=cfg.gamma,
                                               patience=max(2, cfg.patience // 3)))
@@ -120,10 +146,11 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
     built-in ones (they must be the same when resuming). ``run_base`` names the run folder
     when ``name`` is not given (default ``<data>-<model>``; -2, -3... when taken).
     """
+    started = time.perf_counter()  # --time-limit is the whole command's time, not only training's
     trainer = None
     try:
         run_dir, setup, trainer, resuming = _prepare(data, config, resume, callbacks, verbose, run_base,
-                                                     options)
+                                                     options, started)
         verbose = verbose and trainer.is_main
         say(describe(setup), verbose)
         say(f"run     {run_dir}" + ("  (resumed)" if resume is not None else ""), verbose)
@@ -144,7 +171,8 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
         distributed.shutdown()
 
 
-def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | None, options: dict[str, Any]):
+def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | None, options: dict[str, Any],
+             started: float | None = None):
     """(run folder, setup, trainer, resuming?): a new run's folder and files, or a run to resume."""
     if resume is not None:
         run_dir = Path(resume)
@@ -167,7 +195,7 @@ def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | Non
     resuming = distributed.broadcast((run_dir / RESUME_FILE).is_file())  # as the main process sees it
     has_val = setup.val_loader is not None
     verbose = verbose and distributed.rank() == 0
-    trainer = setup.trainer(make_callbacks(setup, run_dir, verbose, has_val) + list(callbacks))
+    trainer = setup.trainer(make_callbacks(setup, run_dir, verbose, has_val, started) + list(callbacks))
     return run_dir, setup, trainer, resuming
 
 

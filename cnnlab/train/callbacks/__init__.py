@@ -55,10 +55,10 @@ from cnnlab.train.callbacks.progress import ProgressBar, format_logs
 from cnnlab.train.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
 from cnnlab.train.callbacks.tensorboard import TensorBoard
 from cnnlab.train.callbacks.terminate_on_nan import TerminateOnNaN, TrainingDiverged
-from cnnlab.train.callbacks.time_limit import TimeLimit
+from cnnlab.train.callbacks.time_limit import AfterTraining, TimeLimit
 
 __all__ = [
     "Callback", "MonitorCallback", "Best", "monitor_mode", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
-    "LRSchedule", "schedule_factor", "TerminateOnNaN", "TrainingDiverged", "TimeLimit", "CSVLogger", "HISTORY_COLUMNS",
+    "LRSchedule", "schedule_factor", "TerminateOnNaN", "TrainingDiverged", "TimeLimit", "AfterTraining", "CSVLogger", "HISTORY_COLUMNS",
     "TensorBoard", "ProgressBar", "format_logs",
 ]

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
 from cnnlab.train.callbacks.base import Callback
 
 if TYPE_CHECKING:
     from cnnlab.train.loop import Trainer
+
+
+@dataclass(frozen=True)
+class AfterTraining:
+    """What the command still does once training stops, so that the budget keeps time for it:
+    the final evaluation reads ``images`` files (``decode`` seconds each, timed on a few of them
+    before training) and runs the model ``views`` times on each (test-time augmentation); the
+    report and the weights' loading take about ``fixed`` seconds."""
+
+    images: int = 0
+    views: int = 1
+    decode: float = 0.0
+    fixed: float = 2.0
+
+    def seconds(self, forward: float) -> float:
+        """The time it needs, for a model's forward pass of ``forward`` seconds per image."""
+        return self.images * (self.decode + self.views * forward) + self.fixed
 
 
 class TimeLimit(Callback):
@@ -23,11 +41,18 @@ class TimeLimit(Callback):
     plan never exceeds the ``epochs`` given at the start. Time spent before a ``--resume``
     counts. A time-limited run depends on the machine's speed, so it is not reproducible
     step for step.
+
+    The budget is the whole command's: ``spent_before`` is what it took before training
+    (finding and decoding the data, the automatic choices' timed steps), and ``after``
+    (:class:`AfterTraining`) what the final evaluation and the report will take.
     """
 
     def __init__(self, minutes: float, replan_every: int = 20, first_plan: int = 5,
-                 clock: Callable[[], float] = time.perf_counter):
+                 clock: Callable[[], float] = time.perf_counter, spent_before: float = 0.0,
+                 after: AfterTraining | None = None):
         self.budget = minutes * 60.0
+        self.spent_before = spent_before  # seconds this command spent before training
+        self.after = after
         self.clock = clock  # seconds; tests pass a fake clock to be independent of the load
         self.replan_every, self.first_plan = replan_every, first_plan
         self.elapsed_before = 0.0  # seconds of earlier sessions (resume)
@@ -39,7 +64,8 @@ class TimeLimit(Callback):
         self._batch_t0 = 0.0
 
     def elapsed(self) -> float:
-        return self.elapsed_before + (self.clock() - self._t0 if self._t0 is not None else 0.0)
+        session = self.clock() - self._t0 if self._t0 is not None else 0.0
+        return self.elapsed_before + self.spent_before + session
 
     def on_train_begin(self, trainer: "Trainer") -> None:
         self._t0 = self.clock()
@@ -63,7 +89,10 @@ class TimeLimit(Callback):
         per_image = per_step * trainer.batch / max(trainer.running_images, 1)
         guess = trainer.val_samples * per_image / 3 if trainer.val_samples else 0.1 * spe * per_step
         val = sum(self.val_seconds) / len(self.val_seconds) if self.val_seconds else guess
-        remaining = self.budget - self.elapsed() - val  # keep the last validation's time
+        forward = val / trainer.val_samples if self.val_seconds and trainer.val_samples and \
+            trainer.val_subset is None else per_image / 3
+        after = self.after.seconds(forward) if self.after is not None else 0.0
+        remaining = self.budget - self.elapsed() - val - after  # keep the last validation's time, and what follows
         more = int(max(remaining, 0.0) / (per_step + val / spe))
         # Timings differ a little between processes (torchrun): all follow the main one.
         trainer.max_steps = trainer.broadcast(min(self.max_epochs * spe, trainer.step + more))
@@ -84,5 +113,6 @@ class TimeLimit(Callback):
         return {"elapsed": self.elapsed(), "max_epochs": self.max_epochs, "val_seconds": self.val_seconds}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # the earlier commands' time; this one's own start-up (spent_before) adds to it
         self.elapsed_before, self.max_epochs = state["elapsed"], state["max_epochs"]
         self.val_seconds = list(state["val_seconds"])
