@@ -76,6 +76,8 @@ def torch_to_keras(layer: L.Layer, state: dict[str, torch.Tensor], perm: np.ndar
     if isinstance(layer, L.SeparableConv2D):
         return ([depthwise(s["0.conv.weight"], 1), s["1.conv.weight"].transpose(2, 3, 1, 0)]
                 + ([s["1.conv.bias"]] if "1.conv.bias" in s else []))
+    if isinstance(layer, L.BlurPool2D):  # a frozen DepthwiseConv2D in Keras
+        return [depthwise(s["weight"], 1)]
     if isinstance(layer, L.BatchNormalization):
         return [unflatten(s[k]) for k in ("weight", "bias", "running_mean", "running_var") if k in s]
     if isinstance(layer, L.Dense):

@@ -53,6 +53,13 @@ def _layer_config(layer: L.Layer) -> tuple[str, dict[str, Any]]:
     if isinstance(layer, (L.MaxPooling2D, L.AveragePooling2D)):
         return type(layer).__name__, {"pool_size": lst(layer.pool_size), "strides": lst(layer._strides),
                                       "padding": layer.padding}
+    if isinstance(layer, L.BlurPool2D):  # the same arithmetic: a frozen depthwise blur with Keras' 'same' zeros
+        if layer.padding != "same":
+            raise CnnlabError(f"layer {layer.name or 'BlurPool2D'} (BlurPool2D, padding reflect) has no Keras "
+                              "equivalent: Keras pads with zeros; use padding: same, or export to ONNX")
+        k, s = layer.filter_size, layer.strides
+        return "DepthwiseConv2D", {"kernel_size": [k, k], "strides": [s, s], "padding": "same", "depth_multiplier": 1,
+                                   "activation": "linear", "use_bias": False, "trainable": False}
     if isinstance(layer, (L.GlobalAveragePooling2D, L.GlobalMaxPooling2D)):
         return type(layer).__name__, {}
     if isinstance(layer, L.ZeroPadding2D):

@@ -8,7 +8,7 @@ exactly. One file per kind, as Keras' ``layers/`` folders:
 ==================  ======================================================================
 ``base``            Layer, the LAYERS registry and @register, argument checkers, shapes
 ``conv``            Conv2D, DepthwiseConv2D, SeparableConv2D; kernel initialisers
-``pooling``         MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D
+``pooling``         MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, BlurPool2D
 ``reshape``         ZeroPadding2D, Flatten
 ``normalization``   BatchNormalization; Rescaling and Normalization (Keras' preprocessing)
 ``regularization``  Dropout, SpatialDropout2D
@@ -26,8 +26,8 @@ from cnnlab.model.layers.base import (ACTIVATIONS, LAYERS, Layer, ParamGroup, Sh
 from cnnlab.model.layers.base import _number_or_list  # noqa: F401  (cnnlab.formats.keras reads Keras' values with it)
 from cnnlab.model.layers.conv import (INITIALIZERS, Conv2D, DepthwiseConv2D, KerasConv, SeparableConv2D,
                                       initialize_kernel)
-from cnnlab.model.layers.pooling import (AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, GlobalPool,
-                                         KerasPool, MaxPooling2D)
+from cnnlab.model.layers.pooling import (AveragePooling2D, BlurPool2D, BlurPoolModule, GlobalAveragePooling2D,
+                                         GlobalMaxPooling2D, GlobalPool, KerasPool, MaxPooling2D, binomial_filter)
 from cnnlab.model.layers.reshape import Flatten, FlattenModule, ZeroPad, ZeroPadding2D
 from cnnlab.model.layers.normalization import Affine, BatchNormalization, Normalization, Rescaling
 from cnnlab.model.layers.regularization import Dropout, SpatialDropout2D
@@ -41,10 +41,10 @@ __all__ = [
     "ACTIVATIONS", "INITIALIZERS", "LAYERS", "Layer", "ParamGroup", "Shape", "arg", "conv_out", "initialize_kernel",
     "make_activation", "register", "same_pads",
     "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D",
-    "GlobalMaxPooling2D", "ZeroPadding2D", "Flatten", "BatchNormalization", "Rescaling", "Normalization", "Dropout",
+    "GlobalMaxPooling2D", "BlurPool2D", "binomial_filter", "ZeroPadding2D", "Flatten", "BatchNormalization", "Rescaling", "Normalization", "Dropout",
     "SpatialDropout2D", "Dense", "Activation", "ReLU", "LeakyReLU", "Softmax", "ResidualBlock", "Residual",
     "PatchWhitening", "data_init",
     # the torch modules the layers build (visualisations and the explainer look for them)
-    "KerasConv", "KerasPool", "GlobalPool", "ZeroPad", "FlattenModule", "Affine", "Dense2d", "ActivationModule",
+    "KerasConv", "KerasPool", "BlurPoolModule", "GlobalPool", "ZeroPad", "FlattenModule", "Affine", "Dense2d", "ActivationModule",
     "KerasReLU", "SoftmaxModule", "ResidualModule", "WhiteningConv",
 ]
