@@ -159,6 +159,13 @@ def test_a_restarted_group_continues_its_run_from_the_step_checkpoint(tmp_path, 
     rows = (run / "history.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["1", "2", "3"]  # one row per epoch, none lost or doubled
     assert_same_weights(load_file(str(run / "weights" / "last.safetensors")), one_process_weights(tmp_path, plain))
+    # epoch 2's loss and accuracy sum both processes' batches, those before the kill included
+    # (each rank's running sums are in the checkpoint), as one process's over its batches of 8
+    ref = (tmp_path / "ref" / "one" / "history.csv").read_text().splitlines()[1:]
+    for got, want in zip(rows, ref):
+        (loss, acc, val_loss, val_acc), (loss1, acc1, val_loss1, val_acc1) = (
+            [float(v) for v in row.split(",")[1:5]] for row in (got, want))
+        assert abs(loss - loss1) < 1e-4 and acc == acc1 and abs(val_loss - val_loss1) < 1e-4 and val_acc == val_acc1
 
 
 class Crash(Callback):
