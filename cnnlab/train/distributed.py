@@ -313,7 +313,8 @@ def together(what: str) -> Iterator[None]:
         yield
     except BaseException as e:  # noqa: BLE001  (every rank hears of it, then it is raised again)
         error = e
-    mine = None if error is None else (isinstance(error, SaidByAnotherProcess), getattr(error, "exit_code", 1))
+    code = 130 if isinstance(error, KeyboardInterrupt) else getattr(error, "exit_code", 1)  # 130: as the CLI's Ctrl-C
+    mine = None if error is None else (isinstance(error, SaidByAnotherProcess), code)
     outcomes = all_gather(mine, what)
     if not any(outcomes):
         return
