@@ -426,7 +426,8 @@ def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
     3. the main process builds first: it fills the decode cache and makes the automatic
        choices (some come from timed steps, which differ between processes);
     4. the others then build with its resolved config, so every process trains the same
-       model the same way; the images each can read must agree too (step 2's check).
+       model the same way: first one process on each other node (it fills that node's
+       cache), then the rest; the images each can read must agree too (step 2's check).
     """
     device = distributed.init(cfg.device)
     if device is None:
@@ -447,12 +448,17 @@ def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
             setup = assemble(decide(cfg, facts, verbose), facts, verbose, shard=(rank, world))
             resolved = setup.cfg.model_dump()
     resolved = distributed.broadcast(resolved, "while rank 0 shared its choices")
-    with distributed.together("while each process built its model and loaders"):
-        if rank != 0:
-            chosen = TrainConfig(**{**resolved, "device": cfg.device})
-            if chosen.val_split != cfg.val_split and not facts.index_given:  # a recipe's split, as rank 0's
-                facts.index = facts.index.with_val_split(chosen.val_split)
-            setup = assemble(chosen, facts, False, shard=(rank, world))
+    if rank != 0:
+        chosen = TrainConfig(**{**resolved, "device": cfg.device})
+        if chosen.val_split != cfg.val_split and not facts.index_given:  # a recipe's split, as rank 0's
+            facts.index = facts.index.with_val_split(chosen.val_split)
+    first_on_node = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    # the first process of each other node decodes into its node's cache, then the rest read it
+    for turn, what in ((True, "while the first process of each node built its model and loaders"),
+                       (False, "while each process built its model and loaders")):
+        with distributed.together(what):
+            if rank != 0 and first_on_node == turn:
+                setup = assemble(chosen, facts, False, shard=(rank, world))
     distributed.same_everywhere(readable_summary(setup), readable_difference,
                                 "while checking that every node can read the same images")
     return setup
