@@ -78,7 +78,6 @@ class Peer:
     """What every rank knows about every other, gathered once when the group forms."""
 
     host: str  # socket.gethostname()
-    node: int  # torchrun's GROUP_RANK: which torchrun (machine) started it
     restart: int  # TORCHELASTIC_RESTART_COUNT: restarts its own torchrun has made
 
 
@@ -174,7 +173,7 @@ def _join(backend: str) -> None:
     _group.backend, _group.store = backend, store
     if backend != "gloo":  # cnnlab's messages (objects, errors) on a gloo group: its timeouts can be caught
         _group.control = torch.distributed.new_group(backend="gloo", timeout=limit)
-    me = Peer(host(), int(os.environ.get("GROUP_RANK", "0")), int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
+    me = Peer(host(), int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")))
     _group.peers = all_gather(me, "while the group formed")
 
 
