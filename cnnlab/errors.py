@@ -26,10 +26,14 @@ class WeightsError(CnnlabError):
     """A weights file cannot be loaded (not safetensors, wrong model, ...)."""
 
 
-class SaidByMainProcess(CnnlabError):
-    """Under torchrun: the main process (rank 0) hit an error and printed it; the others stop
-    with the same exit code and say nothing, instead of each printing a traceback when the
-    main process leaves their next collective call."""
+class SaidByAnotherProcess(CnnlabError):
+    """Under torchrun: another process (rank 0, or the rank that found the problem) said the
+    error; this one stops with the same exit code and says nothing, instead of printing the
+    message again or a traceback when that process leaves their next collective call."""
+
+    def __init__(self, message: str = "", exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def is_main_process() -> bool:

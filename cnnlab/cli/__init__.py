@@ -17,7 +17,7 @@ import pkgutil
 import sys
 
 from cnnlab import __version__
-from cnnlab.errors import CnnlabError, SaidByMainProcess, is_main_process
+from cnnlab.errors import CnnlabError, SaidByAnotherProcess, is_main_process
 
 # The order of `cnnlab --help`; modules not named here come after, alphabetically.
 ORDER = ["demo", "train", "evaluate", "predict", "summary", "models", "recipes", "layers", "data", "viz",
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except CnnlabError as e:
-        if not isinstance(e, SaidByMainProcess):
+        if not isinstance(e, SaidByAnotherProcess):
             print(f"cnnlab: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

@@ -32,7 +32,9 @@ out. Everything is written to runs/NAME/: config.yaml (the resolved options; reu
 weights/{best,last}.safetensors, resume.safetensors, curves.png and report.html; with a test
 split also eval/test/. Ctrl-C stops after the current batch and saves; --resume continues exactly.
 
-Multi-GPU: torchrun --nproc_per_node=4 -m cnnlab train DATA (PyTorch DDP)."""
+Multi-GPU: torchrun --nproc_per_node=4 -m cnnlab train DATA (PyTorch DDP); several machines:
+the same torchrun command on each, with --nnodes N --rdzv-backend c10d --rdzv-endpoint HOST:PORT
+(docs/multinode.md). Under torchrun --max-restarts, a restarted group continues its run."""
 
 
 # The flags of TrainConfig's fields, by --help group, in the order shown: (field, flags, metavar).
@@ -46,14 +48,15 @@ FLAGS = {
         ("momentum", (), "M"), ("loss", (), None), ("label_smoothing", (), "EPS"), ("scheduler", (), None),
         ("warmup", (), "FRACTION"), ("step_size", (), "N"), ("gamma", (), "F"), ("augment", (), "SPEC"),
         ("patience", (), "N"), ("monitor", (), "METRIC"), ("time_limit", (), "MIN"), ("seed", (), "N"),
-        ("recipe", (), "NAME"), ("bias_lr_scale", (), "S"), ("weight_averaging", (), None), ("tta", (), None)],
+        ("recipe", (), "NAME"), ("bias_lr_scale", (), "S"), ("weight_averaging", (), None), ("tta", (), None),
+        ("sync_bn", (), None)],
     "data": [
         ("val_split", (), "F"), ("label_regex", (), "REGEX"), ("channels", (), None), ("resize", (), None),
         ("normalize", (), None), ("balanced", (), None), ("class_weights", (), None), ("workers", (), "N"),
         ("cache_dir", (), "DIR"), ("val_max", (), "N")],
     "device and output": [
         ("device", (), "DEV"), ("precision", (), None), ("channels_last", (), None), ("compile", (), None),
-        ("out", (), "DIR"),
+        ("checkpoint_every", (), "N"), ("out", (), "DIR"),
         ("name", (), "NAME"), ("tensorboard", (), None), ("evaluate", ("--no-evaluate",), None)],
 }
 

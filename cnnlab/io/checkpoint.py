@@ -138,6 +138,17 @@ class BackgroundSaver:
             raise error
 
 
+def read_state_header(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's structure without its tensors (each left as its ``{"$tensor": key}``
+    marker): the counters, for a message, without reading megabytes of weights."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+        return json.loads(header["state"])
+    except Exception:
+        raise CnnlabError(f"{path}: not a readable checkpoint (truncated or corrupt?)") from None
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; tensors land on ``device``."""
 

@@ -17,13 +17,14 @@ the best weights on it (``eval/test/``) and writes ``report.html``.
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
 from cnnlab.data.decode import BadImage
 from cnnlab.data.preprocess import Preprocessor
 from cnnlab.display import count
-from cnnlab.errors import CnnlabError, SaidByMainProcess, is_main_process
+from cnnlab.errors import CnnlabError, SaidByAnotherProcess, is_main_process
 from cnnlab.eval.evaluate import evaluate_run
 from cnnlab.eval.report import write_report
 from cnnlab.eval.tta import views
@@ -35,9 +36,12 @@ from cnnlab.train.averaging import Lookahead
 from cnnlab.train.config import MONITORS, TrainConfig, make_config
 from cnnlab.train.cpu_share import ShareCpu, should_share
 from cnnlab.train.lr_finder import range_test
+from cnnlab.train.resume import position
 from cnnlab.train.runfolder import (
     check_resumable,
     check_unfinished,
+    find_job_run,
+    mark_job_run,
     new_run_dir,
     remove_stale_temporaries,
     start_run_folder,
@@ -46,7 +50,7 @@ from cnnlab.train.runfolder import (
 from cnnlab.train.setup import build
 
 # What may change when resuming: where it runs, not what it computes.
-RESUME_OVERRIDES = ("device", "workers", "cache_dir", "evaluate", "tensorboard")
+RESUME_OVERRIDES = ("device", "workers", "cache_dir", "evaluate", "tensorboard", "checkpoint_every")
 # Options decided from the data when left at None/auto: a resumed run keeps what was decided.
 AUTO = {"precision": "auto"}
 
@@ -145,25 +149,34 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
     run folder to continue from its last checkpoint. ``callbacks`` are added after the
     built-in ones (they must be the same when resuming). ``run_base`` names the run folder
     when ``name`` is not given (default ``<data>-<model>``; -2, -3... when taken).
+
+    Under torchrun with ``--max-restarts``, a group that torchrun restarted continues the run
+    its job started, from its newest checkpoint, by itself (see :func:`_job_run`). Only rank 0
+    writes the run folder; a process on another node, where the folder is not, returns None.
     """
     started = time.perf_counter()  # --time-limit is the whole command's time, not only training's
     trainer = None
     try:
-        run_dir, setup, trainer, resuming = _prepare(data, config, resume, callbacks, verbose, run_base,
-                                                     options, started)
+        run_dir, setup, trainer, resuming, continued = _prepare(data, config, resume, callbacks, verbose,
+                                                                run_base, options, started)
         verbose = verbose and trainer.is_main
-        say(describe(setup), verbose)
+        say(describe(setup) + sync_bn_note(setup, trainer), verbose)
         say(f"run     {run_dir}" + ("  (resumed)" if resume is not None else ""), verbose)
-        trainer.fit(setup.train_loader, setup.val_loader, epochs=setup.cfg.epochs,
-                    checkpoint=run_dir / RESUME_FILE, resume=resuming)
-        run = Run(run_dir)
+        if continued and verbose:
+            say(restart_note(run_dir, distributed.restart_number()), verbose)
+        with distributed.watch(lambda: f"while training (epoch {trainer.epoch}, batch {trainer.batch + 1})"):
+            trainer.fit(setup.train_loader, setup.val_loader, epochs=setup.cfg.epochs,
+                        checkpoint=run_dir / RESUME_FILE, resume=resuming,
+                        checkpoint_every=setup.cfg.checkpoint_every)
+        # the folder is rank 0's: on another node (no shared filesystem) a process has none to open
+        run = Run(run_dir) if trainer.is_main or run_dir.is_dir() else None
         if trainer.is_main:
             _finish(trainer, run_dir, verbose)
             if setup.cfg.evaluate:
                 # Averaged weights are the model's final state: evaluate those (the last).
                 weights = "last" if setup.cfg.weight_averaging != "none" else "best"
                 _evaluate(run, "test" in setup.index.splits, setup.device, verbose, setup.cfg.tta, weights)
-        distributed.barrier()
+        distributed.barrier("while rank 0 finished the run (its last files and the test evaluation)")
         return run
     finally:
         if trainer is not None:
@@ -171,41 +184,125 @@ def train(data: str | Path | None = None, *, config: str | Path | None = None,
         distributed.shutdown()
 
 
+def sync_bn_note(setup, trainer) -> str:
+    """The line under the model's that says what --sync-bn did ("" without it)."""
+    if not setup.cfg.sync_bn:
+        return ""
+    if trainer.world == 1:
+        return "\n        sync-bn: one process, nothing to synchronise: plain batch norm"
+    if trainer.synced_batch_norms == 0:
+        return "\n        sync-bn: the model has no batch norm to synchronise"
+    return (f"\n        sync-bn: {count(trainer.synced_batch_norms, 'batch norm')} synchronised over "
+            f"{trainer.world} processes (SyncBatchNorm)")
+
+
+def restart_note(run_dir: Path, restarts: int) -> str:
+    """'restart 1 of the group: continuing runs/x from epoch 3, batch 17' (rank 0 reads the checkpoint)."""
+    head = f"restart {restarts} of the group" if restarts else "torchrun restarted the group"
+    at = position(run_dir / RESUME_FILE)
+    if at is None:
+        return f"{head}: starting {run_dir} again (it had not begun training)"
+    return f"{head}: continuing {run_dir} from epoch {at[0]}, batch {at[1]}"
+
+
 def _prepare(data, config, resume, callbacks, verbose: bool, run_base: str | None, options: dict[str, Any],
              started: float | None = None):
-    """(run folder, setup, trainer, resuming?): a new run's folder and files, or a run to resume."""
+    """(run folder, setup, trainer, resuming?, continued?): a new run's folder and files, a run to
+    resume, or (under torchrun) the run that a restarted group continues."""
+    found = None
     if resume is not None:
         run_dir = Path(resume)
-        cfg, setup = _resume_setup(run_dir, data, config, options, verbose)
-        if not (run_dir / RESUME_FILE).is_file() and distributed.rank() == 0:  # it never got going
-            write_run_files(run_dir, setup)
+        distributed.init(str(options.get("device") or "auto"))
+        setup = _resume_setup(run_dir, data, config, options, verbose)
     else:
+        cfg = _new_config(data, config, callbacks, options)
+        found = _job_run()
+        if found is not None:
+            run_dir = found
+            setup = _resume_setup(run_dir, data, config, options, verbose, restart=True)
+        else:
+            setup = build(cfg, None, verbose)
+            run_dir = _start_run(cfg, setup, run_base)
+    if resume is not None or found is not None:
+        with distributed.together("while rank 0 rewrote the files of a run that never began"):
+            if distributed.rank() == 0 and not (run_dir / RESUME_FILE).is_file():  # it never got going
+                write_run_files(run_dir, setup)
+    resuming = distributed.broadcast((run_dir / RESUME_FILE).is_file())  # as the main process sees it
+    continued = found is not None or (resume is not None and distributed.restart_number() > 0)
+    has_val = setup.val_loader is not None
+    verbose = verbose and distributed.rank() == 0
+    trainer = setup.trainer(make_callbacks(setup, run_dir, verbose, has_val, started) + list(callbacks))
+    return run_dir, setup, trainer, resuming, continued
+
+
+def _new_config(data, config, callbacks, options: dict[str, Any]):
+    """The config of a new run. Under torchrun the process joins its group here, and a mistake
+    in the options is said once, by rank 0."""
+    cfg, error = None, None
+    try:
         cfg = make_config(config, data=str(data) if data is not None else None, **options)
         if not callbacks and cfg.monitor is not None and cfg.monitor not in MONITORS:  # custom callbacks may log other metrics
             raise CnnlabError(f"--monitor {cfg.monitor!r} is not a metric a run logs; use one of "
                               f"{', '.join(MONITORS)}")
-        setup = build(cfg, None, verbose)
-        main = distributed.rank() == 0
-        run_dir = None
-        if main:  # under torchrun, the main process names the run and writes its files
+    except CnnlabError as e:
+        error = e
+    distributed.init(cfg.device if cfg is not None else str(options.get("device") or "auto"))
+    with distributed.together("while each process read the options"):
+        if error is not None:
+            raise error
+    return cfg
+
+
+def _job_run() -> Path | None:
+    """Under torchrun, the run folder an earlier group of this torchrun job started, when
+    torchrun restarted the group (``--max-restarts``): that group's rank 0 noted it in torchrun's
+    store (which outlives the processes) and in the folder (``.torchrun-job``). None otherwise."""
+    if not distributed.is_initialized():
+        return None
+    found = None
+    with distributed.together("while rank 0 looked for the run this torchrun job started"):
+        if distributed.rank() == 0:
+            found = find_job_run(distributed.job_record(), distributed.host())
+    found = distributed.broadcast(found, "while rank 0 looked for the run this torchrun job started")
+    return Path(found) if found else None
+
+
+def _start_run(cfg, setup, run_base: str | None) -> Path:
+    """A new run folder and its files, named and written by the main process (under torchrun
+    also noted for a restarted group: :func:`_job_run`)."""
+    run_dir = None
+    with distributed.together("while rank 0 made the run folder"):
+        if distributed.rank() == 0:
             base = run_base or f"{Path(str(cfg.data)).stem or 'data'}-{setup.spec.name}"
             run_dir = new_run_dir(cfg.out, cfg.name, base)
+            token = uuid.uuid4().hex
+            noted = distributed.record_job({"run": str(run_dir), "token": token, "host": distributed.host()})
             start_run_folder(run_dir, setup)
-        run_dir = Path(distributed.broadcast(str(run_dir) if main else None))
-    resuming = distributed.broadcast((run_dir / RESUME_FILE).is_file())  # as the main process sees it
-    has_val = setup.val_loader is not None
-    verbose = verbose and distributed.rank() == 0
-    trainer = setup.trainer(make_callbacks(setup, run_dir, verbose, has_val, started) + list(callbacks))
-    return run_dir, setup, trainer, resuming
+            if noted:
+                mark_job_run(run_dir, token)
+    return Path(distributed.broadcast(str(run_dir) if run_dir is not None else None, "while rank 0 named the run"))
 
 
-def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose: bool):
-    """The config and data of an existing run, exactly as it started."""
+def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose: bool, restart: bool = False):
+    """The setup of an existing run, exactly as it started. Rank 0 reads the run folder and
+    sends what it read to the others (only its node needs the folder). ``restart``: torchrun
+    restarted the group, which repeats its first command: nothing to compare with the run's."""
+    read = None
+    with distributed.together(f"while rank 0 read {run_dir}"):
+        if distributed.rank() == 0:
+            read = _read_run(run_dir, data, config, options, restart)
+    cfg, index = distributed.broadcast(read, f"while rank 0 read {run_dir}")
+    return build(cfg, index, verbose)
+
+
+def _read_run(run_dir: Path, data, config, options: dict[str, Any], restart: bool):
+    """(config, split) of a run to continue; None for the split of one that never started."""
     fresh = check_resumable(run_dir)
-    if config is not None:
-        raise CnnlabError("--resume takes the run's own config.yaml; do not pass --config")
-    saved = make_config(run_dir / "config.yaml")
-    _check_unchanged(saved, run_dir, {k: v for k, v in options.items() if k not in RESUME_OVERRIDES})
+    if not restart:
+        if config is not None:
+            raise CnnlabError("--resume takes the run's own config.yaml; do not pass --config")
+        saved = make_config(run_dir / "config.yaml")
+        _check_unchanged(saved, run_dir, {k: v for k, v in options.items() if k not in RESUME_OVERRIDES})
     cfg = make_config(run_dir / "config.yaml", **{k: v for k, v in options.items() if k in RESUME_OVERRIDES})
     if data is not None and Path(str(data)).resolve() != Path(str(cfg.data)).resolve():
         raise CnnlabError(f"{run_dir} was trained on {cfg.data}, not {data}")
@@ -213,11 +310,11 @@ def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose:
         check_unfinished(run_dir)
     remove_stale_temporaries(run_dir)
     if fresh:
-        return cfg, build(cfg, None, verbose)
+        return cfg, None
     index = read_split(run_dir)
     if index is None:
         raise CnnlabError(f"{run_dir / 'split.json'}: missing, so the run cannot go on with the same images")
-    return cfg, build(cfg, index, verbose)
+    return cfg, index
 
 
 def _check_unchanged(saved: TrainConfig, run_dir: Path, given: dict[str, Any]) -> None:
@@ -284,7 +381,7 @@ def lr_find(data: str | Path | None = None, *, config: str | Path | None = None,
     for the plot.
     """
     if distributed.world_size() > 1:  # checked before any process joins a group
-        error = CnnlabError if is_main_process() else SaidByMainProcess
+        error = CnnlabError if is_main_process() else SaidByAnotherProcess
         raise error(f"lr-find sweeps in one process; run it without torchrun (for {distributed.world_size()} "
                     f"processes of --batch-size B, sweep with --batch-size {distributed.world_size()}*B)")
     if steps < 10:  # the curve needs points to smooth, and a few to skip at each end

@@ -121,6 +121,10 @@ class TrainConfig(BaseModel):
         "the EMA only at the end (see cnnlab/train/averaging.py)")
     tta: Literal["none", "flip", "flip+translate"] = Field(
         "none", description="test-time augmentation of the final test evaluation")
+    sync_bn: bool = Field(False, description="under torchrun on GPUs, batch norm computes its statistics "
+                          "over the batches of every process (torch's SyncBatchNorm), for small batches per "
+                          "process; one process: nothing to synchronise, said and ignored; refused on the CPU, "
+                          "where torch's SyncBatchNorm does not run")
 
     # where and how
     seed: int = Field(0, description="random seed (same seed, same run on the CPU)")
@@ -135,6 +139,10 @@ class TrainConfig(BaseModel):
     compile: bool = Field(False, description="compile the training step with torch.compile: fewer, fused "
                           "kernels, for CUDA GPUs and long runs (the first steps wait tens of seconds "
                           "for the compiler; on CPUs measured not to pay); not bit-equal to a run without it")
+    checkpoint_every: int | None = Field(None, ge=1, description="also save the resumable checkpoint every N "
+                                         "training steps, inside the epoch, so a crash or a lost torchrun "
+                                         "worker costs at most N steps (resuming continues at the next batch, "
+                                         "exactly); none: after every epoch only")
     out: str = Field("runs", description="folder of runs")
     name: str | None = Field(None, description="run name; auto: <data>-<model>, -2, -3... if taken")
     tensorboard: bool = Field(False, description="also log to RUN/tensorboard (needs the tensorboard package)")

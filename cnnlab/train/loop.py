@@ -94,13 +94,15 @@ class Trainer:
         augment: ``augment(x01, generator) -> x01`` on float batches, training only.
         seed: with the epoch, seeds dropout, augmentation and the loader's shuffling.
         callbacks: :class:`Callback` objects, called in the order given.
+        sync_bn: under torchrun, turn every BatchNorm into ``torch.nn.SyncBatchNorm`` (batch
+            statistics over every process's batch; CUDA only). Without torchrun: nothing to do.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *,
                  loss_fn: nn.Module | None = None, device: str | torch.device = "cpu",
                  precision: str = "fp32", channels_last: bool = False, normalization=None,
                  augment=None, seed: int = 0, callbacks: Sequence[Callback] = (),
-                 compile: bool | str | Callable = False):
+                 compile: bool | str | Callable = False, sync_bn: bool = False):
         if precision not in AMP_DTYPES:
             raise CnnlabError(f"precision must be fp32, bf16 or fp16, got {precision!r}")
         self.device = torch.device(device)
@@ -131,6 +133,10 @@ class Trainer:
         self.world = torch.distributed.get_world_size() if dist.is_initialized() else 1
         self.is_main = self.rank == 0  # only the main process writes files and prints
         self._train_model = self.model
+        self.synced_batch_norms = 0  # BatchNorms turned into SyncBatchNorm (sync_bn under torchrun)
+        if self.world > 1 and sync_bn:
+            dist.check_sync_bn(self.device)
+            self.synced_batch_norms = dist.sync_batch_norm(self.model)
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._train_model = DistributedDataParallel(self.model, device_ids=ids)
@@ -153,6 +159,8 @@ class Trainer:
         self.stop_reason = ""
         self.restored_epoch: int | None = None  # set by EarlyStopping(restore_best_weights)
         self.interrupted = False
+        self.checkpoint_every: int | None = None  # steps between mid-epoch checkpoints (fit's argument)
+        self._checkpoint: Path | None = None
         self._reset_metrics()
 
     # -- one step ----------------------------------------------------------------------------
@@ -200,13 +208,15 @@ class Trainer:
 
     # -- the epochs ----------------------------------------------------------------------------
     def fit(self, train: Iterable, val: Iterable | None = None, *, epochs: int = 10,
-            checkpoint: str | Path | None = None, resume: bool = False) -> list[dict[str, Any]]:
+            checkpoint: str | Path | None = None, resume: bool = False,
+            checkpoint_every: int | None = None) -> list[dict[str, Any]]:
         """Train for ``epochs`` epochs (fewer if a callback stops it); returns the history.
 
         ``checkpoint``: path of the resumable checkpoint, rewritten after every epoch and on
-        Ctrl-C. ``resume=True`` continues from it: same model, optimiser, callbacks, epoch,
-        random state and plan (``epochs`` is then the saved one); an epoch cut short by
-        Ctrl-C continues from its next batch.
+        Ctrl-C, and with ``checkpoint_every`` also every that many steps inside an epoch
+        (written on the saver's thread while training goes on). ``resume=True`` continues
+        from it: same model, optimiser, callbacks, epoch, random state and plan (``epochs``
+        is then the saved one); an epoch cut short continues from its next batch.
         """
         tune_allocator()  # glibc: reuse freed blocks between steps (cnnlab/alloc.py)
         self.epochs = epochs
@@ -215,6 +225,8 @@ class Trainer:
         if self.steps_per_epoch == 0:
             raise CnnlabError("the training data gives no batches (is the training split empty?)")
         self.stop_training = False
+        self.checkpoint_every = checkpoint_every
+        self._checkpoint = Path(checkpoint) if checkpoint is not None else None
         partial = restore(self, checkpoint) if resume else None
         self._call("on_train_begin")
         try:
@@ -296,6 +308,11 @@ class Trainer:
                 raise Interrupt
             if self._steps_done():  # the planned steps end inside this epoch
                 break
+            if self._step_checkpoint_due():
+                elapsed = time.perf_counter() - t0
+                self._train_seconds += elapsed  # as the resumed epoch will count it
+                self._save(self._checkpoint, partial=True, wait=False)
+                t0 = time.perf_counter()
         self._train_seconds += time.perf_counter() - t0
 
     def _epoch_logs(self, val, t_epoch: float) -> dict[str, Any]:
@@ -362,8 +379,14 @@ class Trainer:
     def _steps_done(self) -> bool:
         return self.max_steps is not None and self.step >= self.max_steps
 
-    def _save(self, path: str | Path, partial: bool = False) -> None:
-        save(self, path, partial)
+    def _step_checkpoint_due(self) -> bool:
+        """A mid-epoch checkpoint now? Every ``checkpoint_every`` steps, but not at an epoch's
+        last batch (the epoch's own checkpoint follows at once)."""
+        return (self.checkpoint_every is not None and self._checkpoint is not None
+                and self.step % self.checkpoint_every == 0 and self.batch < self.steps_per_epoch)
+
+    def _save(self, path: str | Path, partial: bool = False, wait: bool | None = None) -> None:
+        save(self, path, partial, wait)
 
     def state_dict(self, partial: bool = False) -> dict[str, Any]:
         """Everything needed to continue (see :mod:`cnnlab.train.resume`)."""
@@ -394,9 +417,9 @@ class Trainer:
     def last_loss(self) -> float:
         return float(self._last_loss)
 
-    def broadcast(self, value: Any) -> Any:
+    def broadcast(self, value: Any, what: str = "while following rank 0") -> Any:
         """The main process's value on every process (itself without torchrun)."""
-        return dist.broadcast(value) if self.world > 1 else value
+        return dist.broadcast(value, what) if self.world > 1 else value
 
     def any_rank(self, flag: bool) -> bool:
         """True if ``flag`` is true on any process (itself without torchrun)."""

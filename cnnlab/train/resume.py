@@ -5,10 +5,16 @@ gradient scaler, every callback's state, the counters, the plan and the random g
 :func:`restore` puts it back, so a resumed run goes on with exactly the numbers an
 uninterrupted one would have had (bit for bit on the CPU).
 
-An epoch cut short by Ctrl-C is saved *partial*: the last finished epoch, plus what the
-unfinished one had done so far (batches, the augmentation generator, the running sums);
-:func:`restore_partial` continues that epoch at its next batch. The file format (safetensors
-+ JSON, no pickle) is :mod:`cnnlab.io.checkpoint`'s.
+An epoch cut short by Ctrl-C, and the checkpoints of ``--checkpoint-every N`` steps, are saved
+*partial*: the last finished epoch, plus what the unfinished one had done so far (batches, the
+augmentation generator, the running sums); :func:`restore_partial` continues that epoch at its
+next batch. Under torchrun each process has its own generators and sums: a partial checkpoint
+holds every rank's (``partial["ranks"]``), gathered when it is saved, and continues only with
+as many processes. The file format (safetensors + JSON, no pickle) is
+:mod:`cnnlab.io.checkpoint`'s.
+
+Under torchrun only rank 0 reads and writes the file (the others get its contents from rank
+0), so only rank 0's node needs the run folder.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from cnnlab.display import count
 from cnnlab.errors import CnnlabError
-from cnnlab.io.checkpoint import load_checkpoint, prepare_checkpoint, save_checkpoint
+from cnnlab.io.checkpoint import load_checkpoint, prepare_checkpoint, read_state_header, save_checkpoint
 from cnnlab.io.weights import write_safetensors
+from cnnlab.train import distributed as dist
 
 if TYPE_CHECKING:
     from cnnlab.train.callbacks import Callback
@@ -47,13 +55,22 @@ def state_dict(trainer: "Trainer", partial: bool = False) -> dict[str, Any]:
         "partial": None,
     }
     if partial:
-        state["partial"] = {
-            "batch": trainer.batch, "step": trainer.step, "generator": trainer.generator.get_state(),
-            "loss_sum": trainer._loss_sum, "correct_sum": trainer._correct_sum,
-            "seen": trainer._seen, "train_seconds": trainer._train_seconds,
-        }
+        state["partial"] = {"batch": trainer.batch, "step": trainer.step, **rank_part(trainer)}
+        if trainer.world > 1:  # every process's own generators and sums (a collective: all ranks call it)
+            state["partial"]["ranks"] = dist.all_gather(rank_part(trainer, rng=True), "while saving a checkpoint")
         state["step"] = trainer.step - trainer.batch
     return state
+
+
+def rank_part(trainer: "Trainer", rng: bool = False) -> dict[str, Any]:
+    """What one process's unfinished epoch has of its own: its augmentation generator, its
+    running sums (and with ``rng``, its random generators, as :func:`rng_state`)."""
+    part = {"generator": trainer.generator.get_state(), "loss_sum": trainer._loss_sum.detach().cpu(),
+            "correct_sum": trainer._correct_sum.detach().cpu(), "seen": trainer._seen,
+            "train_seconds": trainer._train_seconds}
+    if rng:
+        part["rng"] = rng_state()
+    return part
 
 
 def keyed_callbacks(trainer: "Trainer") -> list[tuple[str, "Callback"]]:
@@ -70,21 +87,45 @@ def keyed_callbacks(trainer: "Trainer") -> list[tuple[str, "Callback"]]:
     return out
 
 
-def save(trainer: "Trainer", path: str | Path, partial: bool = False) -> None:
+def save(trainer: "Trainer", path: str | Path, partial: bool = False, wait: bool | None = None) -> None:
     """Write the checkpoint (the main process only, under torchrun): on the trainer's
-    background saver after an epoch, at once for Ctrl-C's partial one (the process ends)."""
+    background saver, or at once with ``wait`` (default: for a partial one, Ctrl-C's: the
+    process ends). A partial checkpoint under torchrun gathers every rank's part first, so
+    every rank calls this."""
+    state = state_dict(trainer, partial) if partial or trainer.is_main else None
     if not trainer.is_main:
         return
-    if partial:
+    if partial if wait is None else wait:
         trainer.saver.wait()  # the files still being written land first
-        save_checkpoint(path, state_dict(trainer, partial))
+        save_checkpoint(path, state)
     else:
-        trainer.saver.submit(write_safetensors, path, *prepare_checkpoint(state_dict(trainer)))
+        trainer.saver.submit(write_safetensors, path, *prepare_checkpoint(state))
 
 
 def restore(trainer: "Trainer", path: str | Path) -> dict[str, Any] | None:
-    """Load the checkpoint into ``trainer``; returns the unfinished epoch's state, if any."""
-    state = load_checkpoint(path)
+    """Load the checkpoint into ``trainer``; returns the unfinished epoch's state, if any.
+
+    Under torchrun rank 0 reads the file and sends its contents to the others."""
+    state = None
+    with dist.together(f"while rank 0 read {path}"):
+        if trainer.is_main:
+            state = load_checkpoint(path)
+    state = trainer.broadcast(state, f"while rank 0 sent the checkpoint {path}")
+    with dist.together(f"while restoring {path}"):
+        return _restore(trainer, path, state)
+
+
+def _restore(trainer: "Trainer", path: str | Path, state: dict[str, Any]) -> dict[str, Any] | None:
+    partial = state["partial"]
+    if partial is not None:
+        ranks = partial.pop("ranks", None)
+        saved_by = len(ranks) if ranks else 1
+        if saved_by != trainer.world:
+            raise CnnlabError(f"{path}: saved in the middle of epoch {state['epoch'] + 1} by "
+                              f"{count(saved_by, 'process', 'processes')}; continue it with as many (now "
+                              f"{trainer.world}), or from its last finished epoch by deleting the file")
+        if ranks:
+            partial.update(ranks[trainer.rank])  # this rank's own generators and sums
     trainer.model.load_state_dict(state["model"])
     trainer.optimizer.load_state_dict(state["optimizer"])
     match_param_layouts(trainer.optimizer)
@@ -104,9 +145,20 @@ def restore(trainer: "Trainer", path: str | Path) -> dict[str, Any] | None:
     trainer.epochs = state["epochs"]  # the plan continues as it was (TimeLimit may have changed it)
     trainer.max_steps = state["max_steps"]
     set_rng_state(state["rng"])
-    if state["partial"]:
-        state["partial"]["rng"] = state["rng"]
-    return state["partial"]
+    if partial is not None:
+        partial.setdefault("rng", state["rng"])  # a rank's own (under torchrun), else the file's
+    return partial
+
+
+def position(path: str | Path) -> tuple[int, int] | None:
+    """(epoch, batch) where a run continues from its checkpoint: the next batch to train,
+    1-based (batch 1: the epoch starts afresh); None without a checkpoint. Reads the file's
+    header only."""
+    if not Path(path).is_file():
+        return None
+    state = read_state_header(path)
+    partial = state.get("partial")
+    return (state["epoch"] + 1, partial["batch"] + 1 if partial else 1)
 
 
 def match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
@@ -121,7 +173,8 @@ def match_param_layouts(optimizer: torch.optim.Optimizer) -> None:
 
 
 def restore_partial(trainer: "Trainer", partial: dict[str, Any]) -> int:
-    """Continue an epoch that Ctrl-C cut short; returns the batches it had done."""
+    """Continue an epoch cut short (Ctrl-C, or a crash after a step checkpoint); returns the
+    batches it had done."""
     trainer.generator = torch.Generator()
     trainer.generator.set_state(partial["generator"].cpu())
     set_rng_state(partial["rng"])

@@ -6,6 +6,9 @@ reused; one killed before its first epoch has *never started* and starts again f
 config; any other is resumed from ``resume.safetensors`` (:func:`check_resumable`,
 :func:`latest_unfinished`). What a finished folder holds, and how to read it:
 :mod:`cnnlab.run`.
+
+Under torchrun, the folder a job started holds ``.torchrun-job`` (a token the job also noted
+in torchrun's store), so that a group torchrun restarts finds it again (:func:`find_job_run`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.io.checkpoint import load_checkpoint
 from cnnlab.io.fs import atomic_write_text
 from cnnlab.run import RESUME_FILE
+
+JOB_FILE = ".torchrun-job"  # the token of the torchrun job that started the run (find_job_run)
 
 
 def new_run_dir(out: str | Path, name: str | None, base: str) -> Path:
@@ -129,3 +134,32 @@ def latest_unfinished(out: str | Path) -> Path:
         if not state["stopped"] and state["epoch"] < state["epochs"]:
             return path.parent
     raise CnnlabError(f"{out}: no unfinished run to resume (name one: --resume runs/NAME)")
+
+
+def mark_job_run(run_dir: Path, token: str) -> None:
+    """Write the torchrun job's token into the run folder it started."""
+    atomic_write_text(Path(run_dir) / JOB_FILE, token + "\n")
+
+
+def find_job_run(record: dict | None, host: str) -> str | None:
+    """The run folder a restarted torchrun job continues, from what its first group noted
+    (``record``: run, token, host; None when nothing was noted): None to start a new run.
+
+    The folder must hold the same token. Not finding it from another node than the one that
+    made it means the folder is not shared: a restarted group cannot continue it there."""
+    if record is None:
+        return None
+    run_dir = Path(record["run"])
+    marker = run_dir / JOB_FILE
+    if marker.is_file():
+        if marker.read_text().strip() != record["token"]:
+            raise CnnlabError(f"{run_dir} belongs to another torchrun job ({JOB_FILE} differs), so this restarted "
+                              "group cannot continue it there; give another --name")
+        return str(run_dir)
+    if record["host"] != host:
+        raise CnnlabError(f"torchrun restarted the group, and rank 0 now runs on node {host}, where {run_dir} "
+                          f"(started on node {record['host']}) is not: for elastic restarts across nodes, put "
+                          "--out on a filesystem every node shares")
+    if (run_dir / "config.yaml").is_file():  # stopped after its files, before its token: ours all the same
+        return str(run_dir)
+    return None  # stopped before it wrote its files: start it anew

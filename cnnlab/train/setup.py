@@ -44,7 +44,8 @@ from cnnlab.device import (
     pick_device,
     time_steps,
 )
-from cnnlab.errors import CnnlabError, SaidByMainProcess, SpecError
+from cnnlab.display import count
+from cnnlab.errors import CnnlabError, SpecError
 from cnnlab.formats.keras import is_keras_file, preprocessing_inside
 from cnnlab.formats.open import init_weights, open_spec
 from cnnlab.model.build import build_model
@@ -116,7 +117,7 @@ class Setup:
         trainer = Trainer(self.model, self.optimizer(lr), loss_fn=self.loss(), device=self.device,
                           precision=self.precision, channels_last=self.channels_last,
                           normalization=self.normalization, augment=self.augmenter, seed=self.cfg.seed,
-                          callbacks=callbacks, compile=self.cfg.compile)
+                          callbacks=callbacks, compile=self.cfg.compile, sync_bn=self.cfg.sync_bn)
         trainer.val_subset = self.val_subset
         return trainer
 
@@ -416,10 +417,17 @@ def init_from_data(model: nn.Module, loader, normalization, limit: int = 5000) -
 def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
     """Discover the data (unless ``index`` is given), decode it, build model and loaders.
 
-    Under torchrun, each process builds its own, on its device, with its shard of the data.
-    The main process builds first: it fills the decode cache and makes the automatic
-    choices (some come from timed steps, which differ between processes); the others then
-    build with its resolved config, so every process trains the same model the same way.
+    Under torchrun, each process builds its own, on its device, with its shard of the data:
+
+    1. every rank reads its data folder (a node of its own may have its own copy); a problem
+       on any rank (a missing folder) stops every rank, and the rank that found it says so;
+    2. the class list and the number of files per split must agree with rank 0's, or the
+       first rank that differs says so (every node must read the same data);
+    3. the main process builds first: it fills the decode cache and makes the automatic
+       choices (some come from timed steps, which differ between processes);
+    4. the others then build with its resolved config, so every process trains the same
+       model the same way: first one process on each other node (it fills that node's
+       cache), then the rest; the images each can read must agree too (step 2's check).
     """
     device = distributed.init(cfg.device)
     if device is None:
@@ -427,26 +435,74 @@ def build(cfg: TrainConfig, index=None, verbose: bool = True) -> Setup:
         return assemble(decide(cfg, facts, verbose), facts, verbose)
     cfg = cfg.model_copy(update={"device": str(device)})
     rank, world = distributed.rank(), distributed.world_size()
-    if rank == 0:
-        try:
-            facts = gather_facts(cfg, index)
+    with distributed.together("while each process read its data"):
+        if cfg.sync_bn:  # before the data is decoded
+            distributed.check_sync_bn(device)
+        facts = gather_facts(cfg, index)
+    distributed.same_everywhere(data_summary(facts.index), data_difference,
+                                "while checking that every node reads the same data")
+    resolved = None
+    with distributed.together("while rank 0 set up the run (it decodes the data and makes the automatic "
+                              "choices first)"):
+        if rank == 0:
             setup = assemble(decide(cfg, facts, verbose), facts, verbose, shard=(rank, world))
-        except CnnlabError as e:  # tell the others, who wait below, then say it (once)
-            distributed.barrier()
-            distributed.broadcast({"error": str(e), "exit_code": e.exit_code})
-            raise
-        distributed.barrier()
-        distributed.broadcast(setup.cfg.model_dump())
-        return setup
-    distributed.barrier()  # the main process has filled the decode cache and chosen
-    resolved = distributed.broadcast(None)
-    if "error" in resolved:
-        error = SaidByMainProcess(resolved["error"])
-        error.exit_code = resolved["exit_code"]
-        raise error
-    cfg = TrainConfig(**{**resolved, "device": cfg.device})
-    facts = gather_facts(cfg, index)  # its val drawn at the resolved split: the main process's files
-    return assemble(cfg, facts, False, shard=(rank, world))
+            resolved = setup.cfg.model_dump()
+    resolved = distributed.broadcast(resolved, "while rank 0 shared its choices")
+    if rank != 0:
+        chosen = TrainConfig(**{**resolved, "device": cfg.device})
+        if chosen.val_split != cfg.val_split and not facts.index_given:  # a recipe's split, as rank 0's
+            facts.index = facts.index.with_val_split(chosen.val_split)
+    first_on_node = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    # the first process of each other node decodes into its node's cache, then the rest read it
+    for turn, what in ((True, "while the first process of each node built its model and loaders"),
+                       (False, "while each process built its model and loaders")):
+        with distributed.together(what):
+            if rank != 0 and first_on_node == turn:
+                setup = assemble(chosen, facts, False, shard=(rank, world))
+    distributed.same_everywhere(readable_summary(setup), readable_difference,
+                                "while checking that every node can read the same images")
+    return setup
+
+
+SPLIT_NAMES = {"train": "training", "val": "validation", "test": "test"}
+SAME_DATA = "every node must read the same data (a shared folder, or the same copy on each node)"
+
+
+def data_summary(index: DataIndex) -> dict[str, Any]:
+    """What every rank's data must agree on: the classes and the files per split."""
+    return {"classes": list(index.classes), "files": {s: len(items) for s, items in index.splits.items()}}
+
+
+def _names(classes: list[str], limit: int = 6) -> str:
+    return ", ".join(classes[:limit]) + (", ..." if len(classes) > limit else "")
+
+
+def data_difference(mine: dict[str, Any], main: dict[str, Any]) -> str | None:
+    """'sees 1,204 training images in 3 classes, rank 0 sees 1,210: ...', or None when they agree."""
+    a, b = mine["classes"], main["classes"]
+    if a != b:
+        return f"sees {count(len(a), 'class', 'classes')} ({_names(a)}), rank 0 sees {len(b)} ({_names(b)}): {SAME_DATA}"
+    for split, name in SPLIT_NAMES.items():
+        n, m = mine["files"].get(split, 0), main["files"].get(split, 0)
+        if n != m:
+            return f"sees {n:,} {name} images in {count(len(a), 'class', 'classes')}, rank 0 sees {m:,}: {SAME_DATA}"
+    return None
+
+
+def readable_summary(setup: Setup) -> dict[str, int]:
+    """The images each split's loader could decode (a node's copy may have other broken files)."""
+    out = {"train": setup.train_loader.num_samples}
+    if setup.val_loader is not None:
+        out["val"] = setup.val_loader.num_samples
+    return out
+
+
+def readable_difference(mine: dict[str, int], main: dict[str, int]) -> str | None:
+    for split, name in SPLIT_NAMES.items():
+        n, m = mine.get(split, 0), main.get(split, 0)
+        if n != m:
+            return f"can read {n:,} of its {name} images, rank 0 {m:,} (see skipped.csv): {SAME_DATA}"
+    return None
 
 
 def assemble(cfg: TrainConfig, facts: Facts, verbose: bool, shard: tuple[int, int] | None = None) -> Setup:
@@ -476,7 +532,7 @@ def assemble(cfg: TrainConfig, facts: Facts, verbose: bool, shard: tuple[int, in
         name = index.classes[unseen[0]]
         files = [p for p, y in index.splits["train"] if y == unseen[0]]
         raise CnnlabError(unreadable_class(name, files, dict(train_loader.bad_files).get(files[0], "unreadable")))
-    if train_loader.bad_files:  # after the checks above, so that an error stays one sentence
+    if train_loader.bad_files and (shard is None or shard[0] == 0):  # after the checks above: one sentence
         print_bad_files(train_loader.bad_files, n_train)
     val_items = index.splits.get("val") or []
     val_loader = make_loader(val_items, batch_size=cfg.batch_size * 2, **common) if val_items else None
