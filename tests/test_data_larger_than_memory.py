@@ -1,18 +1,30 @@
-"""Data larger than the memory: a cache built by writing images as they come, read back row
-by row, and pixels kept in memory only when they fit there."""
+"""Data larger than the memory: batches read from the cache file (not held by the process),
+a cache built by writing images as they come, a batch order that keeps reads local
+(``shuffle="block"``), chosen by itself when the cache is larger than half the memory."""
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.data import cache as cache_mod
-from cnnlab.data.cache import decode_all, row_order
+from cnnlab.data import loader as loader_mod
+from cnnlab.data import rows as rows_mod
+from cnnlab.data.cache import Decoded, decode_all, row_order
+from cnnlab.data.loader import ImageLoader, choose_shuffle, make_loader
+from cnnlab.data.normalize import compute_mean_std
 from cnnlab.data.rows import RowFile, available_memory
 from cnnlab.errors import CnnlabError
+from cnnlab.model.build import build_model
+from cnnlab.train.callbacks import Callback
+from cnnlab.train.distributed import ShardedLoader
+from cnnlab.train.interrupt import TrainingInterrupted
+from cnnlab.train.loop import Trainer
 
 
 # -- the cache file: written image by image, read row by row -------------------------------
@@ -104,3 +116,246 @@ def test_available_memory_reads_meminfo_and_a_containers_limit(tmp_path):
     (v1 / "memory" / "memory.usage_in_bytes").write_text("900000\n")
     (v1 / "memory" / "memory.stat").write_text("cache 50000\ntotal_cache 300000\n")
     assert available_memory(meminfo, v1) == 1_000_000 - 900_000 + 300_000
+
+
+# -- batches through the page cache: the process holds its batches, not the data set ---------
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status") or not rows_mod.HAS_PREAD, reason="Linux only")
+def test_reading_every_batch_of_a_cache_file_leaves_the_memory_flat(tmp_path):
+    """A 64 MiB cache read batch by batch: the process's resident memory grows by its batches
+    only. Read through the memory map instead (the control), every row read stays resident."""
+    n, shape = 21_846, (3, 32, 32)  # 21,846 x 3,072 bytes = 64 MiB
+    path = tmp_path / "big.npy"
+    big = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, *shape))
+    big[:, 0, 0, 0] = np.arange(n) % 251
+    big.flush()
+    del big
+    paths = [f"/d/{i:05d}.png" for i in range(n)]
+    loader = ImageLoader([(p, 0) for p in paths], Decoded(paths, np.load(path, mmap_mode="r"), path=path),
+                         batch_size=512, shuffle=True, seed=0, balanced=False, drop_last=False)
+    assert loader.reader is not None
+    before, seen = rss_bytes(), []
+    for x, _ in loader:
+        seen += x[:, 0, 0, 0].tolist()  # not a view: it would keep the whole batch alive
+    grown = rss_bytes() - before
+    assert sorted(seen) == sorted((np.arange(n) % 251).tolist())
+    assert grown < 16 * 2**20, f"resident memory grew by {grown / 2**20:.0f} MiB reading a 64 MiB cache"
+
+    loader.reader = None  # the control: batches indexed out of the memory map
+    before = rss_bytes()
+    for _ in loader:
+        pass
+    assert rss_bytes() - before > 48 * 2**20  # the measurement sees a map's pages
+
+
+def test_mean_and_std_read_through_the_cache_file(tmp_path):
+    items = solid_items(tmp_path / "d", n=6)
+    loader = make_loader(items, size=4, cache_dir=tmp_path / "c")
+
+    class NoIndexing:  # the memory map must not be indexed: rows come from loader.read
+        shape = loader.images.shape
+
+        def __getitem__(self, key):
+            raise AssertionError("indexed the memory map")
+
+    loader.images = NoIndexing()
+    norm = compute_mean_std(loader)
+    assert norm.mean == pytest.approx((3.5 / 255,) * 3, abs=1e-6)  # values 1..6
+    x, _ = loader.batch(np.arange(6))
+    assert sorted(x[:, 0, 0, 0].tolist()) == [1, 2, 3, 4, 5, 6] and x.dtype == torch.uint8
+
+
+# -- the block order ---------------------------------------------------------------------------
+
+
+def fake_loader(n=1000, batch_size=32, blocks=True, balanced=False, seed=0, labels=None, block_rows=50,
+                window_blocks=4):
+    """A loader over n in-memory rows whose first pixel names the row (mod 256); items in an order
+    unlike the rows', so that positions and rows differ."""
+    paths = [f"/d/{i:05d}.png" for i in range(n)]
+    images = np.zeros((n, 1, 2, 2), np.uint8)
+    images[:, 0, 0, 0] = np.arange(n) % 256
+    decoded = Decoded(paths, images)
+    rng = np.random.default_rng(7)
+    positions_to_rows = rng.permutation(n)
+    labels = labels if labels is not None else [i % 3 for i in range(n)]
+    items = [(paths[r], labels[r]) for r in positions_to_rows]
+    loader = ImageLoader(items, decoded, batch_size=batch_size, shuffle=True, seed=seed, balanced=balanced,
+                         drop_last=False, blocks=blocks)
+    if blocks:
+        loader.block_rows, loader.window_blocks = block_rows, window_blocks
+    return loader
+
+
+def test_block_order_has_every_image_once_and_depends_only_on_seed_and_epoch():
+    a, b = fake_loader(), fake_loader()
+    for epoch in range(4):
+        order = a.order(epoch)
+        assert sorted(order.tolist()) == list(range(1000))  # every position, once
+        assert np.array_equal(order, b.order(epoch))  # the same (seed, epoch): the same order
+    assert not np.array_equal(a.order(0), a.order(1))  # a new order each epoch
+    assert not np.array_equal(a.order(0), fake_loader(seed=1).order(0))
+    # the blocks come in another order each epoch, not only the images inside them
+    first_block = [int(a.rows[a.order(e)[0]]) // 50 for e in range(6)]
+    assert len(set(first_block)) > 1
+
+
+def test_block_order_keeps_reads_within_a_few_blocks():
+    """1000 rows in blocks of 50 are 20 blocks; windows of 4 blocks are 200 images each. Three
+    consecutive batches of 32 (96 positions) lie within at most 2 windows, so they read at most
+    8 distinct blocks; a full shuffle reads from nearly all 20."""
+    loader = fake_loader()
+    full = fake_loader(blocks=False)
+    for epoch in range(3):
+        order, shuffled = loader.order(epoch), full.order(epoch)
+        blocks, blocks_full = loader.rows[order] // 50, full.rows[shuffled] // 50
+        for start in range(0, 1000 - 96 + 1, 32):  # every run of 3 batches
+            assert len(set(blocks[start:start + 96].tolist())) <= 8
+        assert min(len(set(blocks_full[s:s + 96].tolist())) for s in range(0, 905, 32)) > 8
+        for w in range(5):  # each window is 4 whole blocks, used up before the next window
+            window = blocks[200 * w:200 * (w + 1)]
+            assert len(set(window.tolist())) == 4 and np.bincount(window).max() == 50
+
+
+def test_balanced_sampling_in_block_order_draws_what_the_full_order_draws():
+    labels = [0 if i < 900 else 1 for i in range(1000)]  # 9:1
+    local = fake_loader(balanced=True, labels=labels)
+    full = fake_loader(balanced=True, labels=labels, blocks=False)
+    for epoch in range(3):
+        a, b = local.order(epoch), full.order(epoch)
+        assert sorted(a.tolist()) == sorted(b.tolist())  # the same draws, another order
+        assert not np.array_equal(a, b)
+    share = np.mean(local.labels[local.order(5)])
+    assert 0.4 < share < 0.6  # the small class drawn half of the time, as before
+
+
+def test_block_order_asks_the_kernel_to_read_the_next_window_ahead(tmp_path):
+    """Each block is advised (posix_fadvise WILLNEED) once per epoch, before its first read,
+    and never more than one window (4 blocks) beyond the blocks already being read."""
+    n = 1000
+    path = tmp_path / "c.npy"
+    np.save(path, np.zeros((n, 1, 2, 2), np.uint8))
+    paths = [f"/d/{i:05d}.png" for i in range(n)]
+    loader = ImageLoader([(p, 0) for p in paths], Decoded(paths, np.load(path, mmap_mode="r"), path=path),
+                         batch_size=20, shuffle=True, seed=0, balanced=False, drop_last=False, blocks=True)
+    loader.block_rows, loader.window_blocks = 50, 4
+    events = []
+    reader = loader.reader
+    real_read = reader.read
+    reader.advise = lambda first, count, advice=None: events.append(("advise", first // 50, count))
+    reader.read = lambda rows: events.append(("read", sorted({int(r) // 50 for r in rows}))) or real_read(rows)
+    for epoch in range(2):
+        events.clear()
+        loader.set_epoch(epoch)
+        for _ in loader:
+            pass
+        advised = [b for kind, b, *_ in events if kind == "advise"]
+        assert sorted(advised) == list(range(20))  # each block once, all 50 rows of it
+        assert all(count == 50 for kind, _, *rest in events if kind == "advise" for count in rest)
+        done, started, reads_since = set(), set(), {}
+        for kind, what, *_ in events:
+            if kind == "advise":
+                done.add(what)
+                reads_since[what] = 0
+            else:
+                assert set(what) <= done  # advised before it is read
+                fresh = set(what) - started
+                if started:  # after the first batch: advised at least one batch ahead, not just in time
+                    assert all(reads_since[b] >= 1 for b in fresh)
+                started |= set(what)
+                assert len(done) <= len(started) + 4  # at most one window beyond the blocks begun
+                reads_since = {b: k + 1 for b, k in reads_since.items()}
+
+
+def test_shards_and_resumed_epochs_in_block_order():
+    loader = fake_loader(n=1000, batch_size=10)
+    loader.set_epoch(3)
+    whole = np.concatenate([x[:, 0, 0, 0].numpy() for x, _ in loader])
+    order = loader.order(3)
+    assert np.array_equal(whole, loader.rows[order] % 256)
+    ranks = [ShardedLoader(loader, r, 2, train=True) for r in range(2)]
+    for r in ranks:
+        r.set_epoch(3)
+    got = [np.concatenate([x[:, 0, 0, 0].numpy() for x, _ in r]) for r in ranks]
+    assert np.array_equal(got[0], loader.rows[order[0::2]] % 256)  # rank r: positions r, r+2, ...
+    assert np.array_equal(got[1], loader.rows[order[1::2]] % 256)
+    # a resumed epoch starts at its batch without reading the ones before it
+    reads = []
+    real = loader.batch
+    loader.batch = lambda p: reads.append(len(p)) or real(p)
+    loader.set_epoch(3)
+    rest = np.concatenate([x[:, 0, 0, 0].numpy() for x, _ in loader.iter_from(97)])
+    assert np.array_equal(rest, whole[970:]) and len(reads) == 3
+    ranks[1].set_epoch(3)
+    tail = np.concatenate([x[:, 0, 0, 0].numpy() for x, _ in ranks[1].iter_from(48)])
+    assert np.array_equal(tail, got[1][480:])
+
+
+def test_a_resumed_epoch_does_not_read_the_batches_it_skips(tmp_path, one_thread):
+    """Ctrl-C after batch 5 of epoch 2 (of 8 batches), then --resume: the same weights as a run
+    never stopped, and the resumed epoch reads only its 3 remaining batches."""
+    spec = {"input": [2, 2, 1], "layers": [{"Flatten": {}}, {"Dense": {"units": "classes", "activation": "softmax"}}]}
+
+    def run(callbacks=(), resume=False):
+        loader = fake_loader(n=256, batch_size=32, labels=[i % 2 for i in range(256)])
+        reads = []
+        real = loader.batch
+        loader.batch = lambda p: reads.append(len(p)) or real(p)
+        model = build_model(spec, classes=2, seed=0)
+        trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), seed=0, callbacks=list(callbacks))
+        try:
+            trainer.fit(loader, None, epochs=2, checkpoint=tmp_path / "resume.safetensors", resume=resume)
+        except TrainingInterrupted:
+            pass
+        return [p.detach().clone() for p in model.parameters()], reads
+
+    class Stop(Callback):
+        def on_batch_end(self, trainer):
+            if trainer.epoch == 2 and trainer.batch == 5:
+                trainer.interrupted = True
+
+    reference, _ = run()
+    run([Stop()])
+    resumed, reads = run([Callback()], resume=True)
+    assert all(torch.equal(a, b) for a, b in zip(resumed, reference))
+    assert len(reads) == 3  # batches 6-8 of epoch 2; not 1-5 again
+
+
+# -- the automatic choice ----------------------------------------------------------------------
+
+
+def test_auto_shuffle_flips_to_blocks_when_the_cache_is_larger_than_half_the_memory(tmp_path, monkeypatch):
+    items = solid_items(tmp_path / "d")
+    cache_bytes = 12 * 3 * 8 * 8  # 12 rows of 8x8x3
+    memory = {"bytes": 2 * cache_bytes}
+    monkeypatch.setattr(loader_mod, "available_memory", lambda: memory["bytes"])
+    at = make_loader(items, size=8, shuffle="auto", cache_dir=tmp_path / "c")
+    assert at.shuffle_mode == "full" and at.shuffle_why == ""  # exactly half: still a full shuffle
+    memory["bytes"] = 2 * cache_bytes - 1
+    over = make_loader(items, size=8, shuffle="auto", cache_dir=tmp_path / "c")
+    assert over.shuffle_mode == "block" and over.block_rows == loader_mod.BLOCK_BYTES // 192
+    assert "larger than 50% of the memory available" in over.shuffle_why
+    assert sorted(over.order(0).tolist()) == list(range(12))
+    # asked for, a mode is kept whatever the memory; pixels in memory are never "too large"
+    assert make_loader(items, size=8, shuffle="full", cache_dir=tmp_path / "c").shuffle_mode == "full"
+    assert make_loader(items, size=8, shuffle="auto", cache_dir=False).shuffle_mode == "full"
+    memory["bytes"] = 10**12
+    assert make_loader(items, size=8, shuffle="block", cache_dir=tmp_path / "c").shuffle_mode == "block"
+    with pytest.raises(CnnlabError, match="shuffle must be"):
+        make_loader(items, size=8, shuffle="random", cache_dir=False)
+
+
+def test_choose_shuffle_says_why_in_one_sentence():
+    mode, why = choose_shuffle("auto", 31 * 2**30, 24 * 2**30, row_bytes=3 * 32 * 32)
+    assert mode == "block"
+    assert why.startswith("the cache (31.0 GiB) is larger than 50% of the memory available (24.0 GiB)")
+    assert "windows of 8 blocks of 5,461 consecutive images" in why  # 16 MiB // 3,072 bytes
+    assert "\n" not in why and why.count(". ") == 0
+    assert choose_shuffle("auto", 12 * 2**30, 24 * 2**30) == ("full", "")
+    assert choose_shuffle("auto", 12 * 2**30, None) == ("full", "")

@@ -409,7 +409,7 @@ def init_from_data(model: nn.Module, loader, normalization, limit: int = 5000) -
     if not any(hasattr(m, "fit") for m in getattr(model, "layers", {}).values()):
         return []
     rows = loader.rows[::max(1, len(loader.rows) // limit)][:limit]
-    pixels = torch.from_numpy(np.ascontiguousarray(loader.images[np.sort(rows)]))
+    pixels = torch.from_numpy(loader.read(np.sort(rows)))  # at most `limit` images, whatever the data's size
     return data_init(model, normalization.apply(pixels))
 
 
