@@ -21,10 +21,15 @@ from cnnlab.data.normalize import compute_mean_std
 from cnnlab.data.rows import RowFile, available_memory
 from cnnlab.errors import CnnlabError
 from cnnlab.model.build import build_model
+from cnnlab.train import train
+from cnnlab.train.api import _resume_setup, describe
 from cnnlab.train.callbacks import Callback
+from cnnlab.train.config import make_config
 from cnnlab.train.distributed import ShardedLoader
 from cnnlab.train.interrupt import TrainingInterrupted
 from cnnlab.train.loop import Trainer
+from cnnlab.train.setup import build
+from imagegen import make_image_folder
 
 
 # -- the cache file: written image by image, read row by row -------------------------------
@@ -359,3 +364,45 @@ def test_choose_shuffle_says_why_in_one_sentence():
     assert "\n" not in why and why.count(". ") == 0
     assert choose_shuffle("auto", 12 * 2**30, 24 * 2**30) == ("full", "")
     assert choose_shuffle("auto", 12 * 2**30, None) == ("full", "")
+
+
+def test_train_setup_resolves_auto_once_and_says_it(tmp_path, monkeypatch):
+    data = make_image_folder(tmp_path / "d", n=8, size=(16, 16))
+    monkeypatch.setattr(loader_mod, "available_memory", lambda: 1000)  # 12-13 training images of 768 bytes: > 500
+    cfg = make_config(data=str(data), model="seed", img_size=16, epochs=1, precision="fp32", workers=0,
+                      cache_dir=str(tmp_path / "c"), val_split=0.2)
+    setup = build(cfg, verbose=False)
+    assert setup.cfg.shuffle == "block" and setup.resolved_config().shuffle == "block"
+    assert setup.train_loader.shuffle_mode == "block"
+    line = [s for s in describe(setup).splitlines() if "order:" in s]
+    assert len(line) == 1 and "is larger than 50% of the memory available" in line[0]
+    monkeypatch.setattr(loader_mod, "available_memory", lambda: 10**12)
+    again = build(cfg.model_copy(update={"shuffle": "block"}), verbose=False)  # what config.yaml says
+    assert again.train_loader.shuffle_mode == "block" and again.shuffle_why == ""
+
+
+def test_a_run_resumes_in_the_order_its_config_says(tmp_path, monkeypatch):
+    """config.yaml keeps the order auto chose, and a resumed run uses it whatever the memory
+    says then; a run from before --shuffle (no such key) goes on with a full shuffle."""
+    data = make_image_folder(tmp_path / "d", n=8, size=(16, 16))
+
+    class CtrlC(Callback):
+        def on_batch_end(self, trainer):
+            if trainer.epoch == 1 and trainer.batch == 1:
+                trainer.interrupted = True
+
+    monkeypatch.setattr(loader_mod, "available_memory", lambda: 1000)
+    with pytest.raises(TrainingInterrupted):
+        train(str(data), model="seed", img_size=16, epochs=2, batch_size=4, precision="fp32", workers=0,
+              cache_dir=str(tmp_path / "c"), out=str(tmp_path / "runs"), evaluate=False, verbose=False,
+              callbacks=[CtrlC()])
+    (run,) = (tmp_path / "runs").iterdir()
+    config = run / "config.yaml"
+    assert "shuffle: block" in config.read_text()
+    monkeypatch.setattr(loader_mod, "available_memory", lambda: 10**12)
+    cfg, setup = _resume_setup(run, None, None, {}, False)
+    assert cfg.shuffle == "block" and setup.train_loader.shuffle_mode == "block"
+    config.write_text(config.read_text().replace("shuffle: block\n", ""))  # as an older cnnlab wrote it
+    monkeypatch.setattr(loader_mod, "available_memory", lambda: 1000)
+    cfg, setup = _resume_setup(run, None, None, {}, False)
+    assert cfg.shuffle == "full" and setup.train_loader.shuffle_mode == "full"
