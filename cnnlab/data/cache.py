@@ -4,7 +4,8 @@ On a CPU, decoding a 500x375 JPEG costs more than a small CNN's training step on
 the first time a set of files is used at a given size, every file is decoded (in parallel
 when ``workers > 0``) into one uint8 array of shape (N, C, H, W) stored on disk as a
 ``.npy`` file; every later epoch, and every later run on the same files, size, channels and
-resize policy, *memory-maps* that file and slices batches out of it without Pillow.
+resize policy, reads its batches out of that file (:class:`cnnlab.data.rows.RowFile`, through
+the page cache) without Pillow. ``Decoded.images`` is the file memory-mapped, read-only.
 
 Layout on disk (default ``~/.cache/cnnlab``, or ``$CNNLAB_CACHE``)::
 
