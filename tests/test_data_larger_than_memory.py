@@ -59,6 +59,17 @@ def test_row_file_reads_rows_in_any_order_with_repeats(tmp_path):
     assert np.array_equal(np.load(path)[:8], expected[:8])
 
 
+def test_row_file_without_positioned_reads_seeks_instead(tmp_path, monkeypatch):
+    monkeypatch.setattr(rows_mod, "HAS_PREAD", False)  # as on Windows
+    path = tmp_path / "a.npy"
+    np.save(path, np.arange(8 * 4, dtype=np.uint8).reshape(8, 1, 2, 2))
+    expected = np.load(path)
+    w = RowFile(path, write=True)
+    w.write(6, np.full((1, 1, 2, 2), 99, np.uint8))
+    expected[6] = 99
+    assert np.array_equal(RowFile(path).read([7, 6, 0, 1, 2]), expected[[7, 6, 0, 1, 2]])
+
+
 def test_the_cache_is_written_image_by_image_and_rows_follow_a_hash(tmp_path, monkeypatch):
     items = solid_items(tmp_path / "d", n=10)
     writes = []

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-HAS_PREAD = hasattr(os, "preadv") and hasattr(os, "pwrite")  # POSIX; elsewhere the memory map is read
+# POSIX's positioned reads and writes; elsewhere RowFile seeks first, and the loader reads
+# batches out of the memory map
+HAS_PREAD = hasattr(os, "preadv") and hasattr(os, "pwrite")
 
 
 class RowFile:
@@ -49,7 +51,7 @@ class RowFile:
         self.shape = tuple(int(s) for s in shape)
         self.row_shape = self.shape[1:]
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64))
-        self.fd = os.open(self.path, os.O_RDWR if write else os.O_RDONLY)
+        self.fd = os.open(self.path, (os.O_RDWR if write else os.O_RDONLY) | getattr(os, "O_BINARY", 0))
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -81,7 +83,13 @@ class RowFile:
         view = memoryview(block).cast("B")
         done, at = 0, self.offset + row * self.row_bytes
         while done < len(view):
-            n = os.preadv(self.fd, [view[done:]], at + done)
+            if HAS_PREAD:
+                n = os.preadv(self.fd, [view[done:]], at + done)
+            else:  # no positioned reads (Windows): seek, then read
+                os.lseek(self.fd, at + done, os.SEEK_SET)
+                chunk = os.read(self.fd, len(view) - done)
+                n = len(chunk)
+                view[done:done + n] = chunk
             if n == 0:
                 raise OSError(errno.EIO, f"{self.path} ends before row {row + done // self.row_bytes}")
             done += n
@@ -94,7 +102,11 @@ class RowFile:
             raise ValueError(f"{data.shape} does not fit rows {row}.. of {self.shape}")
         done, at = 0, self.offset + row * self.row_bytes
         while done < len(view):
-            done += os.pwrite(self.fd, view[done:], at + done)
+            if HAS_PREAD:
+                done += os.pwrite(self.fd, view[done:], at + done)
+            else:  # no positioned writes (Windows): seek, then write
+                os.lseek(self.fd, at + done, os.SEEK_SET)
+                done += os.write(self.fd, view[done:])
 
     def advise(self, first: int, count: int, advice: int | None = None) -> None:
         """posix_fadvise on rows first..first+count (default: WILLNEED, read them ahead)."""
