@@ -16,7 +16,9 @@ three settings:
 
 and, at the largest size, "ram-mmap": the batches indexed out of the memory map as
 cnnlab did before it read rows with preadv (cnnlab.data.rows.HAS_PREAD set False in the
-child), for the memory that held.
+child), for the memory that held. "read-full" and "read-block" time the loader alone
+(make_loader on the cached file, pages dropped, one epoch of batches read and nothing
+trained): what the order costs the disk, without the training's noise.
 
 Printed per run: the decode time (ms per 1,000 images, when the run built the cache),
 training images/s per epoch (the loop's own figure: batches read and trained, validation
@@ -32,7 +34,7 @@ a little (two images sharing a 4 KiB page are read once). The disk here may be a
 one whose reads the host caches: the script measures it first (sequential MB/s, random
 4 KiB reads/s on a cold 256 MiB file) so that the figures can be scaled to another disk.
 
-Run it alone (check `uptime` first); about 12 minutes on 2 cores:
+Run it alone (check `uptime` first); about 10 minutes on 2 cores:
 
     .venv/bin/python benchmarks/bench_bigdata.py                     # 10k, 50k, 100k, 200k
     .venv/bin/python benchmarks/bench_bigdata.py --sizes 10000,20000 --settings ram,cold-block
@@ -57,13 +59,16 @@ import numpy as np
 from PIL import Image
 
 import cnnlab.data.loader as loader_mod
+from cnnlab.data.datasets import discover
 from cnnlab.train import Callback, train
 
-SETTINGS = {  # name: (--shuffle, drop pages each epoch, epochs, memory map)
-    "ram": ("full", False, 2, False),
-    "cold-full": ("full", True, 1, False),
-    "cold-block": ("block", True, 1, False),
-    "ram-mmap": ("full", False, 1, True),  # the largest size only
+SETTINGS = {  # name: (--shuffle, drop pages each epoch, epochs, memory map, read the batches only)
+    "ram": ("full", False, 2, False, False),
+    "cold-full": ("full", True, 1, False, False),
+    "cold-block": ("block", True, 1, False, False),
+    "ram-mmap": ("full", False, 1, True, False),  # the largest size only
+    "read-full": ("full", True, 1, False, True),
+    "read-block": ("block", True, 1, False, True),
 }
 CLASSES = 10
 SIZE = 32
@@ -203,6 +208,20 @@ def child(spec: dict) -> None:
     """Train once, as the parent asked, and write what happened to spec['result']."""
     if spec["mmap"]:
         loader_mod.HAS_PREAD = False
+    cache = Path(spec["cache"])
+    if spec["read_only"]:
+        index = discover(spec["csv"], val_split=0)
+        loader = loader_mod.make_loader(index.splits["train"], size=SIZE, batch_size=128, shuffle=spec["shuffle"],
+                                        workers=2, cache_dir=str(cache), progress=False)
+        for npy in cache.rglob("*.npy"):
+            drop_pages(npy)
+        fit = time.time()
+        t0 = time.perf_counter()
+        seen = sum(len(y) for _, y in loader)
+        seconds = time.perf_counter() - t0
+        Path(spec["result"]).write_text(json.dumps({"decodes": [], "fit": fit, "epochs": [
+            {"images_per_s": seen / seconds, "seconds": seconds}]}))
+        return
     decodes = []
     real = loader_mod.decode_all
 
@@ -213,7 +232,6 @@ def child(spec: dict) -> None:
         return d
 
     loader_mod.decode_all = timed
-    cache = Path(spec["cache"])
     marks = {"epochs": []}
 
     class Probe(Callback):
@@ -236,7 +254,7 @@ def child(spec: dict) -> None:
 
 
 def run(root: Path, n: int, setting: str, fresh_cache: bool) -> dict:
-    shuffle, drop, epochs, mmap = SETTINGS[setting]
+    shuffle, drop, epochs, mmap, read_only = SETTINGS[setting]
     cache = root / "cache" / str(n)
     if fresh_cache:
         shutil.rmtree(cache, ignore_errors=True)
@@ -245,7 +263,7 @@ def run(root: Path, n: int, setting: str, fresh_cache: bool) -> dict:
     out = root / "runs"
     shutil.rmtree(out, ignore_errors=True)
     spec = {"csv": str(write_csv(root, n)), "cache": str(cache), "shuffle": shuffle, "drop": drop,
-            "epochs": epochs, "mmap": mmap, "out": str(out), "result": str(result)}
+            "epochs": epochs, "mmap": mmap, "read_only": read_only, "out": str(out), "result": str(result)}
     proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec)])
     samples = []
     while proc.poll() is None:
@@ -293,12 +311,12 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, load {' '.join(load)}", flush=True)
     make_images(root, max(sizes))
     print(measure_disk(root), flush=True)
-    header = ("| images | setting | cache MB | decode ms / 1k img | train img/s (epochs) | training: RSS "
+    header = ("| images | setting | cache MB | decode ms / 1k img | img/s (epochs; read-*: read only) | training: RSS "
               "(anon + file) MiB | training: PSS tree MiB | set-up: RSS MiB | set-up: PSS tree MiB |")
     print(header + "\n|" + "---|" * 9, flush=True)
     for n in sizes:
         for i, setting in enumerate(s for s in settings if s != "ram-mmap" or n == max(sizes)):
-            r = run(root, n, setting, fresh_cache=i == 0)
+            r = run(root, n, setting, fresh_cache=i == 0 and not SETTINGS[setting][4])  # read-*: the cache as it is
             t, s = r["train"], r["setup"]
             decode = f"{r['decode_ms_per_1k']:,.0f}" if r["decode_ms_per_1k"] else "(cached)"
             print(f"| {n:,} | {setting} | {r['cache_mb']:,.0f} | {decode} | "
