@@ -49,7 +49,7 @@ import numpy as np
 
 from cnnlab.data.decode import BadImage, load_image
 from cnnlab.data.parallel import chunked_map, progress_bar
-from cnnlab.data.rows import RowFile, available_memory
+from cnnlab.data.rows import RowFile, available_memory, size_text
 from cnnlab.errors import CnnlabError
 from cnnlab.io.fs import atomic_path, atomic_write_text
 
@@ -165,14 +165,14 @@ def in_memory(shape: tuple[int, ...], why: str = "") -> np.ndarray:
     available = available_memory()
     if available is not None and need > available:
         cause = f"{why}, and " if why else ""
-        raise CnnlabError(f"{cause}{n:,} images of {h}x{w}x{c} need {need / 2**30:,.1f} GiB of memory, more than "
-                          f"the {available / 2**30:,.1f} GiB available; "
+        raise CnnlabError(f"{cause}{n:,} images of {h}x{w}x{c} need {size_text(need)} of memory, more than "
+                          f"the {size_text(available)} available; "
                           + ("free some disk space there or point CNNLAB_CACHE at a disk with room" if why else
                              "use the disk cache (do not pass cache_dir=False) or a smaller image size"))
     try:
         return np.zeros(shape, np.uint8)
     except MemoryError:
-        raise CnnlabError(f"{n:,} images of {h}x{w}x{c} need {need / 2**30:,.1f} GiB of memory, "
+        raise CnnlabError(f"{n:,} images of {h}x{w}x{c} need {size_text(need)} of memory, "
                           "more than this machine has; use a smaller --img-size") from None
 
 

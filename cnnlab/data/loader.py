@@ -42,7 +42,7 @@ import torch
 
 from cnnlab.data.cache import Decoded, decode_all
 from cnnlab.data.decode import RESIZE_POLICIES
-from cnnlab.data.rows import HAS_PREAD, RowFile, available_memory
+from cnnlab.data.rows import HAS_PREAD, RowFile, available_memory, size_text
 from cnnlab.errors import DataError
 
 MAX_LISTED = 10  # bad files printed on the console; all of them are in loader.bad_files
@@ -88,10 +88,6 @@ def block_rows(row_bytes: int) -> int:
     return max(1, BLOCK_BYTES // max(1, int(row_bytes)))
 
 
-def gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB"
-
-
 def choose_shuffle(requested: str, cache_bytes: int | None, available: int | None,
                    row_bytes: int = 1) -> tuple[str, str]:
     """("full" or "block", why) for ``requested`` in :data:`SHUFFLES`.
@@ -107,8 +103,8 @@ def choose_shuffle(requested: str, cache_bytes: int | None, available: int | Non
     if cache_bytes is None or available is None or cache_bytes <= BLOCK_SHARE * available:
         return "full", ""
     rows = block_rows(row_bytes)
-    return "block", (f"the cache ({gib(cache_bytes)}) is larger than {BLOCK_SHARE:.0%} of the memory available "
-                     f"({gib(available)}): batches are drawn from windows of {WINDOW_BLOCKS} blocks of "
+    return "block", (f"the cache ({size_text(cache_bytes)}) is larger than {BLOCK_SHARE:.0%} of the memory "
+                     f"available ({size_text(available)}): batches are drawn from windows of {WINDOW_BLOCKS} blocks of "
                      f"{rows:,} consecutive images ({rows * row_bytes * WINDOW_BLOCKS / 2**20:,.0f} MiB a window), "
                      "shuffled within the window, the blocks in a new order each epoch (--shuffle full: "
                      "a full shuffle, read from the disk image by image)")

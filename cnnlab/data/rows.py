@@ -133,6 +133,14 @@ class RowFile:
         self.__init__(state["path"], state["writable"])
 
 
+def size_text(n: float) -> str:
+    """Bytes as a person reads them: "31.2 GiB", "614 MiB", "12 KiB"."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}" if unit == "GiB" else f"{n / scale:,.0f} {unit}"
+    return f"{int(n)} bytes"
+
+
 def available_memory(meminfo: str | Path = "/proc/meminfo", cgroup: str | Path = "/sys/fs/cgroup") -> int | None:
     """Bytes of memory still available here: the kernel's MemAvailable (free memory plus the
     page cache it can reclaim), or a container's memory limit less what it uses, if lower.
