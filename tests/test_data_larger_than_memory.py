@@ -87,6 +87,18 @@ def test_the_cache_is_written_image_by_image_and_rows_follow_a_hash(tmp_path, mo
     assert d2.decoded == 3 and [int(v) for v in d2.images[:, 0, 0, 0]] == [value[p] for p in d2.paths]
 
 
+def test_an_older_entry_cut_short_is_passed_over_and_the_cache_rebuilt_on_disk(tmp_path, capsys):
+    items = solid_items(tmp_path / "d", n=5)
+    first = make_loader(items, size=8, cache_dir=tmp_path / "c", progress=False)
+    first.cache_path.write_bytes(first.cache_path.read_bytes()[:200])  # a copy cut short
+    with pytest.raises(ValueError, match="shorter than"):
+        RowFile(first.cache_path)
+    again = make_loader(items, size=8, cache_dir=tmp_path / "c", progress=False)
+    assert not again.cache_hit and again.cache_path == first.cache_path  # decoded again, to the disk
+    assert "cannot write the decode cache" not in capsys.readouterr().err
+    x, _ = again.batch(np.arange(5))
+    assert sorted(x[:, 0, 0, 0].tolist()) == [1, 2, 3, 4, 5]
+
 def test_rows_follow_a_hash_of_the_path_so_any_block_mixes_the_classes():
     paths = [f"/data/train/{c}/{i:04d}.jpg" for c in ("cat", "dog") for i in range(100)]
     rows = row_order(paths)

@@ -52,6 +52,9 @@ class RowFile:
         self.row_shape = self.shape[1:]
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64))
         self.fd = os.open(self.path, (os.O_RDWR if write else os.O_RDONLY) | getattr(os, "O_BINARY", 0))
+        if os.fstat(self.fd).st_size < self.offset + self.nbytes:  # cut short: not rows to read
+            self.close()
+            raise ValueError(f"{self.path}: shorter than its {self.shape} rows")
 
     def __len__(self) -> int:
         return self.shape[0]
