@@ -53,7 +53,7 @@ FLAGS = {
     "data": [
         ("val_split", (), "F"), ("label_regex", (), "REGEX"), ("channels", (), None), ("resize", (), None),
         ("normalize", (), None), ("balanced", (), None), ("class_weights", (), None), ("workers", (), "N"),
-        ("cache_dir", (), "DIR"), ("val_max", (), "N")],
+        ("cache_dir", (), "DIR"), ("shuffle", (), None), ("val_max", (), "N")],
     "device and output": [
         ("device", (), "DEV"), ("precision", (), None), ("channels_last", (), None), ("compile", (), None),
         ("checkpoint_every", (), "N"), ("out", (), "DIR"),

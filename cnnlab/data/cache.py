@@ -4,13 +4,19 @@ On a CPU, decoding a 500x375 JPEG costs more than a small CNN's training step on
 the first time a set of files is used at a given size, every file is decoded (in parallel
 when ``workers > 0``) into one uint8 array of shape (N, C, H, W) stored on disk as a
 ``.npy`` file; every later epoch, and every later run on the same files, size, channels and
-resize policy, *memory-maps* that file and slices batches out of it without Pillow.
+resize policy, reads its batches out of that file (:class:`cnnlab.data.rows.RowFile`, through
+the page cache) without Pillow. ``Decoded.images`` is the file memory-mapped, read-only.
 
 Layout on disk (default ``~/.cache/cnnlab``, or ``$CNNLAB_CACHE``)::
 
     <cache_dir>/<H>x<W>x<C>-<policy>-v<version>/
-        <key>.npy    uint8 (N, C, H, W): row i is the i-th file in sorted path order
+        <key>.npy    uint8 (N, C, H, W): one row per file, in the order of a hash of its path
         <key>.json   the files (path, byte size, mtime) behind the rows, and the bad ones
+
+The rows follow a hash of the path, not the path itself: class folders would otherwise lie
+one after the other, and a block of consecutive rows -- what a batch order that keeps reads
+local draws from when the cache is larger than the memory (:mod:`cnnlab.data.loader`) --
+would hold one class. In hash order any block is a random sample of the files.
 
 ``key`` is a hash of every file's (path, size, modification time), so changing, adding or
 removing a file gives a new key (the cache is *invalidated*); rows of files that did not
@@ -18,6 +24,12 @@ change are copied from the older arrays instead of being decoded again. Both fil
 written to a temporary name and renamed into place (the ``.json`` last, as the "complete"
 mark), so two runs building the same cache at once never see a half-written file; the
 loser's rename just replaces identical bytes. Deleting the folder is always safe.
+
+Nothing here holds the whole array in memory unless asked to (``cache_dir=False``, or a
+cache that cannot be written): decoded images are written to the file one by one as they
+arrive (:class:`cnnlab.data.rows.RowFile`), and rows of an older entry are copied in
+blocks of :data:`COPY_ROWS`. An array that must live in memory is refused, in one
+sentence, when it is larger than the memory available.
 """
 
 from __future__ import annotations
@@ -37,11 +49,13 @@ import numpy as np
 
 from cnnlab.data.decode import BadImage, load_image
 from cnnlab.data.parallel import chunked_map, progress_bar
+from cnnlab.data.rows import RowFile, available_memory, size_text
 from cnnlab.errors import CnnlabError
 from cnnlab.io.fs import atomic_path, atomic_write_text
 
 CACHE_VERSION = 1  # bump when decoding or resizing changes what a row holds
 CHUNK = 32  # files per task handed to a worker process
+COPY_ROWS = 1024  # rows copied at once from an older cache entry
 
 
 def default_cache_dir() -> Path:
@@ -58,9 +72,21 @@ def file_key(path: str) -> str:
     return f"{path}\t{st.st_size}\t{st.st_mtime_ns}"
 
 
+def row_order(paths) -> list[str]:
+    """The unique paths in the cache's row order: by a hash of the path (then the path).
+
+    A fixed order, the same on every machine for the same path strings, that spreads the
+    files of each folder (each class) evenly over the rows.
+    """
+    def key(p: str) -> tuple[bytes, str]:
+        return hashlib.blake2b(p.encode("utf-8", "surrogateescape"), digest_size=8).digest(), p
+
+    return sorted(set(map(str, paths)), key=key)
+
+
 @dataclass
 class Decoded:
-    """Decoded pixels of a set of files, one row per unique path (sorted)."""
+    """Decoded pixels of a set of files, one row per unique path (in :func:`row_order`)."""
 
     paths: list[str]
     images: np.ndarray  # uint8 (N, C, H, W); a read-only memmap when it came from disk
@@ -82,21 +108,18 @@ def decode_all(
 ) -> Decoded:
     """Decode every path at (height, width), through the on-disk cache unless cache_dir is False.
 
-    ``paths`` are de-duplicated and sorted; the returned rows follow that order. Files that
-    cannot be decoded keep an all-zero row and are listed in ``bad`` with the reason.
+    ``paths`` are de-duplicated and put in :func:`row_order`; the returned rows follow that
+    order. Files that cannot be decoded keep an all-zero row and are listed in ``bad`` with
+    the reason.
     """
     t0 = time.perf_counter()
-    paths = sorted(set(map(str, paths)))
+    paths = row_order(paths)
     h, w = size
     shape = (len(paths), channels, h, w)
     if cache_dir is False:
-        try:
-            images = np.zeros(shape, np.uint8)
-        except MemoryError:
-            gib = np.prod(shape, dtype=np.float64) / 2**30
-            raise CnnlabError(f"{len(paths):,} images of {h}x{w}x{channels} need {gib:,.1f} GiB of memory, "
-                              "more than this machine has; use a smaller --img-size") from None
-        bad = _decode_into(images, paths, range(len(paths)), size, channels, policy, workers, progress)
+        images = in_memory(shape)
+        bad = _decode_into(images.__setitem__, paths, range(len(paths)), size, channels, policy, workers,
+                           progress)
         return Decoded(paths, images, bad, None, False, len(paths), time.perf_counter() - t0)
 
     keys = [file_key(p) for p in paths]
@@ -110,20 +133,47 @@ def decode_all(
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(npy) as tmp:
-            images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+            _create_npy(tmp, shape)
             _reserve(tmp)
-            bad, todo = _reuse(folder, keys, images)
-            bad.update(_decode_into(images, paths, todo, size, channels, policy, workers, progress))
-            images.flush()
-            del images
+            out = RowFile(tmp, write=True)
+            try:
+                bad, todo = _reuse(folder, keys, out)
+                bad.update(_decode_into(out.write, paths, todo, size, channels, policy, workers, progress))
+            finally:
+                out.close()
         atomic_write_text(meta, json.dumps({"version": CACHE_VERSION, "keys": keys,
                                             "bad": {str(i): r for i, r in bad.items()}}))
     except (OSError, CnnlabError) as e:  # no space, read-only file system: use memory instead
+        images = in_memory(shape, f"the decode cache cannot be written in {folder} ({e})")
         print(f"cnnlab: cannot write the decode cache in {folder} ({e}); keeping images in memory",
               file=sys.stderr)
-        return decode_all(paths, size, channels, policy, False, workers, progress)
+        bad = _decode_into(images.__setitem__, paths, range(len(paths)), size, channels, policy, workers,
+                           progress)
+        return Decoded(paths, images, bad, None, False, len(paths), time.perf_counter() - t0)
     images = np.load(npy, mmap_mode="r")
     return Decoded(paths, images, bad, npy, False, len(todo), time.perf_counter() - t0)
+
+
+def in_memory(shape: tuple[int, ...], why: str = "") -> np.ndarray:
+    """A zeroed uint8 array of ``shape`` in memory, refused when it cannot fit there.
+
+    The check comes first because ``np.zeros`` of too much memory often succeeds (the pages
+    are only promised) and the process is killed later, half-way through decoding.
+    """
+    n, c, h, w = shape
+    need = float(np.prod(shape, dtype=np.float64))
+    available = available_memory()
+    if available is not None and need > available:
+        cause = f"{why}, and " if why else ""
+        raise CnnlabError(f"{cause}{n:,} images of {h}x{w}x{c} need {size_text(need)} of memory, more than "
+                          f"the {size_text(available)} available; "
+                          + ("free some disk space there or point CNNLAB_CACHE at a disk with room" if why else
+                             "use the disk cache (do not pass cache_dir=False) or a smaller image size"))
+    try:
+        return np.zeros(shape, np.uint8)
+    except MemoryError:
+        raise CnnlabError(f"{n:,} images of {h}x{w}x{c} need {size_text(need)} of memory, "
+                          "more than this machine has; use a smaller --img-size") from None
 
 
 def _open(npy: Path, meta: Path, keys: list[str], shape: tuple) -> tuple[np.ndarray, dict] | None:
@@ -136,6 +186,13 @@ def _open(npy: Path, meta: Path, keys: list[str], shape: tuple) -> tuple[np.ndar
     if info.get("keys") != keys or images.shape != shape or images.dtype != np.uint8:
         return None
     return images, {int(i): r for i, r in info.get("bad", {}).items()}
+
+
+def _create_npy(path: Path, shape: tuple[int, ...]) -> None:
+    """A .npy file of uint8 ``shape``: its header, then rows of zeros (a sparse file so far)."""
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+        f.truncate(f.tell() + int(np.prod(shape, dtype=np.int64)))
 
 
 def _reserve(npy: Path) -> None:
@@ -157,27 +214,41 @@ def _reserve(npy: Path) -> None:
             os.close(fd)
 
 
-def _reuse(folder: Path, keys: list[str], images: np.ndarray) -> tuple[dict[int, str], list[int]]:
-    """Copy rows of unchanged files from older cache entries; return (bad rows, rows to decode)."""
+def _reuse(folder: Path, keys: list[str], out: RowFile) -> tuple[dict[int, str], list[int]]:
+    """Copy rows of unchanged files from older cache entries; return (bad rows, rows to decode).
+
+    The rows are copied :data:`COPY_ROWS` at a time, in the new file's order: memory holds
+    one block of rows, whatever the size of the entries."""
     wanted = {k: i for i, k in enumerate(keys)}
     bad: dict[int, str] = {}
     for meta in sorted(folder.glob("*.json"), key=_mtime, reverse=True):
         try:
             info = json.loads(meta.read_text())
-            old = np.load(meta.with_suffix(".npy"), mmap_mode="r")
+            old = RowFile(meta.with_suffix(".npy"))
         except (OSError, ValueError):
             continue  # being replaced by another run, or not a cache entry
-        if old.shape[1:] != images.shape[1:] or len(old) != len(info.get("keys", [])):
-            continue
-        old_bad = {int(i): r for i, r in info.get("bad", {}).items()}
-        pairs = [(wanted.pop(k), j) for j, k in enumerate(info["keys"]) if k in wanted]
-        good = np.array([(n, o) for n, o in pairs if o not in old_bad], dtype=np.int64).reshape(-1, 2)
-        for i in range(0, len(good), 1024):  # copy in blocks: bounded memory, few numpy calls
-            images[good[i:i + 1024, 0]] = old[good[i:i + 1024, 1]]
-        bad.update({n: old_bad[o] for n, o in pairs if o in old_bad})
+        try:
+            if old.row_shape != out.row_shape or len(old) != len(info.get("keys", [])):
+                continue
+            old_bad = {int(i): r for i, r in info.get("bad", {}).items()}
+            pairs = [(wanted.pop(k), j) for j, k in enumerate(info["keys"]) if k in wanted]
+            good = np.array(sorted((n, o) for n, o in pairs if o not in old_bad), dtype=np.int64).reshape(-1, 2)
+            for i in range(0, len(good), COPY_ROWS):
+                _copy_rows(old, out, good[i:i + COPY_ROWS])
+            bad.update({n: old_bad[o] for n, o in pairs if o in old_bad})
+        finally:
+            old.close()
         if not wanted:
             break
     return bad, sorted(wanted.values())
+
+
+def _copy_rows(old: RowFile, out: RowFile, pairs: np.ndarray) -> None:
+    """out[new] = old[old_row] for the (new, old_row) pairs, sorted by new: one write per run."""
+    pixels = old.read(pairs[:, 1])
+    breaks = np.flatnonzero(np.diff(pairs[:, 0]) != 1) + 1
+    for start, end in zip(np.r_[0, breaks], np.r_[breaks, len(pairs)]):
+        out.write(int(pairs[start, 0]), pixels[start:end])
 
 
 def _mtime(p: Path) -> float:
@@ -197,9 +268,9 @@ def decode_one(path: str, size: tuple[int, int], channels: int, policy: str) -> 
         return f"cannot decode: {e.__class__.__name__}: {e}"
 
 
-def _decode_into(images: np.ndarray, paths: list[str], rows, size, channels, policy, workers,
-                 progress) -> dict[int, str]:
-    """Decode paths[rows] into images[rows]; return {row: reason} for the bad ones."""
+def _decode_into(put, paths: list[str], rows, size, channels, policy, workers, progress) -> dict[int, str]:
+    """Decode paths[rows], handing each image to ``put(row, pixels)`` as it arrives (a write to
+    the cache file, or into an array); return {row: reason} for the bad ones."""
     rows = list(rows)
     fn = functools.partial(decode_one, size=size, channels=channels, policy=policy)
     bad: dict[int, str] = {}
@@ -209,7 +280,7 @@ def _decode_into(images: np.ndarray, paths: list[str], rows, size, channels, pol
                 if isinstance(result, str):
                     bad[row] = result
                 else:
-                    images[row] = result
+                    put(row, result)
             advance(len(results))
     return bad
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from cnnlab.data.loader import ImageLoader, make_loader
@@ -60,7 +61,8 @@ def compute_mean_std(loader_or_items, *, size=None, channels: int = 3, resize: s
     Pass the training :class:`~cnnlab.data.loader.ImageLoader` (its decoded pixels are read
     directly), or [(path, label)] items with ``size`` (they are decoded through the cache).
     ``max_images`` uses an evenly spaced subset. Sums run in float64 chunk by chunk, so
-    memory stays small and the result does not depend on the batch size.
+    memory stays small and the result does not depend on the batch size (nor on the size of
+    the data set: 256 images at a time, read from the cache file).
     """
     loader = loader_or_items
     if not isinstance(loader, ImageLoader):
@@ -71,12 +73,13 @@ def compute_mean_std(loader_or_items, *, size=None, channels: int = 3, resize: s
     rows = loader.rows
     if max_images is not None and len(rows) > max_images:
         rows = rows[torch.linspace(0, len(rows) - 1, max_images).long().numpy()]
+    rows = np.sort(rows)  # read in file order: the sums do not depend on it
     c = loader.images.shape[1]
     total = torch.zeros(c, dtype=torch.float64)
     squares = torch.zeros(c, dtype=torch.float64)
     pixels = 0
     for start in range(0, len(rows), 256):
-        chunk = torch.from_numpy(loader.images[rows[start:start + 256]]).to(torch.float64) / 255.0
+        chunk = torch.from_numpy(loader.read(rows[start:start + 256])).to(torch.float64) / 255.0
         total += chunk.sum(dim=(0, 2, 3))
         squares += (chunk * chunk).sum(dim=(0, 2, 3))
         pixels += chunk.shape[0] * chunk.shape[2] * chunk.shape[3]

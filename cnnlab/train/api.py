@@ -33,7 +33,7 @@ from cnnlab.run import RESUME_FILE, Run, read_split
 from cnnlab.train import callbacks as cb
 from cnnlab.train import distributed
 from cnnlab.train.averaging import Lookahead
-from cnnlab.train.config import MONITORS, TrainConfig, make_config
+from cnnlab.train.config import MONITORS, TrainConfig, make_config, read_config_file
 from cnnlab.train.cpu_share import ShareCpu, should_share
 from cnnlab.train.lr_finder import range_test
 from cnnlab.train.resume import position
@@ -52,7 +52,7 @@ from cnnlab.train.setup import build
 # What may change when resuming: where it runs, not what it computes.
 RESUME_OVERRIDES = ("device", "workers", "cache_dir", "evaluate", "tensorboard", "checkpoint_every")
 # Options decided from the data when left at None/auto: a resumed run keeps what was decided.
-AUTO = {"precision": "auto"}
+AUTO = {"precision": "auto", "shuffle": "auto"}
 
 
 def say(msg: str, verbose: bool) -> None:
@@ -135,6 +135,7 @@ def describe(setup) -> str:
             + count(cfg.epochs, "epoch") + (f" or {cfg.time_limit:g} min" if cfg.time_limit else "")
             + (f"\n        precision: {setup.precision_why}" if setup.precision_why else "")
             + (f"\n        busy: {setup.busy_note}" if setup.busy_note else "")
+            + (f"\n        order: {setup.shuffle_why}" if getattr(setup, "shuffle_why", "") else "")
             + (f"\nrecipe  {cfg.recipe}: augment {cfg.augment}, label smoothing {cfg.label_smoothing:g}, "
                f"weight averaging {cfg.weight_averaging}, test TTA {cfg.tta}" if cfg.recipe else ""))
 
@@ -298,12 +299,15 @@ def _resume_setup(run_dir: Path, data, config, options: dict[str, Any], verbose:
 def _read_run(run_dir: Path, data, config, options: dict[str, Any], restart: bool):
     """(config, split) of a run to continue; None for the split of one that never started."""
     fresh = check_resumable(run_dir)
+    # a run from before --shuffle existed was shuffled fully: it goes on so, whatever the memory says now
+    legacy = {} if "shuffle" in read_config_file(run_dir / "config.yaml") else {"shuffle": "full"}
     if not restart:
         if config is not None:
             raise CnnlabError("--resume takes the run's own config.yaml; do not pass --config")
-        saved = make_config(run_dir / "config.yaml")
+        saved = make_config(run_dir / "config.yaml", **legacy)
         _check_unchanged(saved, run_dir, {k: v for k, v in options.items() if k not in RESUME_OVERRIDES})
-    cfg = make_config(run_dir / "config.yaml", **{k: v for k, v in options.items() if k in RESUME_OVERRIDES})
+    cfg = make_config(run_dir / "config.yaml", **legacy,
+                      **{k: v for k, v in options.items() if k in RESUME_OVERRIDES})
     if data is not None and Path(str(data)).resolve() != Path(str(cfg.data)).resolve():
         raise CnnlabError(f"{run_dir} was trained on {cfg.data}, not {data}")
     if not fresh:

@@ -73,6 +73,10 @@ class TrainConfig(BaseModel):
     class_weights: bool = Field(False, description="weigh the loss by inverse class frequency")
     workers: int | None = Field(None, ge=0, description="processes decoding the images (once); auto: all cores")
     cache_dir: str | None = Field(None, description="decoded-image cache; auto: $CNNLAB_CACHE or ~/.cache/cnnlab")
+    shuffle: Literal["auto", "full", "block"] = Field(
+        "auto", description="the training batches' order: full, a new random order each epoch; block, random "
+        "within windows of a few 16 MiB blocks of the decode cache, so that reads stay local; auto: block when "
+        "the cache is larger than half the memory available, else full")
 
     # model and optimisation
     model: str | dict[str, Any] = Field(DEFAULT_MODEL, description="a preset (see `cnnlab models`), a model "

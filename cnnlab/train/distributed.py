@@ -451,9 +451,12 @@ class ShardedLoader:
         return math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        positions = self._positions()
-        for b in range(len(self)):
-            yield self.loader.batch(positions[b * self.batch_size:(b + 1) * self.batch_size])
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's batches of the epoch from batch ``start`` on (the loader reads ahead in
+        its block order; the ranks read the same blocks at the same time)."""
+        return self.loader.batches(self._positions(), len(self), start)
 
 
 # -- the reductions the training loop needs (each a no-op without torchrun) ------------------

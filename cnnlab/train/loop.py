@@ -293,9 +293,12 @@ class Trainer:
     def _run_epoch(self, train, skip: int = 0) -> None:
         """Train one epoch; ``skip`` batches were done before a mid-epoch interruption."""
         self.model.train()
-        batches = iter(train)
-        for _ in range(skip):  # same order: the loader shuffles by (seed, epoch)
-            next(batches)
+        if skip and hasattr(train, "iter_from"):  # cnnlab's loaders skip without reading the batches
+            batches = train.iter_from(skip)
+        else:
+            batches = iter(train)
+            for _ in range(skip):  # same order: the loader shuffles by (seed, epoch)
+                next(batches)
         t0 = time.perf_counter()
         for images, labels in batches:
             self._call("on_batch_begin")

@@ -84,6 +84,7 @@ class Setup:
     precision_why: str = ""  # why --precision auto chose what it did ("" when it was given)
     busy_note: str = ""  # set when other programs took the CPU while the choices were timed
     busy_share: float = 0.0  # other programs' share of the CPU during the last timed probe (0-1)
+    shuffle_why: str = ""  # why --shuffle auto chose the block order ("" when it did not)
 
     def meta(self) -> dict[str, Any]:
         """What every weights file carries, so it can be used without the run folder."""
@@ -410,7 +411,7 @@ def init_from_data(model: nn.Module, loader, normalization, limit: int = 5000) -
     if not any(hasattr(m, "fit") for m in getattr(model, "layers", {}).values()):
         return []
     rows = loader.rows[::max(1, len(loader.rows) // limit)][:limit]
-    pixels = torch.from_numpy(np.ascontiguousarray(loader.images[np.sort(rows)]))
+    pixels = torch.from_numpy(loader.read(np.sort(rows)))  # at most `limit` images, whatever the data's size
     return data_init(model, normalization.apply(pixels))
 
 
@@ -522,9 +523,12 @@ def assemble(cfg: TrainConfig, facts: Facts, verbose: bool, shard: tuple[int, in
     common = dict(size=size, channels=channels, resize=cfg.resize, seed=cfg.seed, workers=workers,
                   cache_dir=cfg.cache_dir, progress=None if verbose else False)
     n_train = len(index.splits["train"])
-    train_loader = make_loader(index.splits["train"], batch_size=cfg.batch_size, shuffle=True,
+    train_loader = make_loader(index.splits["train"], batch_size=cfg.batch_size, shuffle=cfg.shuffle,
                                balanced=cfg.balanced, drop_last=n_train > cfg.batch_size, report_bad=False,
                                **common)
+    # "auto" resolved once, here (on the main process under torchrun): config.yaml, the other
+    # processes and a resumed run all use the order chosen now, whatever their memory says
+    cfg = cfg.model_copy(update={"shuffle": train_loader.shuffle_mode})
     if train_loader.num_samples == 0:
         raise CnnlabError(f"{cfg.data}: none of the {n_train} training images can be read (see skipped.csv)")
     unseen = sorted(set(range(len(index.classes))) - set(train_loader.labels.tolist()))
@@ -549,6 +553,7 @@ def assemble(cfg: TrainConfig, facts: Facts, verbose: bool, shard: tuple[int, in
     val_subset = None  # validated each epoch instead of the whole set (all of it at the last)
     if val_loader is not None and cfg.val_max and val_loader.num_samples > cfg.val_max:
         val_subset = val_loader.subset(cfg.val_max, seed=cfg.seed)
+    shuffle_why = train_loader.shuffle_why
     if shard is not None:  # this process's share of every epoch (torchrun)
         train_loader = ShardedLoader(train_loader, *shard, train=True)
         if val_loader is not None:
@@ -557,4 +562,5 @@ def assemble(cfg: TrainConfig, facts: Facts, verbose: bool, shard: tuple[int, in
             val_subset = ShardedLoader(val_subset, *shard, train=False)
     return Setup(cfg, index, size, channels, model.spec, model, train_loader, val_loader, normalization,
                  None if augment.is_identity else Augmenter(augment), device, precision, channels_last,
-                 resolved_defaults(cfg), val_subset, precision_why, busy_note(), (_probe_busy or [0.0])[-1])
+                 resolved_defaults(cfg), val_subset, precision_why, busy_note(), (_probe_busy or [0.0])[-1],
+                 shuffle_why)
