@@ -423,9 +423,9 @@ def test_a_run_resumes_in_the_order_its_config_says(tmp_path, monkeypatch):
     config = run / "config.yaml"
     assert "shuffle: block" in config.read_text()
     monkeypatch.setattr(loader_mod, "available_memory", lambda: 10**12)
-    cfg, setup = _resume_setup(run, None, None, {}, False)
-    assert cfg.shuffle == "block" and setup.train_loader.shuffle_mode == "block"
+    setup = _resume_setup(run, None, None, {}, False)
+    assert setup.cfg.shuffle == "block" and setup.train_loader.shuffle_mode == "block"
     config.write_text(config.read_text().replace("shuffle: block\n", ""))  # as an older cnnlab wrote it
     monkeypatch.setattr(loader_mod, "available_memory", lambda: 1000)
-    cfg, setup = _resume_setup(run, None, None, {}, False)
-    assert cfg.shuffle == "full" and setup.train_loader.shuffle_mode == "full"
+    setup = _resume_setup(run, None, None, {}, False)
+    assert setup.cfg.shuffle == "full" and setup.train_loader.shuffle_mode == "full"
