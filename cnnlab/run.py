@@ -38,11 +38,12 @@ from cnnlab.data.datasets import DataIndex
 from cnnlab.data.preprocess import Preprocessor
 from cnnlab.display import History, count, kv_table, number
 from cnnlab.errors import CnnlabError
-from cnnlab.formats.open import ModelFile, build_model, is_model_file, open_model
+from cnnlab.formats.open import ModelFile, build_model, is_model_file, open_model, open_spec
 from cnnlab.formats.weights import load_weights
 from cnnlab.io.history import read_history
 from cnnlab.io.weights import read_metadata
 from cnnlab.model.build import CNN
+from cnnlab.model.spec import head_as_classes
 
 WEIGHT_NAMES = ("best", "last")
 RESUME_FILE = "resume.safetensors"
@@ -232,11 +233,12 @@ def create_model(name_or_path: "str | Path | dict", *, classes: int | None = Non
     (which then leaves the weights out: the shapes change); ``seed`` fixes a fresh model's
     initial weights.
     """
-    has_weights = isinstance(name_or_path, (str, Path, Run)) and (
-        is_model_file(name_or_path) or Path(str(getattr(name_or_path, "path", name_or_path))).is_dir())
-    if has_weights and weights is not None and classes is None and input is None:
-        return open_any(name_or_path, weights).model
-    if isinstance(name_or_path, Run) or (isinstance(name_or_path, (str, Path)) and Path(name_or_path).is_dir()):
-        run = name_or_path if isinstance(name_or_path, Run) else Run(name_or_path)
-        name_or_path = run.path / "model.yaml"
-    return build_model(name_or_path, input=input, classes=classes, seed=seed)
+    run = name_or_path if isinstance(name_or_path, Run) else (
+        Run(name_or_path) if isinstance(name_or_path, (str, Path)) and Path(name_or_path).is_dir() else None)
+    trained = run is not None or is_model_file(name_or_path)
+    if trained and weights is not None and classes is None and input is None:
+        return open_any(run or name_or_path, weights).model
+    spec = open_spec(run.path / "model.yaml" if run is not None else name_or_path)
+    if trained and classes is not None:  # a trained head has its classes written in: make it replaceable
+        spec = head_as_classes(spec)
+    return build_model(spec, input=input, classes=classes, seed=seed)

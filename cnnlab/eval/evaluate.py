@@ -184,9 +184,8 @@ def evaluate_run(
                           "evaluate it on a labelled folder with --data DIR")
     opened = open_any(run, weights, device=dev, data_classes=data_classes(data) if data is not None else None)
     model, meta, run = opened.model, opened.meta, opened.run
-    source = opened if opened.is_file else None
-    if source is not None:
-        weights = source.path.name
+    if opened.is_file:
+        weights = opened.path.name
     classes = list(meta["classes"])
     if data is None:
         items, unknown = _items_from_run(run, split), {}
@@ -196,8 +195,8 @@ def evaluate_run(
         out, report = Path(out), False
         check_can_write(out, "--out")
     else:
-        if source is not None:  # written beside the model file: model.h5 -> model-eval/<data>/
-            out = source.path.with_name(f"{source.path.stem}-eval") / eval_name(split, data)
+        if opened.is_file:  # written beside the model file: model.h5 -> model-eval/<data>/
+            out = opened.path.with_name(f"{opened.path.stem}-eval") / eval_name(split, data)
             report = False
         else:
             out = run.eval_dir(eval_name(split, data))

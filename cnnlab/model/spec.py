@@ -216,6 +216,20 @@ def load_spec(
     return override(spec, input, classes)
 
 
+def head_as_classes(spec: ModelSpec) -> ModelSpec:
+    """The spec with its last Dense (when it has more than one unit) written ``units: classes``,
+    its units becoming the spec's ``classes``: a trained model's head, made replaceable, so that
+    another number of classes (``classes=``, training on other data) gets a head of its size."""
+    dense = [i for i, (_, layer) in enumerate(spec.layers) if isinstance(layer, Dense)]
+    if not dense or not isinstance(spec.layers[dense[-1]][1].units, int) or spec.layers[dense[-1]][1].units < 2:
+        return spec
+    i = dense[-1]
+    name, layer = spec.layers[i]
+    layers = list(spec.layers)
+    layers[i] = (name, dataclasses.replace(layer, units="classes"))
+    return dataclasses.replace(spec, layers=layers, classes=layer.units)
+
+
 def override(spec: ModelSpec, input: Any, classes: int | None) -> ModelSpec:
     if input is not None:
         spec = spec.with_(input=parse_input(input, "--input"))

@@ -5,7 +5,6 @@ A ``Lambda`` layer (Python code) or a custom class is refused with a sentence na
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from cnnlab.formats.keras.read import (
     refuse,
 )
 from cnnlab.model import layers as L
-from cnnlab.model.spec import ModelSpec
+from cnnlab.model.spec import ModelSpec, head_as_classes
 
 # ---------------------------------------------------------------------------------------
 # Config -> cnnlab spec.
@@ -341,17 +340,11 @@ def spec_from_keras(kf: KerasFile):
             out.append((node.name, layer))
     if not out:
         raise refuse(kf.path, "the model has no layers cnnlab can build")
+    name = str((inner.get("name") if isinstance(inner, dict) else None) or kf.path.stem)
     # The last Dense gives the classes: `units: classes`, so that training on other data
     # (`cnnlab train --model model.keras`) gets a head of the right size.
-    dense = [i for i, (_, lay) in enumerate(out) if isinstance(lay, L.Dense)]
-    classes = None
-    if dense and isinstance(out[dense[-1]][1].units, int) and out[dense[-1]][1].units > 1:
-        i = dense[-1]
-        classes = out[i][1].units
-        out[i] = (out[i][0], dataclasses.replace(out[i][1], units="classes"))
-    name = str((inner.get("name") if isinstance(inner, dict) else None) or kf.path.stem)
-    return ModelSpec(input=shape, layers=out, classes=classes, name=kf.path.stem,
-                     description=f"read from {kf.path.name} (Keras {kf.keras_version or '?'} model {name!r})",
-                     source=str(kf.path))
+    return head_as_classes(ModelSpec(
+        input=shape, layers=out, name=kf.path.stem, source=str(kf.path),
+        description=f"read from {kf.path.name} (Keras {kf.keras_version or '?'} model {name!r})"))
 
 
