@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file
 
 from cnnlab.errors import CnnlabError
-from cnnlab.io.weights import write_safetensors
+from cnnlab.io.weights import read_header, write_safetensors
 
 FORMAT = "cnnlab-checkpoint/1"
 
@@ -142,22 +141,18 @@ def read_state_header(path: str | Path) -> dict[str, Any]:
     """The checkpoint's structure without its tensors (each left as its ``{"$tensor": key}``
     marker): the counters, for a message, without reading megabytes of weights."""
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
-        return json.loads(header["state"])
+        return json.loads(read_header(path)["state"])
     except Exception:
         raise CnnlabError(f"{path}: not a readable checkpoint (truncated or corrupt?)") from None
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; tensors land on ``device``."""
-
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"{path}: no such checkpoint (the run saved none yet)")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+        header = read_header(path)
         tensors = load_file(str(path), device=str(device))
     except Exception:
         raise CnnlabError(f"{path}: not a readable checkpoint (truncated or corrupt?)") from None

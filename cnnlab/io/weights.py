@@ -59,14 +59,20 @@ def write_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], header
         save_file(tensors, str(tmp), metadata=header)
 
 
+def read_header(path: str | Path) -> dict[str, str]:
+    """A safetensors file's string metadata, without reading its tensors (raises what
+    safetensors raises on a file that is not one: callers say why in their own words)."""
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
+
+
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The JSON metadata of a cnnlab weights file, without loading the tensors."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            header = f.metadata() or {}
+        header = read_header(path)
     except Exception:
         kind = _sniff(path)
         why = f"it is {kind}, which cnnlab never loads because it can run code" if kind else (
