@@ -150,7 +150,7 @@ def test_parse_presets_overrides_aliases_and_dicts():
 
 @pytest.mark.parametrize("text,match", [
     ("flip,colour=2", r"unknown augmentation option 'colour'; presets \(first\): none, light, standard, strong, "
-                      r"cifar; options: .*rotation_range"),
+                      r"cifar, photo; options: .*rotation_range"),
     ("standart", r"unknown augmentation option 'standart'; did you mean 'standard'\?"),
     ("rotation=lots", "rotation got 'lots', which is not a number"),
     ("fill=mirror", "fill_mode must be one of nearest, constant, reflect, wrap"),

@@ -48,7 +48,8 @@ FLAGS = {
         ("momentum", (), "M"), ("loss", (), None), ("label_smoothing", (), "EPS"), ("scheduler", (), None),
         ("warmup", (), "FRACTION"), ("step_size", (), "N"), ("gamma", (), "F"), ("augment", (), "SPEC"),
         ("patience", (), "N"), ("monitor", (), "METRIC"), ("time_limit", (), "MIN"), ("seed", (), "N"),
-        ("recipe", (), "NAME"), ("bias_lr_scale", (), "S"), ("weight_averaging", (), None), ("tta", (), None),
+        ("recipe", (), "NAME"), ("bias_lr_scale", (), "S"), ("weight_averaging", (), None),
+        ("progressive", (), "F"), ("train_scale", (), "F"), ("tta", (), None),
         ("sync_bn", (), None)],
     "data": [
         ("val_split", (), "F"), ("label_regex", (), "REGEX"), ("channels", (), None), ("resize", (), None),

@@ -104,6 +104,11 @@ PRESETS: dict[str, AugmentConfig] = {
                             brightness_range=(0.7, 1.3), fill_mode="reflect", random_erasing=0.25),
     # Small photos (CIFAR): 2-pixel reflect translation + derandomised flip (airbench).
     "cifar": AugmentConfig(translate=2, alternate_flip=True),
+    # Photos (the photo recipe): a random box of 35-100 % of the area, any aspect ratio from
+    # 3:4 to 4:3, and a random mirror (Inception's crop, Szegedy et al. 2015; fastai's and
+    # FFCV's from-scratch Imagenette/ImageNet training use this kind, with a lower bound of
+    # 0.08-0.35: short runs of small nets want the milder end).
+    "photo": AugmentConfig(random_resized_crop=(0.35, 1.0), horizontal_flip=True),
 }
 
 # Short names accepted in "flip,rotation=15,zoom=0.1" (the Keras names work too).
@@ -248,14 +253,19 @@ class Augmenter:
     def __repr__(self) -> str:
         return f"Augmenter({self.config.describe()})"
 
-    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator,
+                 size: tuple[int, int] | None = None) -> torch.Tensor:
+        """The augmented batch; ``size`` (height, width): at that size instead of x's own
+        (progressive resizing). A geometric augmentation then samples the new size straight
+        from x (one resampling, no extra pass); otherwise x is resized with antialiasing."""
         if x.dim() != 4:
             raise ValueError(f"Augmenter expects a batch (N, C, H, W), got shape {tuple(x.shape)}")
         if x.dtype == torch.uint8:  # pixels: to [0, 1] floats
             x = x.float() / 255
         cfg = self.config
+        size = None if size is None or tuple(size) == tuple(x.shape[-2:]) else tuple(size)
         if cfg.is_identity or x.shape[0] == 0:
-            return x
+            return x if size is None else resize(x, size)
         rand = _Random(generator, x.shape[0])
         fresh = False  # x is our own tensor (not the caller's): later steps may work in place
         if cfg.alternate_flip:
@@ -263,7 +273,9 @@ class Augmenter:
         if cfg.translate:
             x = translate(x, cfg.translate, rand)
         if cfg.geometric:
-            x, fresh = warp(x, self.matrices(rand, x.shape[-2], x.shape[-1]), cfg.fill_mode, cfg.cval), True
+            x, fresh = warp(x, self.matrices(rand, x.shape[-2], x.shape[-1]), cfg.fill_mode, cfg.cval, size), True
+        elif size is not None:
+            x, fresh = resize(x, size), True
         if cfg.brightness_range:
             factor = to_device(rand.uniform(*cfg.brightness_range).to(x.dtype), x.device).view(-1, 1, 1, 1)
             x, fresh = (x.mul_(factor) if fresh else x * factor).clamp_(0, 1), True
@@ -387,8 +399,20 @@ def _affine(a, b, c, d, e, f) -> torch.Tensor:
     return torch.stack([a, b, c, d, e, f, zero, zero, one], dim=1).view(-1, 3, 3)
 
 
-def warp(x: torch.Tensor, m: torch.Tensor, fill_mode: str = "nearest", cval: float = 0.0) -> torch.Tensor:
+def resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """x (N, C, H, W) at ``size`` (height, width): bilinear, antialiased when it shrinks."""
+    out_dtype = x.dtype
+    x = x.float() if x.dtype not in (torch.float32, torch.float64) else x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", antialias=True, align_corners=False).to(out_dtype)
+
+
+def warp(x: torch.Tensor, m: torch.Tensor, fill_mode: str = "nearest", cval: float = 0.0,
+         size: tuple[int, int] | None = None) -> torch.Tensor:
     """Resample x (N, C, H, W) through pixel-space matrices m (N, 3, 3), output -> input.
+
+    ``size`` (height, width): the output's, when not x's own. The matrices' centred pixel
+    coordinates are the input's; the grid is laid out at the output's size over the same
+    [-1, 1] square, so the output shows the same region, at another resolution.
 
     The matrices use centred pixel coordinates; grid_sample wants [-1, 1] over the image
     (align_corners=False: -1 and 1 are the outer edges), so the scale S = diag(W/2, H/2)
@@ -401,7 +425,7 @@ def warp(x: torch.Tensor, m: torch.Tensor, fill_mode: str = "nearest", cval: flo
     out_dtype = x.dtype
     if x.dtype not in (torch.float32, torch.float64):  # half precision: resample in float32
         x = x.float()
-    out = _resample(x, to_device(theta.to(x.dtype), x.device), fill_mode, cval)
+    out = _resample(x, to_device(theta.to(x.dtype), x.device), fill_mode, cval, size or (h, w))
     return out.to(out_dtype)
 
 
@@ -420,9 +444,10 @@ def affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return cols + rows
 
 
-def _resample(x: torch.Tensor, theta: torch.Tensor, fill_mode: str, cval: float) -> torch.Tensor:
+def _resample(x: torch.Tensor, theta: torch.Tensor, fill_mode: str, cval: float,
+              size: tuple[int, int]) -> torch.Tensor:
     n, c, h, w = x.shape
-    grid = affine_grid(theta, h, w)
+    grid = affine_grid(theta, *size)
     if fill_mode == "nearest":
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     if fill_mode == "reflect":

@@ -293,3 +293,21 @@ def trace(spec: ModelSpec) -> list[TracedLayer]:
             "flat, e.g. with Flatten (or GlobalAveragePooling2D) and Dense"
         )
     return out
+
+
+def size_free(spec: ModelSpec) -> tuple[int, str]:
+    """(total stride, "") when the model runs at other input sizes with the same weights, else
+    (0, why not). It must reach its flat layers through global pooling (a Flatten ties the
+    Dense weights to one size); the stride is the product of its layers' strides before that:
+    inputs whose sides are multiples of it are padded as the built size is, at every layer."""
+    stride = 1
+    for i, t in enumerate(trace(spec), start=1):
+        if len(t.input_shape) != 3:
+            break
+        if len(t.output_shape) == 1:
+            if t.type in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
+                return stride, ""
+            return 0, (f"layer {i} ({t.type} '{t.name}') ties the model to its {t.input_shape[0]}x"
+                       f"{t.input_shape[1]} input; a model that ends in GlobalAveragePooling2D runs at any size")
+        stride *= t.layer.rf()[1]
+    return 0, "the model has no global pooling layer"

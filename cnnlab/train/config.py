@@ -123,6 +123,13 @@ class TrainConfig(BaseModel):
     weight_averaging: Literal["none", "lookahead", "ema"] = Field(
         "none", description="lookahead: an EMA of the weights synced into the model every 5 steps; ema: "
         "the EMA only at the end (see cnnlab/train/averaging.py)")
+    progressive: float = Field(0.0, ge=0, le=1, description="progressive resizing: the first quarter of the "
+                               "steps trains on images this fraction of --img-size, growing to --train-scale "
+                               "by the last quarter (decoded once at --img-size, resized per batch); 0: off. "
+                               "Needs a model ending in global pooling")
+    train_scale: float = Field(1.0, gt=0, le=1, description="the last training size as a fraction of --img-size; "
+                               "validation and test run at --img-size (FixRes: a model trained on random crops "
+                               "tests better a little larger); 1: the same size")
     tta: Literal["none", "flip", "flip+translate"] = Field(
         "none", description="test-time augmentation of the final test evaluation")
     sync_bn: bool = Field(False, description="under torchrun on GPUs, batch norm computes its statistics "

@@ -42,6 +42,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from cnnlab.alloc import tune_allocator
+from cnnlab.data.augment import Augmenter, resize
 from cnnlab.data.loader import TRAINING, epoch_seed
 from cnnlab.device import to_device
 from cnnlab.errors import CnnlabError
@@ -153,6 +154,11 @@ class Trainer:
         self.max_steps: int | None = None  # set (e.g. by TimeLimit) to end mid-epoch
         self.val_samples = 0  # images in the validation data (when it says)
         self.val_subset: Iterable | None = None  # validated each epoch instead of val, but the last
+        # Progressive resizing (cnnlab.train.callbacks.ProgressiveResize): the (height, width)
+        # training batches are brought to (None: as loaded; validation always is), and a step's
+        # cost at progress p (0-1) relative to a step at the loaded size, for TimeLimit's plan.
+        self.train_size: tuple[int, int] | None = None
+        self.step_cost: Callable[[float], float] | None = None
         self.logs: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.stop_training = False
@@ -186,8 +192,13 @@ class Trainer:
         """uint8 (or [0, 1] float) images -> the normalised float batch the model sees."""
         x = to_device(images, self.device)
         x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        size = self.train_size if training and self.train_size and tuple(self.train_size) != tuple(x.shape[-2:]) \
+            else None  # progressive resizing: this step's images at another size
         if training and self.augment is not None:
-            x = self.augment(x, self.generator)
+            x = (self.augment(x, self.generator, size) if size and isinstance(self.augment, Augmenter)
+                 else self.augment(x, self.generator))
+        if size and tuple(x.shape[-2:]) != tuple(size):
+            x = resize(x, size)
         if self.mean is not None:
             x = (x - self.mean) / self.std
         if self.channels_last:

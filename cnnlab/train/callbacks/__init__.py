@@ -39,6 +39,7 @@ One file per callback, as Keras' ``callbacks/``; every name is importable from h
 ``lr_schedule``             LRSchedule: each batch's lr, a factor from :mod:`cnnlab.train.schedules`
 ``terminate_on_nan``        TerminateOnNaN, TrainingDiverged
 ``time_limit``              TimeLimit
+``progressive_resize``      ProgressiveResize: small images early, the full size (or FixRes' less) at the end
 ``csv_logger``              CSVLogger
 ``tensorboard``             TensorBoard
 ``progress``                ProgressBar, format_logs
@@ -52,13 +53,14 @@ from cnnlab.train.callbacks.lr_schedule import LRSchedule, schedule_factor
 from cnnlab.train.callbacks.model_checkpoint import ModelCheckpoint
 from cnnlab.train.callbacks.monitor import Best, MonitorCallback, monitor_mode
 from cnnlab.train.callbacks.progress import ProgressBar, format_logs
+from cnnlab.train.callbacks.progressive_resize import ProgressiveResize
 from cnnlab.train.callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
 from cnnlab.train.callbacks.tensorboard import TensorBoard
 from cnnlab.train.callbacks.terminate_on_nan import TerminateOnNaN, TrainingDiverged
-from cnnlab.train.callbacks.time_limit import AfterTraining, TimeLimit
+from cnnlab.train.callbacks.time_limit import AfterTraining, TimeLimit, steps_that_fit
 
 __all__ = [
     "Callback", "MonitorCallback", "Best", "monitor_mode", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
     "LRSchedule", "schedule_factor", "TerminateOnNaN", "TrainingDiverged", "TimeLimit", "AfterTraining", "CSVLogger", "HISTORY_COLUMNS",
-    "TensorBoard", "ProgressBar", "format_logs",
+    "TensorBoard", "ProgressBar", "format_logs", "ProgressiveResize", "steps_that_fit",
 ]

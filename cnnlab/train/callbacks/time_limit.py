@@ -42,6 +42,10 @@ class TimeLimit(Callback):
     counts. A time-limited run depends on the machine's speed, so it is not reproducible
     step for step.
 
+    Steps need not cost the same: with ``trainer.step_cost`` (a step's cost at a progress
+    0-1, set by :class:`~cnnlab.train.callbacks.ProgressiveResize`), the time measured is
+    per unit of cost, and the plan is the number of steps whose summed cost fits.
+
     The budget is the whole command's: ``spent_before`` is what it took before training
     (finding and decoding the data, the automatic choices' timed steps), and ``after``
     (:class:`AfterTraining`) what the final evaluation and the report will take.
@@ -61,6 +65,8 @@ class TimeLimit(Callback):
         self._t0: float | None = None  # the clock when this session began (a fake clock may start at 0)
         self._train_t = 0.0  # training-batch seconds in this session
         self._steps = 0  # steps in this session
+        self._work = 0.0  # their summed cost (= the steps when every step costs the same)
+        self._cost_now = 1.0
         self._batch_t0 = 0.0
 
     def elapsed(self) -> float:
@@ -72,11 +78,14 @@ class TimeLimit(Callback):
         self.max_epochs = self.max_epochs or trainer.epochs
 
     def on_batch_begin(self, trainer: "Trainer") -> None:
+        cost = getattr(trainer, "step_cost", None)
+        self._cost_now = cost(trainer.step / max(trainer.total_steps, 1)) if cost is not None else 1.0
         self._batch_t0 = self.clock()
 
     def on_batch_end(self, trainer: "Trainer") -> None:
         self._train_t += self.clock() - self._batch_t0
         self._steps += 1
+        self._work += self._cost_now
         if self._steps == self.first_plan or self._steps % self.replan_every == 0:
             self._plan(trainer)
 
@@ -93,7 +102,12 @@ class TimeLimit(Callback):
             trainer.val_subset is None else per_image / 3
         after = self.after.seconds(forward) if self.after is not None else 0.0
         remaining = self.budget - self.elapsed() - val - after  # keep the last validation's time, and what follows
-        more = int(max(remaining, 0.0) / (per_step + val / spe))
+        per_unit = self._train_t / max(self._work, 1e-9)  # seconds of a step at cost 1
+        cost = getattr(trainer, "step_cost", None)  # None: every step costs the same
+        if cost is None:
+            more = int(max(remaining, 0.0) / (per_unit + val / spe))
+        else:
+            more = steps_that_fit(cost, trainer.step, max(remaining, 0.0), per_unit, val / spe)
         # Timings differ a little between processes (torchrun): all follow the main one.
         trainer.max_steps = trainer.broadcast(min(self.max_epochs * spe, trainer.step + more))
         trainer.epochs = max(trainer.epoch, math.ceil(trainer.max_steps / spe))
@@ -116,3 +130,27 @@ class TimeLimit(Callback):
         # the earlier commands' time; this one's own start-up (spent_before) adds to it
         self.elapsed_before, self.max_epochs = state["elapsed"], state["max_epochs"]
         self.val_seconds = list(state["val_seconds"])
+
+
+def steps_that_fit(cost, step: int, seconds: float, per_unit: float, per_step: float) -> int:
+    """The most steps ``more`` such that, in a run of ``step + more`` steps, the steps still to
+    come (progress ``step / total`` to 1) fit ``seconds``: each costs ``cost(progress)`` x
+    ``per_unit`` seconds plus ``per_step`` (its share of validation). A bisection over the
+    total; the cost is summed at 64 points of the remaining progress."""
+
+    def needs(total: int) -> float:
+        n = total - step
+        if n <= 0:
+            return 0.0
+        points = [(step + (i + 0.5) * n / 64) / total for i in range(64)]
+        return n * (per_unit * sum(cost(p) for p in points) / 64 + per_step)
+
+    cheapest = per_unit * min(cost(i / 64) for i in range(65)) + per_step
+    lo, hi = 0, int(seconds / max(cheapest, 1e-9)) + 1
+    while lo < hi:  # needs(step + more) grows with more
+        mid = (lo + hi + 1) // 2
+        if needs(step + mid) <= seconds:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
