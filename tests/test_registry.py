@@ -11,13 +11,14 @@ from cnnlab.train.optimizers import OPTIMIZERS
 from cnnlab.train.recipes import RECIPES, get_recipe
 from cnnlab.train.schedules import SCHEDULES
 
-PRESET_NAMES = "airbench, airbench_medium, airbench_small, resnet_small, seed, tinyvgg, vgg_bn"
+PRESET_NAMES = ("airbench, airbench_medium, airbench_small, photonet, photonet_large, photonet_small, resnet_small, "
+                "seed, tinyvgg, vgg_bn")
 
 
 @pytest.mark.parametrize("registry, typo, sentence", [
     (LAYERS, "Conv2d", "unknown layer type 'Conv2d'; did you mean 'Conv2D'? (see `cnnlab layers`)"),
     (PRESETS, "resnet_smal", f"unknown preset 'resnet_smal'; did you mean 'resnet_small'? (known: {PRESET_NAMES})"),
-    (RECIPES, "airbenh", "unknown recipe 'airbenh'; did you mean 'airbench'? (known: airbench)"),
+    (RECIPES, "airbenh", "unknown recipe 'airbenh'; did you mean 'airbench'? (known: airbench, photo)"),
     (OPTIMIZERS, "adamm", "unknown optimizer 'adamm'; did you mean 'adam'? (known: adam, adamw, sgd)"),
     (SCHEDULES, "cosin", "unknown scheduler 'cosin'; did you mean 'cosine'? "
                          "(known: none, cosine, onecycle, step, plateau, triangle)"),

@@ -100,7 +100,7 @@ CASES = [
     ("train: --img-size 0", lambda w: train(w, "--img-size", "0"), "img_size"),
     ("train: --img-size abc", lambda w: train(w, "--img-size", "abc"), "must look like 64 or 64x48"),
     ("train: unknown preset", lambda w: train(w, "--model", "resnet9000"),
-     "resnet9000: no such model file or preset (presets: airbench, airbench_medium, airbench_small, resnet_small"),
+     "resnet9000: no such model file or preset (presets: airbench, airbench_medium, airbench_small, photonet"),
     ("train: impossible model", lambda w: train(w, "--model", w["root"] / "model.yaml"), "needs a flat input"),
     ("train: --epochs 0", lambda w: train(w, "--epochs", "0"), "epochs: input should be greater than or equal to 1"),
     ("train: --lr -1", lambda w: train(w, "--lr", "-1"), "lr: input should be greater than 0"),

@@ -204,7 +204,9 @@ def test_cnnlab_recipes_shows_what_a_recipe_run_gets(capsys):
     assert "the first of airbench, airbench_medium, airbench_small that fits 8 epochs" in text
     assert "Lookahead" in text and "Jordan 2024" in text
     assert main(["recipes", "--format", "json"]) == 0
-    (airbench,) = json.loads(capsys.readouterr().out)
+    recipes = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert list(recipes) == ["airbench", "photo"]
+    airbench = recipes["airbench"]
     assert airbench["name"] == "airbench" and airbench["smaller_models"] == ["airbench_medium", "airbench_small"]
     assert all(airbench["options"][k] == getattr(cfg, k) for k in airbench["options"])
     with pytest.raises(SystemExit):

@@ -5,8 +5,9 @@ class, the time budget (``--time-limit``, or a default plan of :data:`DEFAULT_MI
 there is none), and how fast the model trains on this machine (measured, a few steps).
 What it decides, unless you set it yourself (a flag or a config key always wins):
 
-* **recipe / model**: a named recipe (see :mod:`cnnlab.train.recipes`) for small images
-  when one is registered for them, else the default preset;
+* **recipe / model**: a named recipe (see :mod:`cnnlab.train.recipes`): ``airbench`` for
+  thousands of small images (CIFAR's 32 px), ``photo`` for photos of :data:`PHOTO_MIN_SIDE`
+  px or more, else the default preset;
 * **image size**: the largest of :data:`SIZES` that the images have (never blown up) and
   that still leaves enough epochs (:func:`epochs_wanted`) in the budget. Photos at 256 px
   get 96-160 px when the time allows, not the model's 64;
@@ -38,6 +39,8 @@ SIZES = (32, 48, 64, 96, 128, 160, 192, 224)
 MAX_SIZE = {"cpu": 160, "cuda": 224, "mps": 160}  # beyond this, too slow to be worth it here
 SMALL_IMAGES = 40  # median side (px) at or below which a small-image recipe fits (CIFAR: 32)
 SMALL_IMAGE_RECIPE = "airbench"
+PHOTO_MIN_SIDE = 96  # median shorter side (px) from which photos get the photo recipe
+PHOTO_RECIPE = "photo"
 RECIPE_MIN_IMAGES = 5000  # the recipe's large batches and few epochs want thousands of images
 SMALL_SET = 2_000  # training images below which a CPU run takes batches of 32, not 64
 IMBALANCE = 0.5  # smallest class / largest class below this: protect the small class
@@ -169,6 +172,10 @@ def choose(facts: DataFacts, given: set[str] | frozenset[str], *, time_limit: fl
             and SMALL_IMAGE_RECIPE in set(recipes)):
         out.set("recipe", SMALL_IMAGE_RECIPE, f"{n + facts.n_val:,} images of {shape} px: the fast small-image recipe "
                                               "(its options under yours)")
+    photo = facts.image_size is not None and min(facts.image_size) >= PHOTO_MIN_SIDE
+    if "model" not in given and "recipe" not in given and photo and PHOTO_RECIPE in set(recipes):
+        out.set("recipe", PHOTO_RECIPE, f"photos of {shape} px (median, {PHOTO_MIN_SIDE} px or more): the photo "
+                                        "recipe (its options under yours)")
 
     # image size: the largest that leaves the epochs the data wants
     if "img_size" not in given:

@@ -41,6 +41,9 @@ class Recipe:
     min_epochs: float = 0.0
     min_steps: int = 0
     min_batch: int = 256
+    # Without --time-limit too, plan the model and the epochs for the default plan's minutes
+    # (cnnlab.train.auto.DEFAULT_MINUTES) from the measured speed, as under a time limit.
+    plan_without_limit: bool = False
 
     def lr_at(self, batch: int) -> float:
         """The recipe's lr at another batch size: the same lr per image (``lr_batch``)."""
@@ -52,7 +55,9 @@ class Recipe:
         lines = [f"{self.name}: {self.summary}", f"  for: {self.suits}", "  options:"]
         lines += [f"    {k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in self.options.items()]
         if self.time_limit_options or self.smaller_models:
-            lines.append("  under --time-limit:")
+            lines.append("  under --time-limit" + (" (without one, the model and the epochs are planned the same way "
+                                                   "for the default plan's 10 minutes):" if self.plan_without_limit
+                                                   else ":"))
             lines += [f"    {k}: {v} (a cap: the budget decides)" if k == "epochs" else f"    {k}: {v}"
                       for k, v in self.time_limit_options.items()]
         if self.smaller_models:
@@ -119,6 +124,44 @@ AIRBENCH = add_recipe(Recipe(
         "under --time-limit on a slow machine: model airbench_medium (3/4 of the width) or "
         "airbench_small (1/2) and a smaller batch, so that the budget still holds about 8 epochs "
         "and 400 steps (cnnlab's own rule, benchmarks/RESULTS.md)",
+    ),
+))
+
+
+# Photos at 96-224 px (Dogs vs Cats, leaves, Imagenette): cnnlab's own pieces, each measured
+# on 2 CPU cores (benchmarks/RESULTS.md, Photos; the ablation in benchmarks/log/).
+PHOTO = add_recipe(Recipe(
+    name="photo",
+    summary="a small residual net with anti-aliased pooling, random-resized-crop training, progressive "
+            "resizing and a FixRes test size: photos from scratch on a CPU",
+    suits="photos of 96 px and more (median side), a few to a hundred classes, hundreds to tens of thousands each",
+    options={
+        "model": "photonet_large", "batch_size": 64, "optimizer": "adamw", "lr": 0.002, "weight_decay": 0.05,
+        "scheduler": "onecycle", "label_smoothing": 0.1, "augment": "photo", "progressive": 0.625,
+        "train_scale": 0.875, "tta": "flip", "val_split": 0.1, "channels_last": True,
+    },
+    time_limit_options={"epochs": 200},
+    smaller_models=("photonet", "photonet_small"),
+    min_epochs=20.0,
+    min_steps=800,
+    min_batch=32,
+    plan_without_limit=True,
+    sources=(
+        "model photonet: a 3x3 stride-2 stem (He et al. 2016; the 3x3 stem of He et al. 2019, 'Bag of "
+        "tricks'), MaxBlurPool (Zhang 2019, 'Making convolutional networks shift-invariant again'), "
+        "ResNet basic blocks (He et al. 2016), global average pooling",
+        "augment photo: random resized crop of 35-100 % of the area, aspect 3:4-4:3, and a random "
+        "mirror (Szegedy et al. 2015; fastai and FFCV use it for Imagenette and ImageNet)",
+        "progressive 0.625: the first quarter of the steps at 5/8 of the size, growing linearly to "
+        "--train-scale by the last quarter (fastai's progressive resizing; FFCV's ResNet configs)",
+        "train_scale 0.875: training ends at 7/8 of the size validated and tested, which suits "
+        "random-resized-crop training (Touvron et al. 2019, FixRes)",
+        "optimizer adamw with a one-cycle schedule (Loshchilov & Hutter 2019; Smith 2017): cnnlab's "
+        "default, label smoothing 0.1 (Szegedy et al. 2016)",
+        "tta flip: each test image and its mirror image averaged",
+        "the model: the first of photonet_large, photonet, photonet_small that fits 20 epochs in the "
+        "budget (--time-limit, else 10 minutes) at the speed measured on this machine, progressive "
+        "resizing's cheaper steps counted (cnnlab's own rule, benchmarks/RESULTS.md)",
     ),
 ))
 

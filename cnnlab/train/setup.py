@@ -50,9 +50,10 @@ from cnnlab.formats.keras import is_keras_file, preprocessing_inside
 from cnnlab.formats.open import init_weights, open_spec
 from cnnlab.model.build import build_model
 from cnnlab.model.layers import data_init
-from cnnlab.model.spec import ModelSpec
+from cnnlab.model.spec import ModelSpec, size_free
 from cnnlab.train import auto, distributed
 from cnnlab.train.config import DEFAULT_MODEL, TrainConfig, resolved_defaults
+from cnnlab.train.callbacks import ProgressiveResize
 from cnnlab.train.distributed import ShardedLoader
 from cnnlab.train.loop import Trainer
 from cnnlab.train.losses import LOSSES, is_binary
@@ -85,6 +86,7 @@ class Setup:
     busy_note: str = ""  # set when other programs took the CPU while the choices were timed
     busy_share: float = 0.0  # other programs' share of the CPU during the last timed probe (0-1)
     shuffle_why: str = ""  # why --shuffle auto chose the block order ("" when it did not)
+    stride: int = 1  # the model's total stride: training sizes are multiples of it (--progressive)
 
     def meta(self) -> dict[str, Any]:
         """What every weights file carries, so it can be used without the run folder."""
@@ -325,18 +327,31 @@ def decide(cfg: TrainConfig, facts: Facts, verbose: bool) -> TrainConfig:
         cfg = TrainConfig(**recipe_options(picked, {k: getattr(cfg, k) for k in cfg.model_fields_set}))
         cfg._from_recipe = frozenset(get_recipe(picked).options) - given
         given = {k for k in TrainConfig.model_fields if getattr(cfg, k) is not None} - {"class_weights"}
-        if cfg.val_split == 0 and index.val_split is not None:  # val drawn from train: all train now
-            labels += [y for _, y in index.splits.get("val") or []]
-            data = auto.DataFacts.from_labels(labels, len(index.classes), median, 0, index.classes)
+        if cfg.val_split != val_split and index.val_split is not None and not facts.index_given:
+            redrawn = index.with_val_split(cfg.val_split)  # val drawn from train: the recipe's share now
+            data = auto.DataFacts.from_labels([y for _, y in redrawn.splits["train"]], len(index.classes), median,
+                                              len(redrawn.splits.get("val") or []), index.classes)
         rest = auto.choose(data, given, time_limit=cfg.time_limit, device_type=facts.device.type,
                            base_size=facts.spec(cfg.model).input[0], scheduler=cfg.scheduler)
         rest.values, rest.reasons = ({"recipe": picked, **rest.values},
                                      {"recipe": choice.reasons["recipe"], **rest.reasons})
         choice = rest
-    if cfg.time_limit and cfg.recipe:  # the recipe's model and batch for this budget on this machine
-        scaled = _scale_recipe(cfg, facts, data.n_train, channels)
+    if cfg.recipe and (cfg.time_limit or get_recipe(cfg.recipe).plan_without_limit):
+        # the recipe's model and batch for this budget on this machine (and its epochs, planned
+        # for the default plan's minutes, when there is no --time-limit)
+        size = choice.values.get("img_size", cfg.img_size)
+        scaled, rate = _scale_recipe(cfg, facts, data.n_train, channels, size if isinstance(size, int) else None)
         for key, value in scaled.values.items():
             choice.set(key, value, scaled.reasons[key])
+        recipe, minutes = get_recipe(cfg.recipe), cfg.time_limit or auto.DEFAULT_MINUTES
+        if "model" not in scaled.values and "model" in cfg._from_recipe and recipe.smaller_models and rate:
+            fits = auto.fit_epochs(rate, data.n_train, minutes)
+            choice.set("model", cfg.model, f"fits {fits:.1f} epochs in {minutes:g} min ({rate:,.0f} img/s measured), "
+                                           f"at least the {recipe.min_epochs:g} it wants")
+        if not cfg.time_limit and "epochs" not in given and rate:
+            fits = auto.fit_epochs(rate, data.n_train, auto.DEFAULT_MINUTES)
+            choice.set("epochs", int(min(max(fits, 10), 60)), f"what fits {auto.DEFAULT_MINUTES:g} min at {rate:,.0f} "
+                       "img/s (measured; 10 to 60); a fixed number, so --config RUN/config.yaml repeats it")
     values = {k: v for k, v in choice.values.items() if k in TrainConfig.model_fields}
     # what neither the user nor the chooser set: the plain defaults, so config.yaml has them all
     values.update({k: v for k, v in auto.FALLBACKS.items() if getattr(cfg, k) is None and k not in values})
@@ -348,27 +363,46 @@ def decide(cfg: TrainConfig, facts: Facts, verbose: bool) -> TrainConfig:
     return cfg
 
 
-def _scale_recipe(cfg: TrainConfig, facts: Facts, n_train: int, channels: int):
+def _scale_recipe(cfg: TrainConfig, facts: Facts, n_train: int, channels: int, size: int | None = None):
     """:func:`cnnlab.train.auto.scale_recipe` for ``cfg``: the models' speeds measured here.
 
+    Returns (the choices, the training images/s of the model the run gets, 0 if not timed).
     Only the options the recipe filled in may change (``TrainConfig._from_recipe``): what the
-    user set, on the command line or in a config file, stays theirs."""
+    user set, on the command line or in a config file, stays theirs. ``size``: the image size
+    chosen (default: the config's, else the recipe's). Under progressive resizing a step
+    costs, on average over the run, the mean pixel share of its sizes: the speed is divided by it."""
     recipe = get_recipe(cfg.recipe)
     open_keys = [k for k in ("model", "batch_size", "lr") if k in cfg._from_recipe]
-    size = cfg.img_size if isinstance(cfg.img_size, int) else recipe.options.get("img_size", 32)
+    if size is None:
+        size = cfg.img_size if isinstance(cfg.img_size, int) else recipe.options.get("img_size", 32)
 
     # Timed at a batch near the run's (up to 256): at 64 images a step ran slower per image
     # than at 256, and its timing varied more between runs, so that a too small model won
     # (benchmarks/bench_precision.py --batch 64, 256; benchmarks/log/2026-12-02.md).
     batch = min(cfg.batch_size or recipe.options.get("batch_size", 256), 256)
+    rates: dict[str, float] = {}
 
     def rate_of(name: str) -> float:
-        model = build_model(facts.spec(name), input=(size, size, channels), classes=len(facts.index.classes),
-                            seed=cfg.seed)
+        spec = facts.spec(name)
+        model = build_model(spec, input=(size, size, channels), classes=len(facts.index.classes), seed=cfg.seed)
         device, precision, cl, _ = choose_device(cfg, model, device=facts.device)
-        return _step_rate(model, device, precision, cl, size, channels, batch=batch)
+        rates[name] = _step_rate(model, device, precision, cl, size, channels, batch=batch) / mean_cost(cfg, model.spec)
+        return rates[name]
 
-    return auto.scale_recipe(recipe, n_train, cfg.time_limit, rate_of, open_keys, model=cfg.model)
+    scaled = auto.scale_recipe(recipe, n_train, cfg.time_limit or auto.DEFAULT_MINUTES, rate_of, open_keys,
+                               model=cfg.model)
+    return scaled, rates.get(scaled.values.get("model", cfg.model), 0.0)
+
+
+def mean_cost(cfg: TrainConfig, spec: ModelSpec) -> float:
+    """A training step's mean cost over the run relative to one at the full size: 1, or less
+    under --progressive / --train-scale (smaller images cost their pixels' share)."""
+    stride = check_resizable(cfg, spec)
+    if stride == 1 and not cfg.progressive and cfg.train_scale == 1:
+        return 1.0
+    h, w = spec.input[:2]
+    plan = ProgressiveResize((h, w), cfg.progressive or cfg.train_scale, cfg.train_scale, stride)
+    return sum(plan.cost((i + 0.5) / 64) for i in range(64)) / 64
 
 
 def _step_rate(model: nn.Module, device: torch.device, precision: str, channels_last: bool, size: int,
@@ -514,6 +548,7 @@ def assemble(cfg: TrainConfig, facts: Facts, verbose: bool, shard: tuple[int, in
     size, channels = choose_input(cfg, base.input, index.splits["train"], (facts.median, facts.gray))
     model = build_model(base, input=(*size, channels), classes=len(index.classes), seed=cfg.seed)
     check_outputs(model, index.classes, base.source)
+    stride = check_resizable(cfg, model.spec)
     if cfg.init_weights:
         init_weights(model, cfg.init_weights, verbose=verbose)
     device, precision, channels_last, precision_why = choose_device(cfg, model, sample=(*size, channels),
@@ -563,4 +598,19 @@ def assemble(cfg: TrainConfig, facts: Facts, verbose: bool, shard: tuple[int, in
     return Setup(cfg, index, size, channels, model.spec, model, train_loader, val_loader, normalization,
                  None if augment.is_identity else Augmenter(augment), device, precision, channels_last,
                  resolved_defaults(cfg), val_subset, precision_why, busy_note(), (_probe_busy or [0.0])[-1],
-                 shuffle_why)
+                 shuffle_why, stride)
+
+
+def check_resizable(cfg: TrainConfig, spec: ModelSpec) -> int:
+    """The model's total stride when --progressive or --train-scale trains it at other sizes
+    (refused, in one sentence, for a model tied to one input size); 1 otherwise."""
+    if not cfg.progressive and cfg.train_scale == 1:
+        return 1
+    stride, why = size_free(spec)
+    if not stride:
+        flag = "--progressive" if cfg.progressive else "--train-scale"
+        raise CnnlabError(f"{spec.source}: {flag} trains at several image sizes, but {why}")
+    if cfg.progressive > cfg.train_scale:
+        raise CnnlabError(f"--progressive {cfg.progressive:g} starts above --train-scale {cfg.train_scale:g}, where "
+                          "it ends: the images grow during training")
+    return stride
