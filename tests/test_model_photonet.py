@@ -60,3 +60,19 @@ def test_exports_to_onnx_with_the_same_numbers(photonet_file, tmp_path):
 def test_the_three_widths_grow_in_work():
     macs = [summary(load_spec(name)).total_macs for name in ("photonet_small", "photonet", "photonet_large")]
     assert macs == sorted(macs) and macs[1] > 1.5 * macs[0]
+
+
+def test_gradcam_looks_at_the_last_residual_block_and_equals_captum():
+    import captum.attr as captum  # declared in [dev]: a broken install must fail, not skip
+
+    from cnnlab.viz._model import gradcam_layer
+    from cnnlab.viz.gradcam import gradcam
+
+    model = build_model("photonet_small", input=(64, 64, 3), classes=3, seed=0).eval()
+    assert gradcam_layer(model).name == "residual_block_2"  # the end of the last stage, before pooling
+    x = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(0))
+    ours = gradcam(model, x, cls=2)
+    ref = captum.LayerGradCam(model, model.layers["residual_block_2"]).attribute(
+        x[None], target=2, relu_attributions=True)
+    assert ours.coarse.shape == (4, 4) == tuple(ref.shape[2:])  # 64 px / the stride 16
+    assert np.allclose(ours.coarse, ref[0, 0].detach().numpy(), atol=1e-5)

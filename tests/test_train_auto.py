@@ -447,3 +447,18 @@ def test_the_image_size_probe_is_timed_at_the_runs_batch(image_folder, tmp_path,
         trained_at = yaml.safe_load((run.path / "config.yaml").read_text())["batch_size"]
         assert trained_at == given.get("batch_size", 64)
         assert timed[-1] == trained_at, (name, timed)
+
+
+def test_a_short_budget_trains_the_photo_recipe_on_smaller_images():
+    """photonet_small at 128 px, 300 img/s, 8,522 images. By hand, epochs = 0.85 x 60 x minutes x
+    rate / 8,522: in 6 min 10.8 (< 20); at 96 px the rate is 300 x (128/96)^2 = 533: 19.1 (< 20);
+    at 64 px 1,200 img/s: 43.1. In 15 min 26.9 epochs fit at 128 px: it stays."""
+    from cnnlab.train.auto import size_for_budget
+    from cnnlab.train.recipes import get_recipe
+
+    photo = get_recipe("photo")
+    size, rate = size_for_budget(photo, 128, 300.0, 8522, 6)
+    assert (size, round(rate)) == (64, 1200)
+    assert size_for_budget(photo, 128, 300.0, 8522, 15) == (128, 300.0)
+    assert size_for_budget(photo, 128, 300.0, 8522, 9)[0] == 96  # 16.2 at 128, 28.7 at 96
+    assert size_for_budget(photo, 96, 10.0, 8522, 6)[0] == 64  # the smallest when none fits

@@ -204,3 +204,26 @@ def test_progressive_resizing_refuses_a_model_tied_to_one_size(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "--progressive" in err and "Flatten" in err and "Traceback" not in err
     assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_the_photo_recipe_keeps_its_size_whether_named_or_chosen(tmp_path, monkeypatch, named):
+    """Under --time-limit the plain default's size-by-budget rule is not the recipe's: the
+    photo recipe trains at its model's size (here the ladder's 96 below the 112 px photos),
+    and only its own nets are timed (a fake speed: 1,000 img/s for each)."""
+    from cnnlab.train import setup as setup_module
+    from cnnlab.train.config import make_config
+
+    timed = []
+
+    def fake_rate(model, *args, **kwargs):
+        timed.append(model.spec.name)
+        return 1000.0
+
+    monkeypatch.setattr(setup_module, "_step_rate", fake_rate)
+    data = make_split_folder(tmp_path / "photos", ("hbar", "vbar"), {"train": 12, "val": 4}, size=(112, 112))
+    options = {"recipe": "photo"} if named else {}
+    cfg = make_config(data=str(data), time_limit=5, **options)
+    cfg = setup_module.decide(cfg, setup_module.gather_facts(cfg), verbose=False)
+    assert cfg.recipe == "photo" and cfg.img_size == 96
+    assert timed and all(name.startswith("photonet") for name in timed)

@@ -295,6 +295,20 @@ def scale_recipe(recipe, n_train: int, minutes: float, rate_of: Callable[[str], 
     return out
 
 
+def size_for_budget(recipe, size: int, rate: float, n_train: int, minutes: float) -> tuple[int, float]:
+    """(image size, its images/s): ``size`` when ``recipe.min_epochs`` fit at ``rate``, else the
+    largest of ``recipe.smaller_sizes`` below it where they fit, the speed growing as the
+    pixels shrink (the smallest when none does). On Imagenette in 6 minutes on 2 cores,
+    photonet trained 30 epochs at 64 px to 84.1 % and 12 at 128 px to 82.3 %
+    (benchmarks/log/2026-12-07.md): below the recipe's epochs, a smaller image pays."""
+    chosen, chosen_rate = size, rate
+    for s in [size, *sorted((x for x in recipe.smaller_sizes if x < size), reverse=True)]:
+        chosen, chosen_rate = s, rate * (size / s) ** 2
+        if fit_epochs(chosen_rate, n_train, minutes) >= recipe.min_epochs:
+            break
+    return chosen, chosen_rate
+
+
 def measured_rate(step_rate: float, measured_size: int) -> Callable[[int], float]:
     """Images/s at any size from one measurement: convolution cost grows with the pixels.
 

@@ -44,6 +44,10 @@ class Recipe:
     # Without --time-limit too, plan the model and the epochs for the default plan's minutes
     # (cnnlab.train.auto.DEFAULT_MINUTES) from the measured speed, as under a time limit.
     plan_without_limit: bool = False
+    # When even the last of the smaller models fits fewer than ``min_epochs`` at the run's
+    # image size (not set by the user), the largest of these sizes where they fit
+    # (cnnlab.train.auto.size_for_budget).
+    smaller_sizes: tuple[int, ...] = ()
 
     def lr_at(self, batch: int) -> float:
         """The recipe's lr at another batch size: the same lr per image (``lr_batch``)."""
@@ -63,6 +67,9 @@ class Recipe:
         if self.smaller_models:
             lines.append(f"    model: the first of {', '.join([self.options['model'], *self.smaller_models])} "
                          f"that fits {self.min_epochs:g} epochs at the speed timed on this machine")
+        if self.smaller_sizes:
+            lines.append(f"    img_size: when even {self.smaller_models[-1] if self.smaller_models else 'it'} fits "
+                         f"fewer, the largest of {', '.join(map(str, self.smaller_sizes))} px where it fits them")
         if self.min_steps:
             lines.append(f"    batch_size: halved (down to {self.min_batch}) while fewer than {self.min_steps} "
                          f"steps would fit; the lr follows it (the same lr per image)")
@@ -146,6 +153,7 @@ PHOTO = add_recipe(Recipe(
     min_steps=800,
     min_batch=32,
     plan_without_limit=True,
+    smaller_sizes=(96, 64),
     sources=(
         "model photonet: a 3x3 stride-2 stem (He et al. 2016; the 3x3 stem of He et al. 2019, 'Bag of "
         "tricks'), MaxBlurPool (Zhang 2019, 'Making convolutional networks shift-invariant again'), "

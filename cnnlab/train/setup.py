@@ -313,7 +313,11 @@ def decide(cfg: TrainConfig, facts: Facts, verbose: bool) -> TrainConfig:
     n_val = len(index.splits.get("val") or [])
     data = auto.DataFacts.from_labels(labels, len(index.classes), median, n_val, index.classes)
     rate_at = None
-    if cfg.time_limit and cfg.img_size is None and median is not None:
+    # A recipe (named, or one the chooser is about to pick) plans its own size and model: the
+    # size-by-budget rule below is for the plain default, and its timed steps would be wasted.
+    recipe_ahead = cfg.recipe or auto.choose(data, given, time_limit=cfg.time_limit, device_type=facts.device.type,
+                                             base_size=base.input[0], recipes=RECIPES.names()).values.get("recipe")
+    if cfg.time_limit and cfg.img_size is None and median is not None and not recipe_ahead:
         s0 = min(base.input[0], min(median))
         model = build_model(base, input=(s0, s0, channels), classes=len(index.classes), seed=cfg.seed)
         device, precision, cl, _ = choose_device(cfg, model, device=facts.device)
@@ -348,6 +352,14 @@ def decide(cfg: TrainConfig, facts: Facts, verbose: bool) -> TrainConfig:
             fits = auto.fit_epochs(rate, data.n_train, minutes)
             choice.set("model", cfg.model, f"fits {fits:.1f} epochs in {minutes:g} min ({rate:,.0f} img/s measured), "
                                            f"at least the {recipe.min_epochs:g} it wants")
+        if rate and recipe.smaller_sizes and "img_size" not in given and isinstance(size, int):
+            smaller, rate_there = auto.size_for_budget(recipe, size, rate, data.n_train, minutes)
+            if smaller != size:
+                model = choice.values.get("model", cfg.model)
+                choice.set("img_size", smaller, f"{model} fits only {auto.fit_epochs(rate, data.n_train, minutes):.1f} "
+                           f"epochs at {size} px, {auto.fit_epochs(rate_there, data.n_train, minutes):.1f} at {smaller} px "
+                           f"(the speed scaled by the pixels): more epochs beat more pixels in a short budget")
+                rate = rate_there
         if not cfg.time_limit and "epochs" not in given and rate:
             fits = auto.fit_epochs(rate, data.n_train, auto.DEFAULT_MINUTES)
             choice.set("epochs", int(min(max(fits, 10), 60)), f"what fits {auto.DEFAULT_MINUTES:g} min at {rate:,.0f} "
