@@ -95,9 +95,9 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool,
     if cfg.time_limit:
         spent = time.perf_counter() - started if started is not None else 0.0
         callbacks.append(cb.TimeLimit(cfg.time_limit, spent_before=spent, after=after_training(setup)))
-    if cfg.progressive or cfg.train_scale < 1:  # before TimeLimit's first plan: it reads the steps' cost
-        callbacks.append(cb.ProgressiveResize(setup.size, cfg.progressive or cfg.train_scale, cfg.train_scale,
-                                              multiple=setup.stride))
+    resizing = cb.ProgressiveResize.from_options(setup.size, cfg.progressive, cfg.train_scale, setup.stride)
+    if resizing is not None:  # before TimeLimit's first plan: it reads the steps' cost
+        callbacks.append(resizing)
     if cfg.scheduler == "plateau":  # a metric decides when, not the progress
         callbacks.append(cb.ReduceLROnPlateau("val_loss" if has_val else "loss", factor=cfg.gamma,
                                               patience=max(2, cfg.patience // 3)))
@@ -141,14 +141,16 @@ def describe(setup) -> str:
             + (f"\n        order: {setup.shuffle_why}" if getattr(setup, "shuffle_why", "") else "")
             + (f"\nrecipe  {cfg.recipe}: augment {cfg.augment}, label smoothing {cfg.label_smoothing:g}, "
                f"weight averaging {cfg.weight_averaging}, test TTA {cfg.tta}" if cfg.recipe else "")
-            + (f"\nsizes   {resize_line(setup)}" if cfg.progressive or cfg.train_scale < 1 else ""))
+            + (f"\nsizes   {line}" if (line := resize_line(setup)) else ""))
 
 
 def resize_line(setup) -> str:
     """'trains at 80x80 px, growing to 112x112 over the middle half of the steps; validated and
     tested at 128x128 (FixRes)'."""
     cfg, (h, w) = setup.cfg, setup.size
-    plan = cb.ProgressiveResize(setup.size, cfg.progressive or cfg.train_scale, cfg.train_scale, setup.stride)
+    plan = cb.ProgressiveResize.from_options(setup.size, cfg.progressive, cfg.train_scale, setup.stride)
+    if plan is None:
+        return ""
     first, last = plan.size_at(0.0), plan.size_at(1.0)
     grows = f", growing to {last[0]}x{last[1]} over the middle half of the steps" if first != last else ""
     return (f"trains at {first[0]}x{first[1]} px{grows} (multiples of {setup.stride}, the model's stride); "

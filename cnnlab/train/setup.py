@@ -409,12 +409,8 @@ def _scale_recipe(cfg: TrainConfig, facts: Facts, n_train: int, channels: int, s
 def mean_cost(cfg: TrainConfig, spec: ModelSpec) -> float:
     """A training step's mean cost over the run relative to one at the full size: 1, or less
     under --progressive / --train-scale (smaller images cost their pixels' share)."""
-    stride = check_resizable(cfg, spec)
-    if stride == 1 and not cfg.progressive and cfg.train_scale == 1:
-        return 1.0
-    h, w = spec.input[:2]
-    plan = ProgressiveResize((h, w), cfg.progressive or cfg.train_scale, cfg.train_scale, stride)
-    return sum(plan.cost((i + 0.5) / 64) for i in range(64)) / 64
+    plan = ProgressiveResize.from_options(spec.input[:2], cfg.progressive, cfg.train_scale, check_resizable(cfg, spec))
+    return 1.0 if plan is None else plan.mean_cost()
 
 
 def _step_rate(model: nn.Module, device: torch.device, precision: str, channels_last: bool, size: int,

@@ -44,6 +44,19 @@ class ProgressiveResize(Callback):
         self.size = (int(size[0]), int(size[1]))
         self.start, self.end, self.multiple, self.ramp = start, end, max(int(multiple), 1), ramp
 
+    @classmethod
+    def from_options(cls, size: tuple[int, int], progressive: float, train_scale: float,
+                     multiple: int = 1) -> "ProgressiveResize | None":
+        """The plan of ``--progressive`` / ``--train-scale`` (None when both are off): the one
+        place those two options become sizes, for the run, its printed line and its budget."""
+        if not progressive and train_scale == 1:
+            return None
+        return cls(size, progressive or train_scale, train_scale, multiple)
+
+    def mean_cost(self, start: float = 0.0, end: float = 1.0, points: int = 64) -> float:
+        """The mean of :meth:`cost` over progress ``start``-``end`` (the midpoints of ``points`` slices)."""
+        return sum(self.cost(start + (i + 0.5) * (end - start) / points) for i in range(points)) / points
+
     def fraction(self, progress: float) -> float:
         """The size at ``progress`` (0-1 of the planned steps) as a fraction of the loaded size."""
         a, b = self.ramp
