@@ -95,9 +95,8 @@ def make_callbacks(setup, run_dir: Path, verbose: bool, has_val: bool,
     if cfg.time_limit:
         spent = time.perf_counter() - started if started is not None else 0.0
         callbacks.append(cb.TimeLimit(cfg.time_limit, spent_before=spent, after=after_training(setup)))
-    resizing = cb.ProgressiveResize.from_options(setup.size, cfg.progressive, cfg.train_scale, setup.stride)
-    if resizing is not None:  # before TimeLimit's first plan: it reads the steps' cost
-        callbacks.append(resizing)
+    if cfg.progressive or cfg.train_scale < 1:  # before TimeLimit's first plan: it reads the steps' cost
+        callbacks.append(cb.ProgressiveResize.from_options(setup.size, cfg.progressive, cfg.train_scale, setup.stride))
     if cfg.scheduler == "plateau":  # a metric decides when, not the progress
         callbacks.append(cb.ReduceLROnPlateau("val_loss" if has_val else "loss", factor=cfg.gamma,
                                               patience=max(2, cfg.patience // 3)))
