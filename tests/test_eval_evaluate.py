@@ -198,6 +198,12 @@ def test_bf16_inference_agrees_with_the_exact_fp32_forward_pass(trained_run, tmp
     # fp16 on the CPU: refused as training refuses it (it ran, and said "fp16", emulated and slow)
     with pytest.raises(CnnlabError, match="precision fp16 needs a GPU"):
         evaluate_run(run, "test", device="cpu", report=False, precision="fp16")
+    # a run trained in fp32 + channels_last (the photo recipe on a CPU without bf16): its
+    # layout too, and fp32's probabilities (NHWC convolutions sum in another order: 1e-5)
+    cfg.write_text(cfg.read_text() + "\nprecision: fp32\n")
+    as_fp32_run = evaluate_run(run, "test", device="cpu", report=False, precision="run")
+    assert as_fp32_run["inference_precision"] == "fp32+channels_last"
+    np.testing.assert_allclose(probabilities(as_fp32_run), exact, atol=1e-5)
     # a run trained in fp16 on a GPU, evaluated on the CPU "as it trained": exact fp32
     cfg.write_text(cfg.read_text() + "\nprecision: fp16\n")
     as_gpu_run = evaluate_run(run, "test", device="cpu", report=False, precision="run")
@@ -210,8 +216,9 @@ def test_train_evaluates_its_test_split_in_the_precision_it_trained_in(split_fol
     from tinymodels import TINY_BN
 
     opts = dict(model=TINY_BN, epochs=1, device="cpu", out=str(tmp_path / "runs"), verbose=False)
-    for precision, expected in (("bf16", "bf16+channels_last"), ("fp32", "fp32")):
-        run = cnnlab.train(split_folder, precision=precision, name=precision, **opts)
+    for precision, cl, expected in (("bf16", None, "bf16+channels_last"), ("fp32", None, "fp32"),
+                                    ("fp32", True, "fp32+channels_last")):
+        run = cnnlab.train(split_folder, precision=precision, channels_last=cl, name=f"{precision}-{cl}", **opts)
         metrics = json.loads((run.path / "eval" / "test" / "metrics.json").read_text())
         assert metrics["inference_precision"] == expected
 

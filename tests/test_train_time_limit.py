@@ -68,3 +68,28 @@ def test_after_training_counts_the_test_split_and_its_views(tmp_path):
     assert (after_training(setup(True, "none", files)).views) == 1
     assert after_training(setup(False, "flip", files)).images == 0  # no evaluation: nothing to keep
     assert after_training(setup(True, "flip", [])).images == 0
+
+
+def test_a_validation_subset_times_the_forward_pass_and_the_whole_last_validation():
+    """--val-max: epochs validate 20 of the 100 val images, the last one all 100. The forward
+    pass per image is the subset's measured time / 20, not a guess, and the plan keeps the
+    whole last validation's time (100 images), not the subset's."""
+    now = [0.0]
+    limit = TimeLimit(2.0, first_plan=1000, replan_every=1000, clock=lambda: now[0],
+                      after=AfterTraining(images=50, views=2, decode=0.0, fixed=0.0))
+    trainer = SimpleNamespace(steps_per_epoch=10, batch=8, running_images=8, val_samples=100,
+                              val_subset=SimpleNamespace(num_samples=20), step=0, epoch=0, epochs=1000,
+                              max_steps=None, broadcast=lambda x: x, logs={}, train_seconds=10.0)
+    limit.on_train_begin(trainer)
+    for _ in range(10):  # an epoch of 1-s steps
+        limit.on_batch_begin(trainer)
+        now[0] += 1.0
+        trainer.step += 1
+        limit.on_batch_end(trainer)
+    now[0] += 4.0  # the subset's validation: 4 s for 20 images, 0.2 s each
+    trainer.epoch, trainer.logs = 1, {"seconds": 14.0}
+    limit.on_epoch_end(trainer)
+    # By hand: 120 s - 14 spent - 0.2 x 100 (the last, whole validation) - 0.2 x 50 x 2 (the
+    # test, flip) = 66 s; a step and its share of an epoch's validation 1 + 4 / 10 = 1.4 s:
+    # 47 more steps.
+    assert trainer.max_steps == 10 + 47

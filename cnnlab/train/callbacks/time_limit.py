@@ -18,7 +18,7 @@ class AfterTraining:
     """What the command still does once training stops, so that the budget keeps time for it:
     the final evaluation reads ``images`` files (``decode`` seconds each, timed on a few of them
     before training) and runs the model ``views`` times on each (test-time augmentation); the
-    report and the weights' loading take about ``fixed`` seconds."""
+    report, the evaluation's figures and the weights' loading take about ``fixed`` seconds."""
 
     images: int = 0
     views: int = 1
@@ -96,12 +96,18 @@ class TimeLimit(Callback):
         # image's forward pass costing a third of its training step (a fifth to a quarter
         # measured on an idle CPU; more on a busy one).
         per_image = per_step * trainer.batch / max(trainer.running_images, 1)
-        guess = trainer.val_samples * per_image / 3 if trainer.val_samples else 0.1 * spe * per_step
+        # An epoch validates the whole set, or a fixed subset of it (--val-max) but the last.
+        subset = getattr(trainer.val_subset, "num_samples", 0) if trainer.val_subset is not None else 0
+        validated = subset or trainer.val_samples
+        guess = validated * per_image / 3 if validated else 0.1 * spe * per_step
         val = sum(self.val_seconds) / len(self.val_seconds) if self.val_seconds else guess
-        forward = val / trainer.val_samples if self.val_seconds and trainer.val_samples and \
-            trainer.val_subset is None else per_image / 3
+        # The forward pass of one image at the size and layout of the test, from the
+        # validations measured (a subset's too); the final evaluation and the last, whole
+        # validation take that many seconds per image.
+        forward = val / validated if self.val_seconds and validated else per_image / 3
+        last_val = forward * trainer.val_samples if subset else val
         after = self.after.seconds(forward) if self.after is not None else 0.0
-        remaining = self.budget - self.elapsed() - val - after  # keep the last validation's time, and what follows
+        remaining = self.budget - self.elapsed() - last_val - after  # the last validation, and what follows
         per_unit = self._train_t / max(self._work, 1e-9)  # seconds of a step at cost 1
         cost = getattr(trainer, "step_cost", None)  # None: every step costs the same
         if cost is None:
