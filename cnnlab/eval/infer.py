@@ -50,9 +50,7 @@ def resolve_precision(precision: str, run_config: dict, device: str | torch.devi
     trained = run_config.get("precision")
     if trained == "fp16" and torch.device(device).type == "cpu":
         return "fp32", False
-    if trained not in ("bf16", "fp16"):
-        trained = "fp32"
-    return trained, bool(run_config.get("channels_last"))
+    return (trained if trained in ("bf16", "fp16") else "fp32"), bool(run_config.get("channels_last"))
 
 
 @torch.inference_mode()

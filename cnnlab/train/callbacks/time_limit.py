@@ -97,7 +97,7 @@ class TimeLimit(Callback):
         # measured on an idle CPU; more on a busy one).
         per_image = per_step * trainer.batch / max(trainer.running_images, 1)
         # An epoch validates the whole set, or a fixed subset of it (--val-max) but the last.
-        subset = getattr(trainer.val_subset, "num_samples", 0) if trainer.val_subset is not None else 0
+        subset = getattr(trainer.val_subset, "num_samples", 0)  # 0 without a subset (None)
         validated = subset or trainer.val_samples
         guess = validated * per_image / 3 if validated else 0.1 * spe * per_step
         val = sum(self.val_seconds) / len(self.val_seconds) if self.val_seconds else guess
